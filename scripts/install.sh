@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything engagement-stream needs on a Debian/Ubuntu machine:
+# redis-server (and prometheus for the rule tests and the demo's graphs) from the
+# distribution, then a virtualenv in .venv with the package and, with --dev, the test tools.
+# Safe to run again: it only installs what is missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+extras=""
+for arg in "$@"; do
+  case "$arg" in
+    --dev) extras="[dev]" ;;
+    --bench) extras="[dev,bench]" ;;
+    *) echo "install.sh: unknown option $arg (use --dev or --bench)" >&2; exit 2 ;;
+  esac
+done
+
+sudo_cmd=""
+if [ "$(id -u)" != 0 ]; then sudo_cmd="sudo"; fi
+
+need=()
+command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing system packages: ${need[*]}"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  # The Debian packages start system services; this project starts its own private
+  # instances on free ports, so leave whatever the package started alone.
+fi
+
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".${extras}"
+echo "installed: $(.venv/bin/python -c 'import stream; print(stream.__version__)') in .venv"
