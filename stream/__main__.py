@@ -1,0 +1,168 @@
+"""Command line: `python -m stream worker|demo|report|generate` (also `engagement-stream`).
+
+Settings come from flags or STREAM_* variables (flags win); a bad one stops the program
+with one line naming it and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from datetime import date
+from typing import Any
+
+from .settings import Settings, SettingsError, load
+
+#: flag -> settings field, for the flags every command accepts.
+_COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
+    "--brokers": ("kafka_brokers", str, "Kafka bootstrap servers (STREAM_KAFKA_BROKERS)"),
+    "--redis-url": ("redis_url", str, "redis:// or rediss:// URL (STREAM_REDIS_URL)"),
+    "--topics": ("topics", str, "comma-separated topics (STREAM_TOPICS)"),
+    "--dlq-topic": ("dlq_topic", str, "dead-letter topic (STREAM_DLQ_TOPIC)"),
+    "--metrics-host": ("metrics_host", str, "bind address of /metrics (STREAM_METRICS_HOST)"),
+    "--metrics-port": ("metrics_port", int, "port of /metrics (STREAM_METRICS_PORT)"),
+    "--timezone": ("timezone", str, "IANA zone of calendar days (STREAM_TIMEZONE)"),
+    "--max-lateness-days": ("max_lateness_days", int,
+                            "oldest accepted event, days (STREAM_MAX_LATENESS_DAYS)"),
+    "--consumer-group": ("consumer_group", str, "consumer group (STREAM_CONSUMER_GROUP)"),
+    "--redis-shards": ("redis_shards", int, "shards of per-user state (STREAM_REDIS_SHARDS)"),
+    "--key-prefix": ("key_prefix", str, "Redis key prefix (STREAM_KEY_PREFIX)"),
+    "--log-level": ("log_level", str, "DEBUG, INFO, WARNING or ERROR (STREAM_LOG_LEVEL)"),
+}
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    for flag, (dest, typ, help_text) in _COMMON_FLAGS.items():
+        p.add_argument(flag, dest=dest, type=typ, default=None, help=help_text)
+    p.add_argument("--redis-cluster", dest="redis_cluster", action="store_const", const=True,
+                   default=None, help="Redis Cluster mode (STREAM_REDIS_CLUSTER=true)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="engagement-stream",
+        description="Kafka product telemetry -> Redis -> Prometheus engagement metrics.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    w = sub.add_parser("worker", help="consume the topics, fold into Redis, serve /metrics")
+    _add_common(w)
+    r = sub.add_parser("report", help="print the current figures from Redis")
+    _add_common(r)
+    r.add_argument("--json", action="store_true", help="one JSON object (metric names "
+                   "without the engagement_ prefix)")
+    r.add_argument("--day", type=date.fromisoformat, default=None,
+                   help="figures as of this past local day (YYYY-MM-DD) instead of today")
+    d = sub.add_parser("demo", help="local broker + Redis + generator + worker + live view")
+    _add_common(d)
+    d.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
+    d.add_argument("--rate", type=float, default=200.0,
+                   help="live events per second (default 200)")
+    d.add_argument("--history-days", type=int, default=40,
+                   help="days of back history loaded first (default 40)")
+    d.add_argument("--duration", type=float, default=None,
+                   help="stop after this many seconds (default: until Ctrl-C)")
+    d.add_argument("--no-view", action="store_true", help="no live terminal view")
+    d.add_argument("--no-prometheus", action="store_true",
+                   help="do not start Prometheus even when it is installed")
+    g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
+    _add_common(g)
+    g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
+    g.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
+    g.add_argument("--history-days", type=int, default=0,
+                   help="days of back history produced first (default 0)")
+    return parser
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    fields = {dest for dest, _, _ in _COMMON_FLAGS.values()} | {"redis_cluster"}
+    overrides = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    overrides.update(extra)
+    return load(overrides)
+
+
+def _logging(settings: Settings) -> None:
+    logging.basicConfig(level=settings.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLevelName(
+        settings.log_level)))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "demo":
+            from .demo.run import demo_settings
+
+            settings = demo_settings(_settings(args))
+        else:
+            settings = _settings(args)
+    except SettingsError as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
+    _logging(settings)
+    if args.command == "worker":
+        return _worker(settings)
+    if args.command == "report":
+        return _report(settings, args.json, args.day)
+    if args.command == "demo":
+        from .demo.run import run_demo
+
+        return run_demo(settings, users=args.users, rate=args.rate,
+                        history_days=args.history_days, duration=args.duration,
+                        view=not args.no_view, prometheus=not args.no_prometheus)
+    if args.command == "generate":
+        from .demo.run import run_generate
+
+        return run_generate(settings, users=args.users, rate=args.rate,
+                            history_days=args.history_days)
+    return 2
+
+
+def _worker(settings: Settings) -> int:
+    from .app import Stalled, run_worker
+    from .store import StoreMismatch
+
+    try:
+        asyncio.run(run_worker(settings))
+    except StoreMismatch as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
+    except Stalled as exc:
+        logging.getLogger("stream").error("%s", exc)
+        return 3
+    return 0
+
+
+def _report(settings: Settings, as_json: bool, day: date | None) -> int:
+    import redis
+
+    from .app import open_store, read_figures
+    from .timebuckets import day_number
+
+    store = open_store(settings)
+    try:
+        figs = read_figures(store, settings, None if day is None else day_number(day))
+    except redis.exceptions.RedisError as exc:
+        print(f"engagement-stream: cannot read Redis: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+    if as_json:
+        print(json.dumps(figs, sort_keys=False))
+        return 0
+    from rich.console import Console
+
+    from .view import figures_table
+
+    Console().print(figures_table(figs, title="engagement figures"
+                                  + (f" as of {day.isoformat()}" if day else "")))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

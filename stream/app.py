@@ -1,0 +1,116 @@
+"""Wiring: settings -> store, collector, HTTP endpoints and worker. Used by the `worker`
+and `demo` commands and by tests that run a worker in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry, disable_created_metrics
+
+from . import figures
+from .collector import FiguresCollector, Health
+from .consumer import AiokafkaSource, Worker
+from .httpserver import MetricsServer
+from .keys import KeySpace
+from .settings import Settings
+from .store import Store, StoreParams, connect
+from .timebuckets import DayMapper, utc_now
+
+log = logging.getLogger("stream")
+
+
+def open_store(settings: Settings, **client_options: Any) -> Store:
+    """A Store for the settings' Redis (not yet checked against its stored parameters)."""
+    keys = KeySpace(
+        prefix=settings.key_prefix,
+        shards=settings.shards,
+        buckets=max(1, settings.user_buckets // settings.shards),
+        max_lateness_days=settings.max_lateness_days,
+        retention_days=settings.retention_days,
+    )
+    params = StoreParams(settings.timezone, settings.shards, settings.user_buckets)
+    client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
+                     **client_options)
+    return Store(client, keys, params)
+
+
+def read_figures(store: Store, settings: Settings, day: int | None = None) -> dict[str, Any]:
+    """The contract's figures from Redis, as of local `day` (default: today)."""
+    today = DayMapper(settings.timezone).today(utc_now()) if day is None else day
+    return figures.compute(store.read(today))
+
+
+@dataclass
+class Runtime:
+    """A running worker's parts, for callers that need to look inside (tests, demo)."""
+
+    settings: Settings
+    store: Store
+    health: Health
+    server: MetricsServer
+    worker: Worker
+    stop: asyncio.Event
+
+
+async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None = None,
+                     stop: asyncio.Event | None = None, install_signals: bool = True) -> None:
+    """Run a worker until SIGTERM/SIGINT (or `stop`): consume, fold, serve /metrics.
+
+    On a signal the batch in flight is finished and committed, the group is left and the
+    function returns (exit code 0)."""
+    stop = stop or asyncio.Event()
+    if install_signals:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+    disable_created_metrics()  # *_created series only add noise to every scrape
+    registry = CollectorRegistry()
+    health = Health(registry, settings.stall_seconds)
+    fold_store = open_store(settings)
+    scrape_store = open_store(settings)  # scrapes use their own connection
+
+    def on_scrape_error(exc: Exception) -> None:
+        health.redis_errors.inc()
+        log.warning("figures not readable from Redis: %s", exc)
+
+    registry.register(FiguresCollector(lambda: read_figures(scrape_store, settings),
+                                       settings.metrics_cache_seconds, on_scrape_error))
+    server = MetricsServer(registry, settings.metrics_host, settings.metrics_port,
+                           live=lambda: health.live, ready=lambda: health.ready)
+    server.start()
+    log.info("serving http://%s:%d/metrics", settings.metrics_host, server.port)
+    producer = AIOKafkaProducer(acks="all", linger_ms=5, **settings.kafka_options())
+    await producer.start()
+    worker = Worker(settings, fold_store, AiokafkaSource(settings), producer, health)
+    if started is not None:
+        started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
+    watchdog = asyncio.create_task(_watchdog(health, stop))
+    try:
+        await worker.run(stop)
+    finally:
+        watchdog.cancel()
+        await producer.stop()
+        server.stop()
+        fold_store.close()
+        scrape_store.close()
+    if health.stalled_for() >= 2 * health.stall_seconds:
+        raise Stalled(f"no progress for {health.stalled_for():.0f}s with lag; exiting")
+
+
+class Stalled(Exception):
+    """The consumer made no progress with lag for twice `stall_seconds`."""
+
+
+async def _watchdog(health: Health, stop: asyncio.Event) -> None:
+    """Liveness fails after `stall_seconds` without progress; after twice that the worker
+    stops itself with a non-zero exit so the orchestrator restarts it."""
+    while not stop.is_set():
+        await asyncio.sleep(1.0)
+        if health.stalled_for() >= 2 * health.stall_seconds:
+            log.error("stalled for %.0fs with lag; stopping", health.stalled_for())
+            stop.set()

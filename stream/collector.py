@@ -1,0 +1,164 @@
+"""Prometheus side: a custom Collector that reads the figures from Redis at scrape time
+(cached briefly), and the pipeline's own health metrics.
+
+The figures are the same on every worker (they are read from Redis), the health metrics
+are per worker. The figures cache keeps a scrape cheap: Redis is read at most once per
+`cache_seconds`, through the collector's own connection, never the fold's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from . import __version__
+from .figures import METRICS
+
+PREFIX = "engagement_"
+
+
+class FiguresCollector(Collector):
+    """Exports every figure of `figures.compute`, read through `read` (which may raise:
+    a failed read exports no figures for that scrape and counts a Redis error)."""
+
+    def __init__(
+        self,
+        read: Callable[[], dict[str, Any]],
+        cache_seconds: float = 2.0,
+        on_error: Callable[[Exception], None] | None = None,
+    ) -> None:
+        self._read = read
+        self._cache_seconds = cache_seconds
+        self._on_error = on_error
+        self._lock = threading.Lock()
+        self._cached: dict[str, Any] | None = None
+        self._cached_at = 0.0
+
+    def figures(self) -> dict[str, Any] | None:
+        """The figures, from the cache when younger than `cache_seconds`."""
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached_at >= self._cache_seconds:
+                try:
+                    self._cached = self._read()
+                    self._cached_at = now
+                except Exception as exc:  # Redis down: report health, not stale figures
+                    self._cached = None
+                    if self._on_error is not None:
+                        self._on_error(exc)
+            return self._cached
+
+    def collect(self) -> Iterator[Metric]:
+        figs = self.figures()
+        if figs is None:
+            return
+        for name, help_text in METRICS.items():
+            metric = PREFIX + name
+            value = figs.get(name)
+            if name == "conversion_ratio":
+                g = GaugeMetricFamily(metric, help_text, labels=["campaign"])
+                for campaign, ratio in (value or {}).items():
+                    g.add_metric([campaign], ratio)
+                yield g
+            elif name in ("events_total", "dead_letter_total"):
+                label = "type" if name == "events_total" else "reason"
+                c = CounterMetricFamily(metric.removesuffix("_total"), help_text, labels=[label])
+                for key, count in (value or {}).items():
+                    c.add_metric([key], count)
+                yield c
+            elif value is not None:
+                yield GaugeMetricFamily(metric, help_text, value=value)
+
+
+class Health:
+    """The worker's own health: per-worker metrics plus the state behind the probes.
+
+    Times are seconds; `stall_seconds` is how long lag may stay > 0 without progress
+    before the worker counts as stalled (liveness fails)."""
+
+    def __init__(self, registry: CollectorRegistry, stall_seconds: float = 120.0) -> None:
+        self.stall_seconds = stall_seconds
+        self.lag = Gauge(PREFIX + "consumer_lag", "Messages behind the fetch highwater.",
+                         ["topic", "partition"], registry=registry)
+        self.last_event = Gauge(PREFIX + "last_event_timestamp_seconds",
+                                "Unix time this worker last folded an event (0: never).",
+                                registry=registry)
+        self.since_last = Gauge(PREFIX + "seconds_since_last_event",
+                                "Seconds since this worker last folded an event.",
+                                registry=registry)
+        self.apply_seconds = Histogram(
+            PREFIX + "batch_apply_seconds", "Time to apply one batch to Redis.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+            registry=registry)
+        self.batch_size = Histogram(
+            PREFIX + "batch_messages", "Messages per batch.",
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 25000), registry=registry)
+        self.redis_errors = Counter(PREFIX + "redis_errors", "Redis errors seen by this worker.",
+                                    registry=registry)
+        self.processed = Counter(PREFIX + "messages_processed",
+                                 "Messages this worker processed (valid or dead-lettered).",
+                                 ["topic"], registry=registry)
+        self.ready_gauge = Gauge(PREFIX + "worker_ready",
+                                 "1 when Redis is reachable and partitions are assigned.",
+                                 registry=registry)
+        info = Gauge(PREFIX + "build_info", "Version of engagement-stream.", ["version"],
+                     registry=registry)
+        info.labels(__version__).set(1)
+        self.since_last.set_function(self._since_last)
+        self._started = time.time()
+        self._last_event_at = 0.0
+        self._progress_at = time.monotonic()
+        self._lag_total = 0
+        self.redis_ok = False
+        self.assigned = False
+
+    def _since_last(self) -> float:
+        return time.time() - (self._last_event_at or self._started)
+
+    def folded(self, count: int) -> None:
+        """A batch of `count` messages was applied."""
+        now = time.time()
+        if count:
+            self._last_event_at = now
+            self.last_event.set(now)
+        self._progress_at = time.monotonic()
+
+    def set_lag(self, topic: str, partition: int, lag: int) -> None:
+        self.lag.labels(topic, str(partition)).set(lag)
+
+    def set_total_lag(self, total: int) -> None:
+        if total == 0:
+            self._progress_at = time.monotonic()
+        self._lag_total = total
+
+    def forget_partition(self, topic: str, partition: int) -> None:
+        with contextlib.suppress(KeyError):
+            self.lag.remove(topic, str(partition))
+
+    def set_ready(self, redis_ok: bool | None = None, assigned: bool | None = None) -> None:
+        if redis_ok is not None:
+            self.redis_ok = redis_ok
+        if assigned is not None:
+            self.assigned = assigned
+        self.ready_gauge.set(1 if self.ready else 0)
+
+    @property
+    def ready(self) -> bool:
+        return self.redis_ok and self.assigned
+
+    def stalled_for(self) -> float:
+        """Seconds the consumer has had lag without progress (0 when not stalled)."""
+        if self._lag_total <= 0:
+            return 0.0
+        return time.monotonic() - self._progress_at
+
+    @property
+    def live(self) -> bool:
+        return self.stalled_for() < self.stall_seconds

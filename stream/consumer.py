@@ -1,0 +1,375 @@
+"""The worker: Kafka batches -> decode -> fold -> Redis, with dead letters and offsets.
+
+The hot path is batch-first: `getmany` hands over up to `batch_max` messages, each is
+decoded by msgspec, the whole batch is folded into grouped writes, and the store applies
+them in one round trip together with the batch's offsets. Kafka's committed offsets are
+only a hint; the offsets stored in Redis (atomically with the writes) are the truth, and
+a partition is resumed from them when it is assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import OffsetAndMetadata
+
+from .collector import Health
+from .events import PROCESSING_ERROR, DeadLetter, decode
+from .fold import Message, fold
+from .keys import KeySpace
+from .settings import Settings
+from .store import Conflict, Store
+from .timebuckets import DayMapper, ms, utc_now
+
+log = logging.getLogger("stream.worker")
+
+#: Redis errors worth waiting out (the server is down, restarting, loading or failing over).
+TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+             redis.exceptions.BusyLoadingError, redis.exceptions.TryAgainError,
+             redis.exceptions.ClusterDownError, redis.exceptions.MovedError,
+             redis.exceptions.AskError, OSError)
+#: (user_id, day) pairs remembered as already in Redis, at most; then the memory is reset.
+SEEN_LIMIT = 2_000_000
+
+
+@dataclass(slots=True)
+class Record:
+    """A consumed message: where it came from, and its raw key and value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class Source(Protocol):
+    """What the worker needs from a Kafka client; aiokafka's is `AiokafkaSource`."""
+
+    async def start(self, on_assigned: Any, on_revoked: Any) -> None: ...
+    async def stop(self) -> None: ...
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]: ...
+    def highwater(self, topic: str, partition: int) -> int | None: ...
+    def seek(self, topic: str, partition: int, offset: int) -> None: ...
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None: ...
+    def assignment(self) -> set[tuple[str, int]]: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, on_assigned: Any, on_revoked: Any) -> None:
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._on_revoked({(tp.topic, tp.partition) for tp in revoked})
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        await self._on_assigned({(tp.topic, tp.partition) for tp in assigned})
+
+
+class AiokafkaSource:
+    """`Source` over aiokafka's AIOKafkaConsumer (manual commits, earliest reset)."""
+
+    def __init__(self, settings: Settings, group: str | None = None,
+                 topics: Iterable[str] | None = None) -> None:
+        self._settings = settings
+        self._topics = tuple(topics or settings.topic_list)
+        self._consumer = AIOKafkaConsumer(
+            group_id=group or settings.consumer_group,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=settings.session_timeout_ms,
+            heartbeat_interval_ms=settings.heartbeat_interval_ms,
+            max_poll_records=settings.batch_max,
+            fetch_max_bytes=64 * 1024 * 1024,
+            max_partition_fetch_bytes=8 * 1024 * 1024,
+            **settings.kafka_options(),
+        )
+
+    async def start(self, on_assigned: Any, on_revoked: Any) -> None:
+        self._consumer.subscribe(self._topics, listener=_Listener(on_assigned, on_revoked))
+        await self._consumer.start()
+
+    async def stop(self) -> None:
+        await self._consumer.stop()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
+        data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return [
+            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
+            for tp, msgs in data.items()
+            for m in msgs
+        ]
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        # The fetch highwater, not ListOffsets: some brokers answer "latest" wrongly.
+        return self._consumer.highwater(TopicPartition(topic, partition))  # type: ignore[no-any-return]
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        self._consumer.seek(TopicPartition(topic, partition), offset)
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        await self._consumer.commit(
+            {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
+        )
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+
+def src_of(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+class Worker:
+    """Consumes, folds and applies until `stop` is set; see `run`."""
+
+    def __init__(self, settings: Settings, store: Store, source: Source,
+                 producer: AIOKafkaProducer, health: Health) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys: KeySpace = store.keys
+        self.days = DayMapper(settings.timezone)
+        self.source = source
+        self.producer = producer
+        self.health = health
+        self.applied: dict[tuple[str, int], int] = {}
+        self.seen: set[tuple[str, int]] = set()
+        self._lock = asyncio.Lock()
+        self._done: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset done
+        self._committed: dict[tuple[str, int], int] = {}
+        self._last_commit = 0.0
+        self._lateness_ms = settings.max_lateness_days * 86_400_000
+        self._stop: asyncio.Event | None = None
+
+    # -- partition lifecycle --------------------------------------------------------------
+    async def on_assigned(self, assigned: set[tuple[str, int]]) -> None:
+        """Resume each new partition from the offsets stored in Redis (the truth), not
+        Kafka's committed offset, which may be ahead of a Redis that lost its last writes."""
+        async with self._lock:
+            await self._resume(assigned)
+            self.health.set_ready(assigned=bool(self.source.assignment()))
+
+    async def _resume(self, partitions: set[tuple[str, int]]) -> None:
+        if not partitions:
+            return
+        srcs = {src_of(t, p): (t, p) for t, p in partitions}
+        loaded = await self._redis(self.store.load_offsets, list(srcs))
+        for key in [k for k in self.applied if k[0] in srcs]:
+            del self.applied[key]
+        self.applied.update(loaded)
+        for src, (t, p) in srcs.items():
+            resume = self.store.resume_offset(self.applied, src)
+            if resume is not None:
+                self.source.seek(t, p, resume)
+                self._done[(t, p)] = resume - 1
+                log.info("partition %s resumes at offset %d (from Redis)", src, resume)
+
+    async def on_revoked(self, revoked: set[tuple[str, int]]) -> None:
+        """Finish the batch in flight (the lock), commit, then let the partitions go."""
+        async with self._lock:
+            await self._commit(force=True)
+            for t, p in revoked:
+                self._done.pop((t, p), None)
+                self._committed.pop((t, p), None)
+                self.health.forget_partition(t, p)
+
+    # -- main loop --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until `stop` is set; then finish the batch in flight and commit."""
+        self._stop = stop
+        await self._redis(self.store.load_scripts)
+        await self._redis(self.store.check_meta)
+        self.health.set_ready(redis_ok=True)
+        await self.source.start(self.on_assigned, self.on_revoked)
+        try:
+            while not stop.is_set():
+                records = await self.source.getmany(self.settings.batch_wait_ms,
+                                                    self.settings.batch_max)
+                async with self._lock:
+                    if records:
+                        await self.process(records)
+                    self._update_lag()
+                    await self._commit()
+            async with self._lock:
+                await self._commit(force=True)
+        finally:
+            await self.source.stop()
+
+    async def process(self, records: list[Record]) -> None:
+        """Decode, fold and apply one batch; retries Redis until it succeeds."""
+        assigned = self.source.assignment()
+        # Records of a partition revoked while we waited belong to its new owner now.
+        records = [r for r in records if (r.topic, r.partition) in assigned]
+        if not records:
+            return
+        now = utc_now()
+        now_ms = ms(now)
+        lateness = self._lateness_ms
+        messages = [
+            Message(src_of(r.topic, r.partition), r.offset, decode(r.value, now_ms, lateness),
+                    r.value)
+            for r in records
+        ]
+        started = time.perf_counter()
+        ok = await self._apply(messages, self.days.today(now))
+        if not ok:
+            return
+        self.health.apply_seconds.observe(time.perf_counter() - started)
+        self.health.batch_size.observe(len(records))
+        per_topic: dict[str, int] = {}
+        for r in records:
+            per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
+            key = (r.topic, r.partition)
+            if self._done.get(key, -1) < r.offset:
+                self._done[key] = r.offset
+        for topic, n in per_topic.items():
+            self.health.processed.labels(topic).inc(n)
+        self.health.folded(len(records))
+
+    async def _apply(self, messages: list[Message], today: int) -> bool:
+        """Apply the batch; False when it was dropped to be re-read (offset conflict)."""
+        try:
+            writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
+            if writes.dead:
+                await self._dead_letter(writes.dead)
+            await self._redis(self.store.apply, writes, self.applied, today)
+        except Conflict as exc:
+            log.warning("%s; reloading offsets from Redis and re-reading", exc)
+            self.seen.clear()
+            await self._resume(self.source.assignment())
+            return False
+        except _GiveUp:
+            raise
+        except Exception:
+            log.exception("batch of %d messages failed; retrying message by message",
+                          len(messages))
+            await self._one_by_one(messages, today)
+            return True
+        self._applied_through(writes.last_offset)
+        if len(self.seen) > SEEN_LIMIT:
+            self.seen.clear()
+        self.seen.update(writes.new_pairs)
+        return True
+
+    async def _one_by_one(self, messages: list[Message], today: int) -> None:
+        """Isolate a message that makes the fold fail (a bug, or data Redis refuses) and
+        dead-letter it, so one poisoned message never stops the partition."""
+        for m in messages:
+            try:
+                writes = fold([m], self.keys, self.days, today, self.applied, self.seen)
+                if writes.dead:
+                    await self._dead_letter(writes.dead)
+                await self._redis(self.store.apply, writes, self.applied, today)
+            except (Conflict, _GiveUp):
+                raise
+            except Exception as exc:
+                log.exception("message %s@%d dead-lettered as %s", m.src, m.offset,
+                              PROCESSING_ERROR)
+                bad = Message(m.src, m.offset,
+                              DeadLetter(PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500]),
+                              m.value)
+                writes = fold([bad], self.keys, self.days, today, self.applied)
+                await self._dead_letter(writes.dead)
+                await self._redis(self.store.apply, writes, self.applied, today)
+            self._applied_through(writes.last_offset)
+
+    def _applied_through(self, last: dict[str, int]) -> None:
+        for src, offset in last.items():
+            for shard in range(self.keys.shards):
+                self.applied[(src, shard)] = offset
+
+    async def _dead_letter(self, dead: list[Message]) -> None:
+        """Produce dead letters and wait for the broker's acknowledgement before the batch
+        is applied: once Redis holds the offsets, these messages are never read again.
+        Kafka errors are retried with backoff (a repeat may duplicate a dead letter, never
+        lose one)."""
+        delay = 0.5
+        while True:
+            try:
+                await self._send_dead(dead)
+                return
+            except KafkaError as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise _GiveUp("stopping while the dead-letter topic is unavailable") from exc
+                log.warning("dead-letter produce failed (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def _send_dead(self, dead: list[Message]) -> None:
+        futures = []
+        for m in dead:
+            assert isinstance(m.item, DeadLetter)
+            topic, _, partition = m.src.rpartition("/")
+            headers = [
+                ("error", m.item.reason.encode()),
+                ("error_detail", m.item.detail.encode("utf-8", "replace")),
+                ("source_topic", topic.encode()),
+                ("source_partition", partition.encode()),
+                ("source_offset", str(m.offset).encode()),
+            ]
+            futures.append(await self.producer.send(self.settings.dlq_topic, value=m.value,
+                                                    headers=headers))
+        await asyncio.gather(*futures)
+
+    async def _redis(self, fn: Any, *args: Any) -> Any:
+        """Call the sync store in a thread; wait out transient Redis errors with backoff
+        (0.1 s doubling to 5 s), never skipping the batch."""
+        delay = 0.1
+        while True:
+            try:
+                result = await asyncio.to_thread(fn, *args)
+            except TRANSIENT as exc:
+                if self._stop is not None and self._stop.is_set():
+                    raise _GiveUp("stopping while Redis is unavailable") from exc
+                self.health.redis_errors.inc()
+                self.health.set_ready(redis_ok=False)
+                log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if not self.health.redis_ok:
+                log.info("Redis reachable again")
+            self.health.set_ready(redis_ok=True)
+            return result
+
+    def _update_lag(self) -> None:
+        total = 0
+        for (t, p) in self.source.assignment():
+            high = self.source.highwater(t, p)
+            if high is None:
+                continue
+            done = self._done.get((t, p))
+            lag = max(0, high - (done + 1 if done is not None else 0))
+            self.health.set_lag(t, p, lag)
+            total += lag
+        self.health.set_total_lag(total)
+
+    async def _commit(self, force: bool = False) -> None:
+        """Commit progress to Kafka at most once a second (Redis holds the truth, Kafka's
+        offsets only save re-reading after a restart)."""
+        now = time.monotonic()
+        if not force and now - self._last_commit < 1.0:
+            return
+        pending = {k: v + 1 for k, v in self._done.items() if self._committed.get(k) != v + 1}
+        pending = {k: v for k, v in pending.items() if k in self.source.assignment()}
+        if not pending:
+            return
+        try:
+            await self.source.commit(pending)
+            self._committed.update(pending)
+            self._last_commit = now
+        except Exception as exc:  # a rebalance in progress; the next commit catches up
+            log.info("commit skipped: %s", exc)
+
+
+class _GiveUp(Exception):
+    """Stop retrying (shutdown requested while Redis is unavailable)."""

@@ -1,0 +1,178 @@
+"""Event schema: Kafka message bytes -> a validated `Event`, or a `DeadLetter` with a reason.
+
+Pure: no I/O. The rules are those of the contract's section 1. The decoder is built for
+the hot path: msgspec decodes straight into a typed struct (the fields every event needs
+are checked by msgspec in C), and the fields that only some types use stay raw JSON
+until the type says they matter, so an `activity` event costs one C-level decode plus a
+few comparisons.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Annotated, Final
+
+import msgspec
+
+#: Event types, in the order their ids are numbered in `TYPE_CODES`.
+EVENT_TYPES: Final = ("activity", "signup", "visit", "conversion", "cancellation", "survey")
+TYPE_CODES: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
+
+#: Dead-letter reason codes (contract section 1 and 3).
+INVALID_JSON: Final = "invalid_json"
+INVALID_EVENT: Final = "invalid_event"
+LATE: Final = "late"
+FUTURE: Final = "future"
+#: Not in the contract's list: a message that made the fold itself fail (a bug, never bad input).
+PROCESSING_ERROR: Final = "processing_error"
+DEAD_LETTER_REASONS: Final = (INVALID_JSON, INVALID_EVENT, LATE, FUTURE, PROCESSING_ERROR)
+
+#: How far ahead of the processor's clock an event may be, in milliseconds (5 minutes).
+MAX_FUTURE_MS: Final = 5 * 60 * 1000
+
+SURVEY_RANGES: Final = {"nps": (0, 10), "csat": (1, 5)}
+
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-]\d{2}:\d{2})"
+)
+_NULL: Final = msgspec.Raw(b"null")
+
+
+class _Wire(msgspec.Struct, forbid_unknown_fields=False):
+    """The JSON object as it arrives. Optional fields stay raw: they are ignored unless the
+    event's type uses them, and a wrong type in an ignored field must not reject the event."""
+
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    type: str
+    user_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    ts: int | str
+    campaign: msgspec.Raw = _NULL
+    survey: msgspec.Raw = _NULL
+    score: msgspec.Raw = _NULL
+    props: dict[str, str] | None = None
+
+
+_decode_wire = msgspec.json.Decoder(_Wire).decode
+_decode_str = msgspec.json.Decoder(Annotated[str, msgspec.Meta(min_length=1)]).decode
+_decode_int = msgspec.json.Decoder(int).decode
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """A valid event. `ts_ms` is epoch milliseconds (UTC); `type_code` indexes EVENT_TYPES.
+
+    `campaign` is set for visit/conversion, `survey` and `score` for survey events."""
+
+    event_id: str
+    type_code: int
+    user_id: str
+    ts_ms: int
+    campaign: str | None = None
+    survey: str | None = None
+    score: int | None = None
+    props: dict[str, str] | None = None
+
+    @property
+    def type(self) -> str:
+        return EVENT_TYPES[self.type_code]
+
+
+@dataclass(slots=True, frozen=True)
+class DeadLetter:
+    """Why a message was rejected: `reason` is one of DEAD_LETTER_REASONS, `detail` is for
+    humans (it never contains the message itself, only where it went wrong)."""
+
+    reason: str
+    detail: str
+
+
+def parse_ts(value: int | str) -> int | None:
+    """Event time as epoch milliseconds, or None when `value` is not an accepted `ts`.
+
+    Integers are epoch milliseconds as they are; strings must be RFC 3339 with a `T` and
+    an offset. Sub-millisecond digits are truncated."""
+    if isinstance(value, int):
+        return value
+    if _RFC3339.fullmatch(value) is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.upper())
+    except ValueError:
+        return None
+    # timestamp() is float seconds; go through integer microseconds to avoid rounding.
+    micros = (parsed - _EPOCH) // _MICROSECOND
+    return int(micros // 1000)
+
+
+_EPOCH: Final = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+_MICROSECOND: Final = datetime.fromisoformat("1970-01-01T00:00:00.000001+00:00") - _EPOCH
+
+
+def _optional_field(raw: msgspec.Raw, name: str, decode: object) -> tuple[object, str | None]:
+    if bytes(raw) == b"null":
+        return None, f"`{name}` is required for this event type"
+    try:
+        return decode(raw), None  # type: ignore[operator]
+    except msgspec.ValidationError as exc:
+        return None, f"`{name}`: {exc}"
+
+
+def decode(value: bytes | None, now_ms: int, max_lateness_ms: int) -> Event | DeadLetter:
+    """Decode and validate one Kafka message value.
+
+    `now_ms` is the processor's clock (epoch ms); events older than `now_ms -
+    max_lateness_ms` are `late`, newer than `now_ms + MAX_FUTURE_MS` are `future`.
+    Never raises for any input."""
+    if not value:
+        return DeadLetter(INVALID_JSON, "empty or null message value")
+    try:
+        # msgspec checks UTF-8 inside strings it decodes, but not in skipped fields or in
+        # a non-object's string; one C-level pass over non-ASCII input settles it.
+        if not value.isascii():
+            value.decode("utf-8")
+        wire = _decode_wire(value)
+    except msgspec.ValidationError as exc:
+        return DeadLetter(INVALID_EVENT, str(exc))
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        return DeadLetter(INVALID_JSON, str(exc))
+    except RecursionError:
+        return DeadLetter(INVALID_JSON, "nesting too deep")
+
+    type_code = TYPE_CODES.get(wire.type)
+    if type_code is None:
+        return DeadLetter(INVALID_EVENT, f"unknown `type` {wire.type[:64]!r}")
+    ts_ms = parse_ts(wire.ts)
+    if ts_ms is None:
+        return DeadLetter(INVALID_EVENT, "`ts` is not RFC 3339 with 'T' and an offset")
+    if ts_ms < now_ms - max_lateness_ms:
+        return DeadLetter(LATE, f"`ts` is more than {max_lateness_ms // 86_400_000} days old")
+    if ts_ms > now_ms + MAX_FUTURE_MS:
+        return DeadLetter(FUTURE, "`ts` is more than 5 minutes in the future")
+
+    if type_code == 0 or type_code == 1 or type_code == 4:  # activity, signup, cancellation
+        return Event(wire.event_id, type_code, wire.user_id, ts_ms, props=wire.props)
+    if type_code == 5:
+        survey, error = _optional_field(wire.survey, "survey", _decode_str)
+        if error is not None:
+            return DeadLetter(INVALID_EVENT, error)
+        if survey not in SURVEY_RANGES:
+            return DeadLetter(INVALID_EVENT, "`survey` must be 'nps' or 'csat'")
+        score, error = _optional_field(wire.score, "score", _decode_int)
+        if error is not None:
+            return DeadLetter(INVALID_EVENT, error)
+        low, high = SURVEY_RANGES[survey]
+        if not low <= score <= high:  # type: ignore[operator]
+            return DeadLetter(INVALID_EVENT, f"`score` of {survey} must be {low}-{high}")
+        return Event(
+            wire.event_id, type_code, wire.user_id, ts_ms,
+            survey=survey, score=score, props=wire.props,  # type: ignore[arg-type]
+        )
+    campaign, error = _optional_field(wire.campaign, "campaign", _decode_str)
+    if error is not None:
+        return DeadLetter(INVALID_EVENT, error)
+    return Event(
+        wire.event_id, type_code, wire.user_id, ts_ms,
+        campaign=campaign, props=wire.props,  # type: ignore[arg-type]
+    )

@@ -1,0 +1,170 @@
+"""Pure fold: a batch of decoded messages -> the Redis writes it implies, grouped by key.
+
+No I/O here. The store (store.py) sends what this module returns in one round trip per
+batch: PFADDs grouped per day (one multi-member command per key), and per shard one
+plan that a Lua script applies atomically together with the batch's Kafka offsets.
+
+Why grouping matters: a pipeline of one command per event was ~30x slower than one
+multi-member PFADD per key per batch; the per-event Python work here is a few dict and
+set operations.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from .events import EVENT_TYPES, DeadLetter, Event
+from .keys import KeySpace
+from .timebuckets import DayMapper
+
+#: Days an activity bitmap covers (the Lua record keeps 48 bits of days).
+BITMAP_DAYS = 48
+
+SIGNUP, CANCELLATION = 0, 1
+_TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
+
+
+@dataclass(slots=True)
+class Message:
+    """One consumed Kafka message after decoding. `src` is `<topic>/<partition>`."""
+
+    src: str
+    offset: int
+    item: Event | DeadLetter
+    value: bytes | None = None
+
+
+@dataclass(slots=True)
+class Claim:
+    """An event id to remember: `digest` is `digest(event_id)`; `origin` is
+    `<src>@<offset>`, so a redelivery of the same message is recognised as itself while a
+    different message with the same id is a duplicate. `shard` is where the id lives."""
+
+    digest: str
+    origin: str
+    shard: int
+    long: bool
+
+
+@dataclass(slots=True)
+class ShardPlan:
+    """Exact writes for one shard, applied by lua/apply.lua in one atomic call.
+
+    - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
+    - `activity`: user_id -> (bucket, days active in this batch)
+    - `customer`: (user_id, bucket, ts_ms, kind, day, claim)
+    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score
+    - `new_pairs`: (user_id, day) pairs this plan records, for the caller's cache
+    """
+
+    totals: dict[str, int] = field(default_factory=dict)
+    activity: dict[str, tuple[int, set[int]]] = field(default_factory=dict)
+    customer: list[tuple[str, int, int, int, int, Claim]] = field(default_factory=list)
+    counters: list[tuple[int, str, Claim]] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class BatchWrites:
+    """Everything one batch writes. `hll` maps day -> user ids active that day;
+    `new_pairs` lists the (user_id, day) pairs recorded, to remember once applied;
+    `dead` lists the messages to dead-letter; `last_offset` maps src -> highest offset."""
+
+    hll: dict[int, set[str]] = field(default_factory=dict)
+    shards: dict[int, ShardPlan] = field(default_factory=dict)
+    new_pairs: list[tuple[str, int]] = field(default_factory=list)
+    dead: list[Message] = field(default_factory=list)
+    last_offset: dict[str, int] = field(default_factory=dict)
+    folded: int = 0
+
+
+def digest(event_id: str) -> str:
+    """96-bit digest of an event id, base64 (16 characters): a collision among billions of
+    ids is practically impossible, and it is half the memory of a UUID string. Text, not
+    bytes, because Redis's Lua msgpack decoder predates msgpack's binary type."""
+    return base64.b64encode(hashlib.blake2b(event_id.encode(), digest_size=12).digest()).decode()
+
+
+def fold(
+    messages: Iterable[Message],
+    keys: KeySpace,
+    days: DayMapper,
+    today: int,
+    applied: Mapping[tuple[str, int], int],
+    seen: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+    dead_letter_shard: int = 0,
+) -> BatchWrites:
+    """Fold decoded messages into the writes they imply.
+
+    `applied[(src, shard)]` is the last offset of `src` already applied in `shard`
+    (missing = none): a message at or below it is skipped, which is how a redelivered
+    batch changes nothing. `seen` holds (user_id, day) activity pairs known to be in
+    Redis already; they need neither a PFADD nor a bitmap update. Days older than the
+    store's retention get no HyperLogLog write (the key would already have expired)."""
+    out = BatchWrites()
+    shards = out.shards
+    hll = out.hll
+    last = out.last_offset
+    oldest_hll_day = today - keys.retention_days
+    oldest_bit_day = today - BITMAP_DAYS
+    day_of = days.day_of_ms
+    place = keys.user_shard_bucket
+    for m in messages:
+        src = m.src
+        if last.get(src, -1) < m.offset:
+            last[src] = m.offset
+        item = m.item
+        if isinstance(item, DeadLetter):
+            if m.offset <= applied.get((src, dead_letter_shard), -1):
+                continue
+            out.dead.append(m)
+            plan = shards.get(dead_letter_shard)
+            if plan is None:
+                plan = shards[dead_letter_shard] = ShardPlan()
+            reason = "dl:" + item.reason
+            plan.totals[reason] = plan.totals.get(reason, 0) + 1
+            continue
+        user = item.user_id
+        shard, bucket = place(user)
+        if m.offset <= applied.get((src, shard), -1):
+            continue
+        out.folded += 1
+        plan = shards.get(shard)
+        if plan is None:
+            plan = shards[shard] = ShardPlan()
+        tf = _TYPE_FIELDS[item.type_code]
+        plan.totals[tf] = plan.totals.get(tf, 0) + 1
+        day = day_of(item.ts_ms)
+        code = item.type_code
+        if code == 0:  # activity
+            pair = (user, day)
+            if pair in seen:
+                continue
+            if day >= oldest_hll_day:
+                members = hll.get(day)
+                if members is None:
+                    members = hll[day] = set()
+                members.add(user)
+            if day > oldest_bit_day:
+                entry = plan.activity.get(user)
+                if entry is None:
+                    plan.activity[user] = (bucket, {day})
+                else:
+                    entry[1].add(day)
+            out.new_pairs.append(pair)
+            continue
+        claim = Claim(
+            digest(item.event_id), f"{src}@{m.offset}", keys.id_shard(item.event_id),
+            long=code in (1, 4),
+        )
+        if code == 1 or code == 4:  # signup, cancellation
+            kind = SIGNUP if code == 1 else CANCELLATION
+            plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))
+        elif code == 5:
+            plan.counters.append((day, f"{item.survey}:{item.score}", claim))
+        else:  # visit (2) or conversion (3)
+            prefix = "v:" if code == 2 else "c:"
+            plan.counters.append((day, prefix + (item.campaign or ""), claim))
+    return out

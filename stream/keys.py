@@ -1,0 +1,121 @@
+"""Every Redis key name, its hash tag and its expiry.
+
+Layout (`P` is the key prefix, default `es`):
+
+- `P:{h}:dau:<day>` HyperLogLog of users active on a day. All of them share one hash
+  tag so a rolling window is one multi-key PFCOUNT (Redis Cluster needs one slot).
+  Written with PFADD outside the atomic script: PFADD is idempotent, so a replay is
+  harmless.
+- `P:meta` hash: the store's fixed parameters (zone, shards, user buckets, layout version);
+  a worker refuses a store whose parameters differ from its own settings.
+- Per shard `s` (users are split over `shards` hash tags `{P<s>}` by a hash of user_id;
+  with one shard everything exact lives in one slot):
+  - `P:{Ps}:off` hash `<topic>/<partition>` -> last applied Kafka offset. Written by the
+    same Lua call as the batch's writes: this is what makes counters exact under
+    redelivery.
+  - `P:{Ps}:u:<bucket>` hash user_id -> packed record (48-day activity bitmap and the
+    user's signup/cancellation history). Buckets keep each hash small enough for Redis's
+    compact listpack encoding, which is what keeps memory per user low.
+  - `P:{Ps}:cust` hash of difference arrays over days (`D:`, `N:`, `FD:`, `FN:` + day):
+    customers at a window start, churned of those, first-week cohort and participants.
+  - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
+    `nps:<score>`, `csat:<score>`.
+  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:ids:<class>:<generation>` hash event-id digest -> where it was first seen;
+    `s` class (visit, conversion, survey) in 10-day generations, `l` class (signup,
+    cancellation) in 30-day generations, each expiring when no event it holds can still
+    be inside a window.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from typing import Final
+
+#: Layout version stored in `P:meta`; bump when a key's meaning changes.
+LAYOUT_VERSION: Final = 1
+
+SHORT_ID_GENERATION_DAYS: Final = 10
+LONG_ID_GENERATION_DAYS: Final = 30
+#: Ids of visits, conversions and surveys are kept this long after they were first seen:
+#: longer than the 30-day windows plus the 5-minute future allowance, with a margin.
+SHORT_ID_RETENTION_DAYS: Final = 45
+#: Seconds in a day, for EXPIREAT arithmetic.
+DAY_SECONDS: Final = 86_400
+
+
+def user_hash(user_id: str) -> int:
+    """Stable 32-bit hash of a user id (CRC-32): decides the user's shard and bucket."""
+    return zlib.crc32(user_id.encode())
+
+
+def id_hash(event_id: str) -> int:
+    """Stable 32-bit hash of an event id: decides which shard remembers it."""
+    return zlib.crc32(event_id.encode(), 0x5EED)
+
+
+@dataclass(frozen=True, slots=True)
+class KeySpace:
+    """Key names for one store. `shards` >= 1, `buckets` >= 1 (user buckets per shard)."""
+
+    prefix: str = "es"
+    shards: int = 1
+    buckets: int = 4096
+    max_lateness_days: int = 400
+    retention_days: int = 90
+
+    # -- unsharded ------------------------------------------------------------------
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+    def dau(self, day: int) -> str:
+        return f"{self.prefix}:{{h}}:dau:{day}"
+
+    # -- per shard --------------------------------------------------------------------
+    def tag(self, shard: int) -> str:
+        return f"{self.prefix}:{{{self.prefix}{shard}}}:"
+
+    def offsets(self, shard: int) -> str:
+        return self.tag(shard) + "off"
+
+    def cust(self, shard: int) -> str:
+        return self.tag(shard) + "cust"
+
+    def counters(self, shard: int, day: int) -> str:
+        return f"{self.tag(shard)}cnt:{day}"
+
+    def totals(self, shard: int) -> str:
+        return self.tag(shard) + "tot"
+
+    def user_shard_bucket(self, user_id: str) -> tuple[int, int]:
+        h = user_hash(user_id)
+        return h % self.shards, (h // self.shards) % self.buckets
+
+    def id_shard(self, event_id: str) -> int:
+        return id_hash(event_id) % self.shards
+
+    # -- expiry -------------------------------------------------------------------------
+    def day_expire_at(self, day: int) -> int:
+        """Unix time at which per-day keys of `day` expire: `retention_days` after the day,
+        plus a day of slack for zones east or west of UTC."""
+        return (day + self.retention_days + 2) * DAY_SECONDS
+
+    def id_generations(self, today: int) -> tuple[list[str], str, str, int, int]:
+        """Id-key suffixes to look in, the short- and long-class suffixes to write to, and
+        their unix expiry times.
+
+        A generation is written while it is current and read until it expires: short ids
+        live at least SHORT_ID_RETENTION_DAYS, long ids at least `max_lateness_days` plus
+        40 days, so a repeat of a signup is recognised for as long as it could matter."""
+        sg = today // SHORT_ID_GENERATION_DAYS
+        lg = today // LONG_ID_GENERATION_DAYS
+        short_keep = -(-SHORT_ID_RETENTION_DAYS // SHORT_ID_GENERATION_DAYS) + 1
+        long_days = self.max_lateness_days + 40
+        long_keep = -(-long_days // LONG_ID_GENERATION_DAYS) + 1
+        look = [f"ids:s:{g}" for g in range(sg, sg - short_keep, -1)]
+        look += [f"ids:l:{g}" for g in range(lg, lg - long_keep, -1)]
+        short_exp = (sg + short_keep + 1) * SHORT_ID_GENERATION_DAYS * DAY_SECONDS
+        long_exp = (lg + long_keep + 1) * LONG_ID_GENERATION_DAYS * DAY_SECONDS
+        return look, f"ids:s:{sg}", f"ids:l:{lg}", short_exp, long_exp

@@ -1,0 +1,275 @@
+-- apply.lua: fold one batch's exact writes for one shard, atomically with the batch's
+-- Kafka offsets. Redis runs a script to completion without interleaving, so either the
+-- whole batch and its offsets land, or nothing does.
+--
+-- KEYS[1]  the shard's offsets hash; its hash tag routes the call in Redis Cluster, and
+--          every other key touched here carries the same tag (same slot).
+-- ARGV[1]  msgpack map built by store.py:
+--   t   key prefix of the shard, e.g. "es:{es0}:"
+--   o   flat list: src, expected offset (-1 = none), new offset, ...
+--   e   map totals field -> increment
+--   a   flat list: user, bucket, {days...}, ...           (activity)
+--   c   flat list: user, bucket, ts_ms, kind, day, digest, origin, ...  (customer events)
+--   n   flat list: day, field, digest, origin, ...        (per-day counters)
+--   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
+--   r   retention days of per-day keys
+-- An empty digest means the id was already claimed for this message in another shard.
+-- Returns {1, applied_events} or, when an offset does not match, {0, src, stored}.
+
+local plan = cmsgpack.unpack(ARGV[1])
+local tag = plan.t
+local offkey = KEYS[1]
+
+-- 1. Compare-and-set every partition's offset before writing anything: a mismatch means
+--    another worker moved the partition, or Redis lost its last writes; the caller then
+--    reloads offsets and re-reads from them.
+local o = plan.o
+for i = 1, #o, 3 do
+  local cur = redis.call('HGET', offkey, o[i])
+  local curn = -1
+  if cur then curn = tonumber(cur) end
+  if curn ~= o[i + 1] then
+    return {0, o[i], curn}
+  end
+end
+for i = 1, #o, 3 do
+  redis.call('HSET', offkey, o[i], string.format('%d', o[i + 2]))
+end
+
+local applied = 0
+
+-- 2. All-time totals.
+local tot = tag .. 'tot'
+for k, v in pairs(plan.e) do
+  redis.call('HINCRBY', tot, k, v)
+end
+
+-- 3. Event ids: the first message folded with an id wins; its redelivery is itself.
+local function claim(digest, origin, long)
+  if digest == '' then return true end
+  for _, g in ipairs(plan.il) do
+    local seen = redis.call('HGET', tag .. g, digest)
+    if seen then return seen == origin end
+  end
+  local key, exp = tag .. plan.ws, plan.xs
+  if long then key, exp = tag .. plan.wl, plan.xl end
+  redis.call('HSET', key, digest, origin)
+  redis.call('EXPIREAT', key, exp)
+  return true
+end
+
+-- 4. User records: {L, mask, ts1, kind1, day1, ts2, ...}. L is the last day with activity,
+--    bit i of mask is activity on day L - i (48 days); then the user's signups (kind 0) and
+--    cancellations (kind 1) with their local day.
+local BITS = 48
+local TOP = 2 ^ BITS
+
+local function load(bkey, user)
+  local v = redis.call('HGET', bkey, user)
+  if v then return cmsgpack.unpack(v) end
+  return {0, 0}
+end
+
+local function active(L, mask, day)
+  if L == 0 or day > L then return false end
+  local i = L - day
+  if i >= BITS then return false end
+  return math.floor(mask / 2 ^ i) % 2 == 1
+end
+
+-- Sets the bit of `day`; returns true when the record changed.
+local function setbit(rec, day)
+  local L, mask = rec[1], rec[2]
+  if L == 0 then
+    rec[1], rec[2] = day, 1
+    return true
+  end
+  if day > L then
+    local k = day - L
+    if k >= BITS then mask = 1 else mask = (mask * 2 ^ k) % TOP + 1 end
+    rec[1], rec[2] = day, mask
+    return true
+  end
+  local i = L - day
+  if i >= BITS then return false end
+  if math.floor(mask / 2 ^ i) % 2 == 1 then return false end
+  rec[2] = mask + 2 ^ i
+  return true
+end
+
+-- A user's contribution to a day-indexed figure is a step function: a list of
+-- {point, v1, v2} meaning (v1, v2) from that point until the next; 0 before the first.
+local function value_at(steps, p, j)
+  local v = 0
+  for _, s in ipairs(steps) do
+    if s[1] <= p then v = s[j] else break end
+  end
+  return v
+end
+
+local function sorted_unique(list)
+  table.sort(list)
+  local out, last = {}, nil
+  for _, x in ipairs(list) do
+    if x ~= last then out[#out + 1] = x; last = x end
+  end
+  return out
+end
+
+-- Churn, by window-start day w: D = the user is a customer at 00:00 of w (latest
+-- signup/cancellation on an earlier day is a signup; events are ordered by ts with the
+-- cancellation last on equal ts), N = D and the user has a cancellation on day w or later.
+local function churn_steps(rec)
+  local ev = {}
+  for i = 3, #rec, 3 do ev[#ev + 1] = {rec[i], rec[i + 1], rec[i + 2]} end
+  if #ev == 0 then return {} end
+  table.sort(ev, function(a, b)
+    if a[1] ~= b[1] then return a[1] < b[1] end
+    return a[2] < b[2]
+  end)
+  local last_cancel = nil
+  local pts = {}
+  for _, e in ipairs(ev) do
+    pts[#pts + 1] = e[3] + 1
+    if e[2] == 1 then last_cancel = e[3] end
+  end
+  if last_cancel then pts[#pts + 1] = last_cancel + 1 end
+  local steps = {}
+  for _, w in ipairs(sorted_unique(pts)) do
+    local st = -1
+    for _, e in ipairs(ev) do
+      if e[3] <= w - 1 then st = e[2] else break end
+    end
+    local d, n = 0, 0
+    if st == 0 then
+      d = 1
+      if last_cancel and last_cancel >= w then n = 1 end
+    end
+    steps[#steps + 1] = {w, d, n}
+  end
+  return steps
+end
+
+-- First week, by "today" T: D = the user has a signup dated T-37..T-8, N = D and the user
+-- was active on one of the 7 days after the earliest such signup.
+local function first_week_steps(rec, L, mask)
+  local S = {}
+  for i = 3, #rec, 3 do
+    if rec[i + 1] == 0 then S[#S + 1] = rec[i + 2] end
+  end
+  if #S == 0 then return {} end
+  S = sorted_unique(S)
+  local pts = {}
+  for _, s in ipairs(S) do
+    pts[#pts + 1] = s + 8
+    pts[#pts + 1] = s + 38
+  end
+  local steps = {}
+  for _, T in ipairs(sorted_unique(pts)) do
+    local d, n = 0, 0
+    for _, s in ipairs(S) do
+      if s >= T - 37 and s <= T - 8 then
+        d = 1
+        for a = s + 1, s + 7 do
+          if active(L, mask, a) then n = 1; break end
+        end
+        break
+      end
+    end
+    steps[#steps + 1] = {T, d, n}
+  end
+  return steps
+end
+
+local cust = tag .. 'cust'
+
+-- Adds (new - old) to the difference arrays `n1:` and `n2:` from point `from` on (nil:
+-- everywhere). Points before `from` keep what they had: the record no longer holds
+-- the activity days needed to recompute them.
+local function apply_diff(old, new, n1, n2, from)
+  local pts = {}
+  for _, s in ipairs(old) do pts[#pts + 1] = s[1] end
+  for _, s in ipairs(new) do pts[#pts + 1] = s[1] end
+  if #pts == 0 then return end
+  if from then pts[#pts + 1] = from end
+  pts = sorted_unique(pts)
+  local prev1, prev2 = 0, 0
+  for _, p in ipairs(pts) do
+    if not from or p >= from then
+      local g1 = value_at(new, p, 2) - value_at(old, p, 2)
+      local g2 = value_at(new, p, 3) - value_at(old, p, 3)
+      if g1 ~= prev1 then redis.call('HINCRBY', cust, n1 .. p, g1 - prev1); prev1 = g1 end
+      if g2 ~= prev2 then redis.call('HINCRBY', cust, n2 .. p, g2 - prev2); prev2 = g2 end
+    end
+  end
+end
+
+-- The first-week figure for "today" T needs activity bits of T-36..T-1, which the record
+-- holds for T >= L - 11 (48 bits back from L).
+local function fw_from(L)
+  if L == 0 then return nil end
+  return L - (BITS - 37)
+end
+
+-- 5. Activity: set the day bits; only users with a signup need their first-week recomputed.
+local a = plan.a
+for i = 1, #a, 3 do
+  local user, bkey = a[i], tag .. 'u:' .. a[i + 1]
+  local rec = load(bkey, user)
+  local oldL, oldMask = rec[1], rec[2]
+  local changed = false
+  for _, day in ipairs(a[i + 2]) do
+    if setbit(rec, day) then changed = true end
+  end
+  if changed then
+    if #rec > 2 then
+      apply_diff(first_week_steps(rec, oldL, oldMask), first_week_steps(rec, rec[1], rec[2]),
+        'FD:', 'FN:', fw_from(rec[1]))
+    end
+    redis.call('HSET', bkey, user, cmsgpack.pack(rec))
+  end
+end
+
+-- 6. Signups and cancellations.
+local c = plan.c
+for i = 1, #c, 7 do
+  if claim(c[i + 5], c[i + 6], true) then
+    local user, bkey = c[i], tag .. 'u:' .. c[i + 1]
+    local rec = load(bkey, user)
+    local old_churn = churn_steps(rec)
+    local old_fw = first_week_steps(rec, rec[1], rec[2])
+    rec[#rec + 1] = c[i + 2]
+    rec[#rec + 1] = c[i + 3]
+    rec[#rec + 1] = c[i + 4]
+    apply_diff(old_churn, churn_steps(rec), 'D:', 'N:', nil)
+    apply_diff(old_fw, first_week_steps(rec, rec[1], rec[2]), 'FD:', 'FN:', fw_from(rec[1]))
+    redis.call('HSET', bkey, user, cmsgpack.pack(rec))
+    applied = applied + 1
+  end
+end
+
+-- 7. Per-day counters (visits, conversions, survey answers), summed before writing.
+local n = plan.n
+local sums, expires = {}, {}
+for i = 1, #n, 4 do
+  if claim(n[i + 2], n[i + 3], false) then
+    local key = tag .. 'cnt:' .. n[i]
+    local per = sums[key]
+    if not per then
+      per = {}
+      sums[key] = per
+      expires[key] = (n[i] + plan.r + 2) * 86400
+    end
+    per[n[i + 1]] = (per[n[i + 1]] or 0) + 1
+    applied = applied + 1
+  end
+end
+for key, per in pairs(sums) do
+  for f, v in pairs(per) do
+    redis.call('HINCRBY', key, f, v)
+  end
+  -- after the writes: EXPIREAT on a key that does not exist yet does nothing
+  redis.call('EXPIREAT', key, expires[key])
+end
+
+return {1, applied}
