@@ -146,14 +146,8 @@ def decode(value: bytes | None, now_ms: int, max_lateness_ms: int) -> Event | De
     ts_ms = parse_ts(wire.ts)
     if ts_ms is None:
         return DeadLetter(INVALID_EVENT, "`ts` is not RFC 3339 with 'T' and an offset")
-    if ts_ms < now_ms - max_lateness_ms:
-        return DeadLetter(LATE, f"`ts` is more than {max_lateness_ms // 86_400_000} days old")
-    if ts_ms > now_ms + MAX_FUTURE_MS:
-        return DeadLetter(FUTURE, "`ts` is more than 5 minutes in the future")
-
-    if type_code == 0 or type_code == 1 or type_code == 4:  # activity, signup, cancellation
-        return Event(wire.event_id, type_code, wire.user_id, ts_ms, props=wire.props)
-    if type_code == 5:
+    campaign = survey = score = None
+    if type_code == 5:  # survey
         survey, error = _optional_field(wire.survey, "survey", _decode_str)
         if error is not None:
             return DeadLetter(INVALID_EVENT, error)
@@ -165,14 +159,16 @@ def decode(value: bytes | None, now_ms: int, max_lateness_ms: int) -> Event | De
         low, high = SURVEY_RANGES[survey]
         if not low <= score <= high:  # type: ignore[operator]
             return DeadLetter(INVALID_EVENT, f"`score` of {survey} must be {low}-{high}")
-        return Event(
-            wire.event_id, type_code, wire.user_id, ts_ms,
-            survey=survey, score=score, props=wire.props,  # type: ignore[arg-type]
-        )
-    campaign, error = _optional_field(wire.campaign, "campaign", _decode_str)
-    if error is not None:
-        return DeadLetter(INVALID_EVENT, error)
+    elif type_code == 2 or type_code == 3:  # visit, conversion
+        campaign, error = _optional_field(wire.campaign, "campaign", _decode_str)
+        if error is not None:
+            return DeadLetter(INVALID_EVENT, error)
+    # Time checks come last: an event that is both malformed and late is `invalid_event`.
+    if ts_ms < now_ms - max_lateness_ms:
+        return DeadLetter(LATE, f"`ts` is more than {max_lateness_ms // 86_400_000} days old")
+    if ts_ms > now_ms + MAX_FUTURE_MS:
+        return DeadLetter(FUTURE, "`ts` is more than 5 minutes in the future")
     return Event(
         wire.event_id, type_code, wire.user_id, ts_ms,
-        campaign=campaign, props=wire.props,  # type: ignore[arg-type]
+        campaign=campaign, survey=survey, score=score, props=wire.props,  # type: ignore[arg-type]
     )

@@ -1,0 +1,47 @@
+"""Figures from raw numbers: ratios, windows, difference arrays, omitted denominators."""
+
+from __future__ import annotations
+
+from stream.figures import RawFigures, compute
+
+T = 20_000
+
+
+def test_empty_store_has_no_ratios() -> None:
+    f = compute(RawFigures(today=T))
+    assert f["daily_active_users"] == 0 and f["customers"] == 0
+    for name in ("stickiness_ratio", "churn_ratio", "retention_ratio", "nps_score",
+                 "csat_ratio", "first_week_active_ratio", "previous_day_stickiness_ratio"):
+        assert name not in f
+    assert f["conversion_ratio"] == {}
+    assert f["events_total"]["activity"] == 0
+    assert set(f["dead_letter_total"]) == {"invalid_json", "invalid_event", "late", "future"}
+
+
+def test_ratios_and_scores() -> None:
+    raw = RawFigures(today=T, dau=25, mau=100, prev_dau=10, prev_mau=40)
+    # 3 promoters (9, 10, 10), 2 passives, 5 detractors -> 100 * (3 - 5) / 10 = -20
+    raw.window_counters = {"nps:9": 1, "nps:10": 2, "nps:7": 1, "nps:8": 1, "nps:0": 2,
+                           "nps:6": 3, "csat:5": 3, "csat:4": 1, "csat:1": 4,
+                           "v:spring": 200, "c:spring": 6, "c:orphan": 3}
+    f = compute(raw)
+    assert f["stickiness_ratio"] == 0.25
+    assert f["previous_day_stickiness_ratio"] == 0.25
+    assert f["nps_score"] == -20.0
+    assert f["csat_ratio"] == 0.5
+    assert f["conversion_ratio"] == {"spring": 0.03}  # no visits for "orphan": not exported
+
+
+def test_difference_arrays() -> None:
+    start = T - 29
+    raw = RawFigures(today=T)
+    # 5 customers from day start-10, 1 of them leaves at start+3 (D drops at start+4),
+    # 2 join at start+1: customers at the window start = 5, now = 6.
+    raw.diffs = {f"D:{start - 10}": 5, f"D:{start + 4}": -1, f"D:{start + 1}": 2,
+                 f"N:{start - 10}": 1, f"N:{start + 4}": -1,
+                 f"FD:{T - 20}": 4, f"FN:{T - 20}": 3, f"FD:{T + 1}": 7, f"FN:{T}": -1}
+    f = compute(raw)
+    assert f["customers"] == 6
+    assert f["churn_ratio"] == 0.2
+    assert abs(f["retention_ratio"] - 0.8) < 1e-12
+    assert f["first_week_active_ratio"] == 0.5  # FD 4 (T+1 not yet), FN 3 - 1
