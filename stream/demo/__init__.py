@@ -1,0 +1,1 @@
+"""Synthetic event streams for the ``demo`` command and for load generation."""
