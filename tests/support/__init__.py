@@ -1,0 +1,1 @@
+"""Test helpers: Kafka topics and I/O, the brute-force figure oracle, the dataset."""

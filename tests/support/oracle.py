@@ -1,0 +1,372 @@
+"""Brute-force reference for every figure of the contract, straight from the definitions.
+
+Deliberately simple and slow: plain Python sets and loops, no Redis, no Kafka, and
+nothing imported from ``stream``. Tests compare the processor's figures with
+:func:`compute_figures` run on the same raw messages.
+
+Conventions chosen where the contract leaves room (test data avoids these corners):
+
+- A Kafka null value and the JSON text ``null`` are both dead-lettered: ``None`` and
+  ``b""`` as ``invalid_json`` (not JSON at all); ``b"null"`` as ``invalid_event``
+  (valid JSON that is not an object).
+- ``ts`` strings need an upper-case ``T`` and an offset ``Z`` or ``+hh:mm``/``-hh:mm``;
+  fractions of a second are truncated to milliseconds, and every comparison of event
+  times uses integer epoch milliseconds.
+- An invalid event is dead-lettered as ``invalid_event`` even if its ``ts`` is also out
+  of range; ``late``/``future`` are only given to otherwise valid events.
+- Rolling windows are sets of calendar days ending with today; an accepted event dated
+  tomorrow (at most 5 minutes ahead of the clock) is in no window, the calendar month
+  included.
+- Only ids of non-``activity`` events are remembered for de-duplication, and only once
+  the event has been accepted (a dead-lettered first copy does not hide a later valid
+  one); every ``activity`` is folded (folding it twice changes nothing).
+- ``events_total`` and ``dead_letter_total`` always list every type and every reason,
+  with 0 where nothing was seen.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
+from datetime import timezone as dt_timezone
+from typing import Any, TypeGuard
+from zoneinfo import ZoneInfo
+
+EVENT_TYPES = ("activity", "signup", "visit", "conversion", "cancellation", "survey")
+REASONS = ("invalid_json", "invalid_event", "late", "future")
+FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+DAY_MS = 24 * 3600 * 1000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+
+
+@dataclass(frozen=True)
+class Event:
+    """One accepted event, reduced to what the figures use."""
+
+    event_id: str
+    type: str
+    user_id: str
+    ts_ms: int
+    campaign: str | None = None
+    survey: str | None = None
+    score: int | None = None
+
+
+@dataclass
+class Checked:
+    """The outcome of validating one message: an event or a dead-letter reason."""
+
+    event: Event | None = None
+    reason: str | None = None
+    detail: str = ""
+
+
+@dataclass
+class OracleRun:
+    """Everything the oracle worked out from one list of messages."""
+
+    figures: dict[str, Any]
+    accepted: list[Event] = field(default_factory=list)  # valid, duplicates included
+    folded: list[Event] = field(default_factory=list)  # what changes figures
+    dead_letters: Counter[str] = field(default_factory=Counter)
+
+
+def to_ms(instant: datetime) -> int:
+    """Aware datetime -> epoch milliseconds (truncating sub-millisecond digits)."""
+    delta = instant - EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+
+
+def from_ms(ms: int) -> datetime:
+    """Epoch milliseconds -> aware UTC datetime."""
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def is_json_int(value: object) -> TypeGuard[int]:
+    """A JSON integer: Python int but not bool (``true`` parses as ``True``)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_rfc3339_ms(text: str) -> int | None:
+    """Epoch milliseconds of an RFC 3339 date-time with ``T`` and offset, else None."""
+    m = _RFC3339.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    fraction = m.group(7) or ""
+    offset = m.group(8)
+    try:
+        local = datetime(year, month, day, hour, minute, second)
+    except ValueError:
+        return None
+    if offset == "Z":
+        offset_minutes = 0
+    else:
+        oh, om = int(offset[1:3]), int(offset[4:6])
+        if oh > 23 or om > 59:
+            return None
+        offset_minutes = (oh * 60 + om) * (1 if offset[0] == "+" else -1)
+    millis = int((fraction[1:] + "000")[:3]) if fraction else 0
+    return to_ms(local.replace(tzinfo=dt_timezone(timedelta(minutes=offset_minutes)))) + millis
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _required_str(obj: dict[str, Any], name: str, max_len: int | None = None) -> str | None:
+    value = obj.get(name)
+    if not isinstance(value, str) or value == "":
+        return None
+    if max_len is not None and len(value) > max_len:
+        return None
+    return value
+
+
+def check(value: bytes | None, now: datetime, max_lateness_days: int = 400) -> Checked:
+    """Validate one raw message value per contract section 1 and the time limits of 2."""
+    if value is None or value == b"":
+        return Checked(reason="invalid_json", detail="empty or null value")
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        return Checked(reason="invalid_json", detail="not UTF-8")
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ValueError as exc:  # JSONDecodeError is a ValueError
+        return Checked(reason="invalid_json", detail=str(exc))
+    if not isinstance(obj, dict):
+        return Checked(reason="invalid_event", detail="not an object")
+
+    event_id = _required_str(obj, "event_id", 128)
+    if event_id is None:
+        return Checked(reason="invalid_event", detail="event_id")
+    etype = obj.get("type")
+    if not isinstance(etype, str) or etype not in EVENT_TYPES:
+        return Checked(reason="invalid_event", detail="type")
+    user_id = _required_str(obj, "user_id", 256)
+    if user_id is None:
+        return Checked(reason="invalid_event", detail="user_id")
+
+    raw_ts = obj.get("ts")
+    ts_ms: int | None
+    if is_json_int(raw_ts):
+        ts_ms = int(raw_ts)
+    elif isinstance(raw_ts, str):
+        ts_ms = parse_rfc3339_ms(raw_ts)
+    else:
+        ts_ms = None
+    if ts_ms is None:
+        return Checked(reason="invalid_event", detail="ts")
+
+    props = obj.get("props")
+    if props is not None and (
+        not isinstance(props, dict) or not all(isinstance(v, str) for v in props.values())
+    ):
+        return Checked(reason="invalid_event", detail="props")
+
+    campaign: str | None = None
+    survey: str | None = None
+    score: int | None = None
+    if etype in ("visit", "conversion"):
+        campaign = _required_str(obj, "campaign")
+        if campaign is None:
+            return Checked(reason="invalid_event", detail="campaign")
+    if etype == "survey":
+        survey = obj.get("survey")
+        raw_score = obj.get("score")
+        if survey not in ("nps", "csat"):
+            return Checked(reason="invalid_event", detail="survey")
+        if not is_json_int(raw_score):
+            return Checked(reason="invalid_event", detail="score type")
+        low, high = (0, 10) if survey == "nps" else (1, 5)
+        if not low <= raw_score <= high:
+            return Checked(reason="invalid_event", detail="score range")
+        score = int(raw_score)
+
+    now_ms = to_ms(now)
+    if ts_ms < now_ms - max_lateness_days * DAY_MS:
+        return Checked(reason="late", detail="too old")
+    if ts_ms > now_ms + FUTURE_TOLERANCE_MS:
+        return Checked(reason="future", detail="too far ahead")
+    return Checked(event=Event(event_id, etype, user_id, ts_ms, campaign, survey, score))
+
+
+def run(
+    values: Sequence[bytes | None],
+    now: datetime,
+    timezone: str = "UTC",
+    max_lateness_days: int = 400,
+) -> OracleRun:
+    """Validate, de-duplicate and compute every figure from messages in delivery order."""
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    tz = ZoneInfo(timezone)
+    dead: Counter[str] = Counter()
+    accepted: list[Event] = []
+    folded: list[Event] = []
+    seen_ids: set[str] = set()
+    for value in values:
+        checked = check(value, now, max_lateness_days)
+        if checked.event is None:
+            assert checked.reason is not None
+            dead[checked.reason] += 1
+            continue
+        ev = checked.event
+        accepted.append(ev)
+        if ev.type != "activity":
+            if ev.event_id in seen_ids:
+                continue  # the first one folded wins
+            seen_ids.add(ev.event_id)
+        folded.append(ev)
+
+    figures = _figures(folded, accepted, dead, now, tz)
+    return OracleRun(figures=figures, accepted=accepted, folded=folded, dead_letters=dead)
+
+
+def compute_figures(
+    values: Sequence[bytes | None],
+    now: datetime,
+    timezone: str = "UTC",
+    max_lateness_days: int = 400,
+) -> dict[str, Any]:
+    """The figures of contract section 3 shaped like ``report --json``."""
+    return run(values, now, timezone, max_lateness_days).figures
+
+
+def dead_letter_counts(
+    values: Sequence[bytes | None], now: datetime, max_lateness_days: int = 400
+) -> Counter[str]:
+    """How many messages are dead-lettered, by reason."""
+    out: Counter[str] = Counter()
+    for value in values:
+        reason = check(value, now, max_lateness_days).reason
+        if reason is not None:
+            out[reason] += 1
+    return out
+
+
+def _figures(
+    folded: list[Event],
+    accepted: list[Event],
+    dead: Counter[str],
+    now: datetime,
+    tz: ZoneInfo,
+) -> dict[str, Any]:
+    today = now.astimezone(tz).date()
+    day_cache: dict[int, date] = {}
+
+    def day_of(ev: Event) -> date:
+        """Calendar day of the event's time in the configured zone."""
+        if ev.ts_ms not in day_cache:
+            day_cache[ev.ts_ms] = from_ms(ev.ts_ms).astimezone(tz).date()
+        return day_cache[ev.ts_ms]
+
+    def days_back(first: int, last: int) -> set[date]:
+        """Days from ``today - first`` to ``today - last`` (first >= last)."""
+        return {today - timedelta(days=k) for k in range(last, first + 1)}
+
+    def active_users(days: set[date]) -> set[str]:
+        return {e.user_id for e in folded if e.type == "activity" and day_of(e) in days}
+
+    out: dict[str, Any] = {}
+
+    # Active users and stickiness.
+    dau = active_users({today})
+    wau = active_users(days_back(6, 0))
+    mau = active_users(days_back(29, 0))
+    month_days = {today.replace(day=d) for d in range(1, today.day + 1)}
+    out["daily_active_users"] = len(dau)
+    out["weekly_active_users"] = len(wau)
+    out["monthly_active_users"] = len(mau)
+    out["calendar_month_active_users"] = len(active_users(month_days))
+    if mau:
+        out["stickiness_ratio"] = len(dau) / len(mau)
+    yesterday_users = active_users(days_back(1, 1))
+    month_to_yesterday = active_users(days_back(30, 1))
+    if month_to_yesterday:
+        out["previous_day_stickiness_ratio"] = len(yesterday_users) / len(month_to_yesterday)
+
+    # Customers: latest signup/cancellation by event time; cancellation wins ties.
+    status_events = [e for e in folded if e.type in ("signup", "cancellation")]
+
+    def latest_is_signup(events: list[Event]) -> bool:
+        latest = max(events, key=lambda e: (e.ts_ms, e.type == "cancellation"))
+        return latest.type == "signup"
+
+    by_user: dict[str, list[Event]] = {}
+    for e in status_events:
+        by_user.setdefault(e.user_id, []).append(e)
+    out["customers"] = sum(1 for evs in by_user.values() if latest_is_signup(evs))
+
+    # Churn over the rolling 30 days, starting at 00:00 of the day 29 days before today.
+    window_first_day = today - timedelta(days=29)
+    start_ms = to_ms(datetime.combine(window_first_day, time(0), tzinfo=tz))
+    customers_at_start = 0
+    churned = 0
+    for evs in by_user.values():
+        before = [e for e in evs if e.ts_ms < start_ms]
+        if not before or not latest_is_signup(before):
+            continue
+        customers_at_start += 1
+        if any(
+            e.type == "cancellation" and e.ts_ms >= start_ms and day_of(e) <= today for e in evs
+        ):
+            churned += 1
+    if customers_at_start:
+        out["churn_ratio"] = churned / customers_at_start
+        out["retention_ratio"] = 1 - churned / customers_at_start
+
+    # Conversion per campaign over the rolling 30 days (plain event counts).
+    window30 = days_back(29, 0)
+    visits: Counter[str] = Counter()
+    conversions: Counter[str] = Counter()
+    for e in folded:
+        if e.campaign is not None and day_of(e) in window30:
+            if e.type == "visit":
+                visits[e.campaign] += 1
+            elif e.type == "conversion":
+                conversions[e.campaign] += 1
+    out["conversion_ratio"] = {c: conversions[c] / n for c, n in sorted(visits.items()) if n}
+
+    # NPS and CSAT: every answer over the rolling 30 days.
+    nps = [e.score for e in folded if e.survey == "nps" and day_of(e) in window30]
+    csat = [e.score for e in folded if e.survey == "csat" and day_of(e) in window30]
+    if nps:
+        promoters = sum(1 for s in nps if s is not None and s >= 9)
+        detractors = sum(1 for s in nps if s is not None and s <= 6)
+        out["nps_score"] = 100 * (promoters - detractors) / len(nps)
+    if csat:
+        out["csat_ratio"] = sum(1 for s in csat if s is not None and s >= 4) / len(csat)
+
+    # First week: earliest signup day s in [today-37, today-8]; activity on s+1..s+7.
+    cohort_days = days_back(37, 8)
+    first_signup: dict[str, date] = {}
+    for e in folded:
+        if e.type == "signup" and day_of(e) in cohort_days:
+            d = day_of(e)
+            if e.user_id not in first_signup or d < first_signup[e.user_id]:
+                first_signup[e.user_id] = d
+    if first_signup:
+        activity_days: dict[str, set[date]] = {}
+        for e in folded:
+            if e.type == "activity":
+                activity_days.setdefault(e.user_id, set()).add(day_of(e))
+        participated = 0
+        for user, s in first_signup.items():
+            week = {s + timedelta(days=k) for k in range(1, 8)}
+            if week & activity_days.get(user, set()):
+                participated += 1
+        out["first_week_active_ratio"] = participated / len(first_signup)
+
+    # Counters: every valid event (repeats included) and every dead letter.
+    counted = Counter(e.type for e in accepted)
+    out["events_total"] = {t: counted[t] for t in EVENT_TYPES}
+    out["dead_letter_total"] = {r: dead[r] for r in REASONS}
+    return out
