@@ -9,9 +9,12 @@ Conventions chosen where the contract leaves room (test data avoids these corner
 - A Kafka null value and the JSON text ``null`` are both dead-lettered: ``None`` and
   ``b""`` as ``invalid_json`` (not JSON at all); ``b"null"`` as ``invalid_event``
   (valid JSON that is not an object).
-- ``ts`` strings need an upper-case ``T`` and an offset ``Z`` or ``+hh:mm``/``-hh:mm``;
-  fractions of a second are truncated to milliseconds, and every comparison of event
-  times uses integer epoch milliseconds.
+- ``ts`` strings need the ``T`` separator and an offset ``Z`` or ``+hh:mm``/``-hh:mm``
+  (RFC 3339 allows ``t`` and ``z`` in lower case too; a space or ``+hhmm`` is not
+  RFC 3339); fractions of a second are truncated to milliseconds, and every comparison
+  of event times uses integer epoch milliseconds.
+- JSON that escapes a lone UTF-16 surrogate (``"\\ud800"``) is not UTF-8 JSON:
+  ``invalid_json``.
 - An invalid event is dead-lettered as ``invalid_event`` even if its ``ts`` is also out
   of range; ``late``/``future`` are only given to otherwise valid events.
 - Rolling windows are sets of calendar days ending with today; an accepted event dated
@@ -42,7 +45,9 @@ FUTURE_TOLERANCE_MS = 5 * 60 * 1000
 DAY_MS = 24 * 3600 * 1000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-_RFC3339 = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})")
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|[+-]\d{2}:\d{2})"
+)
 
 
 @dataclass(frozen=True)
@@ -105,7 +110,7 @@ def parse_rfc3339_ms(text: str) -> int | None:
         local = datetime(year, month, day, hour, minute, second)
     except ValueError:
         return None
-    if offset == "Z":
+    if offset in ("Z", "z"):
         offset_minutes = 0
     else:
         oh, om = int(offset[1:3]), int(offset[4:6])
@@ -118,6 +123,20 @@ def parse_rfc3339_ms(text: str) -> int | None:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _has_lone_surrogate(obj: object) -> bool:
+    if isinstance(obj, str):
+        try:
+            obj.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+        return False
+    if isinstance(obj, dict):
+        return any(_has_lone_surrogate(k) or _has_lone_surrogate(v) for k, v in obj.items())
+    if isinstance(obj, list):
+        return any(_has_lone_surrogate(v) for v in obj)
+    return False
 
 
 def _required_str(obj: dict[str, Any], name: str, max_len: int | None = None) -> str | None:
@@ -141,6 +160,8 @@ def check(value: bytes | None, now: datetime, max_lateness_days: int = 400) -> C
         obj = json.loads(text, parse_constant=_reject_constant)
     except ValueError as exc:  # JSONDecodeError is a ValueError
         return Checked(reason="invalid_json", detail=str(exc))
+    if _has_lone_surrogate(obj):
+        return Checked(reason="invalid_json", detail="lone surrogate escape")
     if not isinstance(obj, dict):
         return Checked(reason="invalid_event", detail="not an object")
 

@@ -53,6 +53,11 @@ def with_(**changes: Any) -> bytes:
         (with_(type="survey", survey="nps", score=0), None),
         (with_(type="survey", survey="csat", score=5), None),
         (with_(type="visit", campaign="Spring"), None),
+        (with_(ts="2026-11-22t10:00:00z"), None),  # RFC 3339 allows lower case
+        (b"{}{}", "invalid_json"),
+        (b"[1, 2", "invalid_json"),
+        (b'{"event_id": "a", "type": "activity"} x', "invalid_json"),
+        (with_(event_id="\ud800"), "invalid_json"),  # lone surrogate: not UTF-8
         (None, "invalid_json"),
         (b"", "invalid_json"),
         (b" ", "invalid_json"),
@@ -75,6 +80,7 @@ def with_(**changes: Any) -> bytes:
         (with_(ts="2026-11-22T10:00:00"), "invalid_event"),
         (with_(ts="2026-11-22 10:00:00Z"), "invalid_event"),
         (with_(ts="2026-11-22"), "invalid_event"),
+        (with_(ts="2026-11-22T10:00:00+0100"), "invalid_event"),
         (with_(ts="2026-11-31T10:00:00Z"), "invalid_event"),
         (with_(props="pro"), "invalid_event"),
         (with_(props={"plan": 2}), "invalid_event"),
