@@ -150,6 +150,11 @@ class Health:
         self.ready_gauge.set(1 if self.ready else 0)
 
     @property
+    def lag_total(self) -> int:
+        """Messages behind over all assigned partitions, as of the last batch."""
+        return self._lag_total
+
+    @property
     def ready(self) -> bool:
         return self.redis_ok and self.assigned
 

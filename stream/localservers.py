@@ -122,6 +122,7 @@ class _ManagedProcess:
         self._proc: subprocess.Popen[bytes] | None = None
         self._tmpdir: Path | None = None
         self._paused = False
+        self._started_once = False  # after a first successful start the port is kept
 
     # temp dir and log ------------------------------------------------------------
 
@@ -249,7 +250,7 @@ class _ManagedProcess:
         tail = self.log_tail()
         msg = f"{self.name} {what}"
         if tail:
-            msg += f"; last lines of {self.log_path}:\n{tail}"
+            msg += f"; last lines of its log:\n{tail}"
         return ServerStartError(msg)
 
     def _wait_until(self, check: Callable[[], bool], timeout: float, what: str) -> None:
@@ -277,6 +278,19 @@ class _ManagedProcess:
         """Start the process and wait until it is ready."""
         raise NotImplementedError
 
+    def _start_cleanly(
+        self, port_was_given: bool, launch: Callable[[], None], new_port: Callable[[], None]
+    ) -> None:
+        """Launch (with port retries); if even the first start fails, remove the temp
+        dir too: nothing is left behind and the error carries the log's last lines."""
+        try:
+            _start_with_port_retry(self, port_was_given or self._started_once, launch, new_port)
+        except BaseException:
+            if not self._started_once:
+                self._remove_tmp_dir()
+            raise
+        self._started_once = True
+
     def __enter__(self) -> Self:
         self.start()
         return self
@@ -303,9 +317,9 @@ def _start_with_port_retry(
         try:
             launch()
             return
-        except ServerStartError:
+        except BaseException as exc:
             server._reap()
-            if port_was_given or attempt == attempts - 1:
+            if port_was_given or attempt == attempts - 1 or not isinstance(exc, ServerStartError):
                 raise
             new_port()
 
@@ -353,7 +367,6 @@ class RedisServer(_ManagedProcess):
         self.host = LOOPBACK
         self._port_given = port is not None
         self._port: int | None = port
-        self._started_once = False
         self.appendonly = appendonly
         self.password = password
         self.cluster_enabled = cluster_enabled
@@ -416,8 +429,7 @@ class RedisServer(_ManagedProcess):
             self._port = None
 
         # A restart after kill() keeps its port: clients and the data belong to it.
-        _start_with_port_retry(self, self._port_given or self._started_once, launch, new_port)
-        self._started_once = True
+        self._start_cleanly(self._port_given, launch, new_port)
 
     def ping(self, timeout: float = 1.0) -> bool:
         """One PING with a socket timeout of ``timeout`` s; True if it answered."""
@@ -641,7 +653,6 @@ class TansuBroker(_ManagedProcess):
         self.host = LOOPBACK
         self._port_given = port is not None
         self._port: int | None = port
-        self._started_once = False
         self.extra_args = list(extra_args)
         self._executable = executable
 
@@ -688,8 +699,7 @@ class TansuBroker(_ManagedProcess):
         def new_port() -> None:
             self._port = None
 
-        _start_with_port_retry(self, self._port_given or self._started_once, launch, new_port)
-        self._started_once = True
+        self._start_cleanly(self._port_given, launch, new_port)
 
     def wait_ready(self, timeout: float = 15.0) -> None:
         """Wait up to ``timeout`` s until a Kafka metadata request succeeds."""
@@ -863,7 +873,7 @@ class PrometheusServer(_ManagedProcess):
         def new_port() -> None:
             self._port = None
 
-        _start_with_port_retry(self, self._port_given, launch, new_port)
+        self._start_cleanly(self._port_given, launch, new_port)
 
     def _ready(self) -> bool:
         with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1.0) as resp:

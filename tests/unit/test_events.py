@@ -75,9 +75,12 @@ def test_not_json_vs_not_an_event(value: bytes | None, expected: str) -> None:
     {"props": {"plan": 3}}, {"props": []},
     {"type": "visit"}, {"type": "visit", "campaign": ""}, {"type": "conversion", "campaign": 7},
     {"type": "survey", "survey": "nps"}, {"type": "survey", "score": 5},
-    {"type": "survey", "survey": "NPS", "score": 5}, {"type": "survey", "survey": "nps", "score": 11},
-    {"type": "survey", "survey": "nps", "score": -1}, {"type": "survey", "survey": "csat", "score": 0},
-    {"type": "survey", "survey": "csat", "score": 6}, {"type": "survey", "survey": "csat", "score": 4.0},
+    {"type": "survey", "survey": "NPS", "score": 5},
+    {"type": "survey", "survey": "nps", "score": 11},
+    {"type": "survey", "survey": "nps", "score": -1},
+    {"type": "survey", "survey": "csat", "score": 0},
+    {"type": "survey", "survey": "csat", "score": 6},
+    {"type": "survey", "survey": "csat", "score": 4.0},
     {"type": "survey", "survey": "csat", "score": "4"},
 ])
 def test_invalid_events(fields: dict[str, object]) -> None:

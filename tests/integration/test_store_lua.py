@@ -1,0 +1,176 @@
+"""The store's Lua fold against a real redis-server, compared with the brute-force oracle.
+
+Random small histories of signups, cancellations, activity, visits, conversions and
+survey answers (dated around the churn window start and the first-week cohort edges),
+with duplicate ids, are applied in random interleavings and batch splits, including
+redelivered batches; every exact figure must equal the oracle's, unique counts within 3%.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from stream.events import decode
+from stream.figures import compute
+from stream.fold import Message, fold
+from stream.keys import KeySpace
+from stream.localservers import RedisServer
+from stream.store import Conflict, Store, StoreParams, connect
+from stream.timebuckets import DayMapper, ms
+from tests.support import oracle
+
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+LATENESS_MS = 400 * 86_400_000
+UNIQUE = ("daily_active_users", "weekly_active_users", "monthly_active_users",
+          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio")
+
+
+@pytest.fixture(scope="module")
+def redis_url() -> Iterator[str]:
+    with RedisServer() as server:
+        yield server.url
+
+
+def make_store(url: str, zone: str = "UTC", shards: int = 1) -> Store:
+    client = connect(url, cluster=False)
+    client.flushall()
+    store = Store(client, KeySpace(shards=shards, buckets=8), StoreParams(zone, shards, 8))
+    store.load_scripts()
+    store.check_meta()
+    return store
+
+
+# Days relative to today that sit on the edges of every window.
+_DAYS = st.sampled_from([0, -1, -6, -7, -8, -9, -15, -28, -29, -30, -31, -36, -37, -38, -39,
+                         -45, -60, -120])
+_HOURS = st.sampled_from([0, 1, 11, 23])
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> list[bytes]:
+    users = [f"user-{i}" for i in range(draw(st.integers(1, 6)))]
+    out: list[bytes] = []
+    n = draw(st.integers(1, 40))
+    for i in range(n):
+        kind = draw(st.sampled_from(["activity", "activity", "signup", "cancellation",
+                                     "visit", "conversion", "survey"]))
+        day = draw(_DAYS)
+        ts = NOW + timedelta(days=day, hours=draw(_HOURS) - 12)
+        ev: dict[str, Any] = {"event_id": f"e{i}", "type": kind,
+                              "user_id": draw(st.sampled_from(users))}
+        ev["ts"] = (ts.isoformat().replace("+00:00", "Z") if draw(st.booleans())
+                    else ms(ts))
+        if kind in ("visit", "conversion"):
+            ev["campaign"] = draw(st.sampled_from(["a", "b"]))
+        if kind == "survey":
+            survey = draw(st.sampled_from(["nps", "csat"]))
+            ev["survey"] = survey
+            ev["score"] = draw(st.integers(0, 10) if survey == "nps" else st.integers(1, 5))
+        out.append(json.dumps(ev).encode())
+    # repeats: the same id again, sometimes with other content (the first folded wins)
+    for _ in range(draw(st.integers(0, 5))):
+        j = draw(st.integers(0, n - 1))
+        again = json.loads(out[j])
+        if draw(st.booleans()):
+            again["ts"] = ms(NOW - timedelta(days=draw(st.integers(0, 40))))
+        out.append(json.dumps(again).encode())
+    return out
+
+
+def apply_all(store: Store, values: list[bytes], rnd: random.Random,
+              partitions: int = 3) -> list[bytes]:
+    """Spread values over partitions, fold them in random batch interleavings with
+    redeliveries; returns the values in the order they were first folded."""
+    days = DayMapper("UTC")
+    today = days.today(NOW)
+    now_ms = ms(NOW)
+    queues: list[list[Message]] = [[] for _ in range(partitions)]
+    for v in values:
+        p = rnd.randrange(partitions)
+        queues[p].append(Message(f"t/{p}", len(queues[p]), decode(v, now_ms, LATENESS_MS), v))
+    applied: dict[tuple[str, int], int] = {}
+    order: list[bytes] = []
+    pos = [0] * partitions
+    while any(pos[p] < len(queues[p]) for p in range(partitions)):
+        batch: list[Message] = []
+        for p in range(partitions):
+            take = rnd.randint(0, 4)
+            batch += queues[p][pos[p]:pos[p] + take]
+        if not batch:
+            continue
+        writes = fold(batch, store.keys, days, today, applied)
+        store.apply(writes, applied, today)
+        for src, last in writes.last_offset.items():
+            applied[(src, 0)] = last
+        for m in batch:
+            pos[int(m.src[2:])] = max(pos[int(m.src[2:])], m.offset + 1)
+            assert m.value is not None
+            order.append(m.value)
+        if rnd.random() < 0.3:  # Kafka redelivers the batch: it must change nothing
+            stale = {k: v for k, v in applied.items()}
+            writes = fold(batch, store.keys, days, today, stale)
+            store.apply(writes, stale, today)
+    return order
+
+
+def assert_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
+    assert set(got) == set(want), (got, want)
+    for name, value in want.items():
+        if name in UNIQUE:
+            assert got[name] == pytest.approx(value, rel=0.03, abs=0.02), name
+        elif isinstance(value, float):
+            assert got[name] == pytest.approx(value, abs=1e-9), name
+        else:
+            assert got[name] == value, name
+
+
+@settings(max_examples=80, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
+                                 HealthCheck.large_base_example])
+@given(histories(), st.randoms(use_true_random=False))
+def test_lua_fold_matches_oracle(redis_url: str, values: list[bytes], rnd: random.Random) -> None:
+    store = make_store(redis_url)
+    try:
+        order = apply_all(store, values, rnd)
+        got = compute(store.read(DayMapper("UTC").today(NOW)))
+        want = oracle.compute_figures(order, NOW)
+        assert_matches(got, want)
+    finally:
+        store.close()
+
+
+def test_stale_offsets_are_refused(redis_url: str) -> None:
+    store = make_store(redis_url)
+    days = DayMapper("UTC")
+    today = days.today(NOW)
+    v = json.dumps({"event_id": "s1", "type": "signup", "user_id": "u",
+                    "ts": ms(NOW - timedelta(days=3))}).encode()
+    batch = [Message("t/0", 0, decode(v, ms(NOW), LATENESS_MS), v)]
+    store.apply(fold(batch, store.keys, days, today, {}), {}, today)
+    before = compute(store.read(today))
+    # A second worker that still believes nothing was applied must not apply again.
+    with pytest.raises(Conflict) as info:
+        store.apply(fold(batch, store.keys, days, today, {}), {}, today)
+    assert info.value.stored == 0
+    assert compute(store.read(today)) == before
+    assert before["customers"] == 1 and before["events_total"]["signup"] == 1
+    store.close()
+
+
+def test_store_refuses_other_timezone(redis_url: str) -> None:
+    from stream.store import StoreMismatch
+
+    make_store(redis_url).close()
+    client = connect(redis_url, cluster=False)
+    other = Store(client, KeySpace(shards=1, buckets=8), StoreParams("Europe/Berlin", 1, 8))
+    with pytest.raises(StoreMismatch, match="STREAM_TIMEZONE=UTC"):
+        other.check_meta()
+    other.close()
