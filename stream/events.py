@@ -134,6 +134,12 @@ def decode(value: bytes | None, now_ms: int, max_lateness_ms: int) -> Event | De
             value.decode("utf-8")
         wire = _decode_wire(value)
     except msgspec.ValidationError as exc:
+        # The typed decoder stops at the first schema mismatch, before it would see that
+        # the rest is not JSON at all (`[1, 2`, `{}{}`): check syntax on this rare path.
+        try:
+            msgspec.json.decode(value)
+        except (msgspec.DecodeError, RecursionError) as syntax:
+            return DeadLetter(INVALID_JSON, str(syntax))
         return DeadLetter(INVALID_EVENT, str(exc))
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         return DeadLetter(INVALID_JSON, str(exc))

@@ -62,7 +62,8 @@ def test_bad_ts_strings_are_invalid(ts: str) -> None:
     (b"NaN", "invalid_json"), (b'{"a": Infinity}', "invalid_json"), (b"\xff\xfe", "invalid_json"),
     (b'{"event_id":"e\xff","type":"activity","user_id":"u","ts":1}', "invalid_json"),
     (b"null", "invalid_event"), (b"[1,2]", "invalid_event"), (b'"text"', "invalid_event"),
-    (b"{}", "invalid_event"),
+    (b"{}", "invalid_event"), (b"[1, 2", "invalid_json"), (b"{}{}", "invalid_json"),
+    (b'{"a": 1} trailing', "invalid_json"), (b'"unterminated', "invalid_json"),
 ])
 def test_not_json_vs_not_an_event(value: bytes | None, expected: str) -> None:
     assert reason(value) == expected
