@@ -82,16 +82,10 @@ class Store:
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
         """Load the Lua scripts (on every primary in cluster mode)."""
-        if self.cluster:
-            target: dict[str, Any] = {"target_nodes": redis.cluster.RedisCluster.ALL_NODES}
-            shas = self.client.script_load(self._apply_src, **target)
-            self._apply_sha = _first(shas)
-            self._claim_sha = _first(
-                self.client.script_load(self._claim_src, **target)
-            )
-        else:
-            self._apply_sha = str(self.client.script_load(self._apply_src))
-            self._claim_sha = str(self.client.script_load(self._claim_src))
+        # RedisCluster sends SCRIPT LOAD to every primary by itself (and takes no
+        # target_nodes here); a replica promoted later answers NOSCRIPT, see _execute.
+        self._apply_sha = _first(self.client.script_load(self._apply_src))
+        self._claim_sha = _first(self.client.script_load(self._claim_src))
 
     def check_meta(self) -> None:
         """Record this store's fixed parameters, or refuse if they differ.
@@ -154,7 +148,7 @@ class Store:
         if keys.shards > 1:
             self._claim_elsewhere(writes, id_params)
         offsets = list(writes.last_offset.items())
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _Replayable(self.client)
         for day, members in writes.hll.items():
             key = keys.dau(day)
             pipe.pfadd(key, *members)
@@ -166,7 +160,7 @@ class Store:
             for src, last in offsets:
                 o += (src, applied.get((src, shard), -1), last)
             body = _encode_plan(plan, keys.tag(shard), o, id_params, keys.retention_days)
-            pipe.evalsha(self._apply_sha, 1, keys.offsets(shard), body)
+            _evalsha(pipe, self._apply_sha, keys.offsets(shard), body)
             shard_order.append(shard)
         results = self._execute(pipe)
         count = 0
@@ -192,14 +186,14 @@ class Store:
                     by_shard.setdefault(cop[2].shard, []).append(cop[2])
         if not by_shard:
             return
-        pipe = self.client.pipeline(transaction=False)
+        pipe = _Replayable(self.client)
         order = list(by_shard.items())
         for shard, claims in order:
             flat: list[Any] = []
             for c in claims:
                 flat += (c.digest, c.origin, 1 if c.long else 0)
             body = _encode({"t": self.keys.tag(shard), "c": flat, **id_params})
-            pipe.evalsha(self._claim_sha, 1, self.keys.offsets(shard), body)
+            _evalsha(pipe, self._claim_sha, self.keys.offsets(shard), body)
         verdicts: dict[int, bool] = {}
         for (_, claims), result in zip(order, self._execute(pipe), strict=True):
             for c, v in zip(claims, result, strict=True):
@@ -216,16 +210,16 @@ class Store:
                 if cop[2].shard == shard or verdicts[id(cop[2])]
             ]
 
-    def _execute(self, pipe: Any) -> list[Any]:
+    def _execute(self, pipe: _Replayable) -> list[Any]:
         """Run a pipeline; on NOSCRIPT (Redis restarted or failed over) reload and rerun.
 
         Rerunning is safe: PFADD is idempotent and a script that already ran fails its
         offset compare-and-set instead of applying twice."""
         try:
-            return list(pipe.execute())
+            return pipe.execute()
         except redis.exceptions.NoScriptError:
             self.load_scripts()
-            return list(pipe.execute())
+            return pipe.execute()
 
     # -- reads -------------------------------------------------------------------------------
     def read(self, today: int) -> RawFigures:
@@ -234,12 +228,11 @@ class Store:
         window = list(rolling(today, 30))
         prev_window = list(rolling(today - 1, 30))
         pipe = self.client.pipeline(transaction=False)
-        pipe.pfcount(k.dau(today))
-        pipe.pfcount(*[k.dau(d) for d in rolling(today, 7)])
-        pipe.pfcount(*[k.dau(d) for d in window])
-        pipe.pfcount(*[k.dau(d) for d in month_so_far(today)])
-        pipe.pfcount(k.dau(today - 1))
-        pipe.pfcount(*[k.dau(d) for d in prev_window])
+        # execute_command: RedisCluster's pipeline blocks its pfcount/evalsha methods
+        # (multi-key), but routes the raw commands by key, all in the {h} slot here.
+        for days in ([today], rolling(today, 7), window, month_so_far(today), [today - 1],
+                     prev_window):
+            pipe.execute_command("PFCOUNT", *[k.dau(d) for d in days])
         for shard in range(k.shards):
             pipe.hgetall(k.cust(shard))
             pipe.hgetall(k.totals(shard))
@@ -267,6 +260,33 @@ class Store:
 
 
 _PRECLAIMED = Claim("", "", -1, False)
+
+
+class _Replayable:
+    """Records pipeline calls and runs them in a fresh pipeline on each `execute`, so a
+    batch can be sent again after NOSCRIPT (redis-py empties a pipeline once executed,
+    so rerunning the same pipeline object would silently send nothing)."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._calls: list[tuple[str, tuple[Any, ...]]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        def record(*args: Any) -> None:
+            self._calls.append((name, args))
+        return record
+
+    def execute(self) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for name, args in self._calls:
+            getattr(pipe, name)(*args)
+        return list(pipe.execute())
+
+
+def _evalsha(pipe: Any, sha: str, key: str, body: bytes) -> None:
+    """Queue EVALSHA with one key. The raw command, because RedisCluster's pipeline blocks
+    its `evalsha` method; it routes the raw command to the key's slot all the same."""
+    pipe.execute_command("EVALSHA", sha, 1, key, body)
 
 
 def _encode_plan(
