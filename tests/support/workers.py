@@ -21,7 +21,8 @@ from stream.localservers import free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def worker_env(bootstrap: str, redis_url: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+def worker_env(bootstrap: str, redis_url: str,
+               extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for a worker against the test broker (fast group joins) and Redis."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
     env.update({
@@ -43,7 +44,9 @@ class WorkerProcess:
     def __init__(self, env: dict[str, str]) -> None:
         self.port = free_port()
         self.env = {**env, "STREAM_METRICS_PORT": str(self.port)}
-        self._log = tempfile.NamedTemporaryFile(prefix="worker-", suffix=".log", delete=False)
+        # Kept after the process exits so a failing test can show the worker's log.
+        self._log = tempfile.NamedTemporaryFile(  # noqa: SIM115
+            prefix="worker-", suffix=".log", delete=False)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> WorkerProcess:
