@@ -89,4 +89,3 @@ def test_prometheus_rule_structure():
             assert ("record" in rule) != ("alert" in rule)
             assert set(rule) <= {"record", "alert", "expr", "for", "labels", "annotations"}
             assert isinstance(rule["expr"], str) and rule["expr"]
-
