@@ -103,7 +103,7 @@ def _start_prometheus(console: Console, port: int) -> PrometheusServer | None:
     if shutil.which("prometheus") is None:
         console.print("[dim]prometheus not installed: skipping graphs and alerts[/dim]")
         return None
-    rules = sorted(RULES_DIR.glob("*rules*.yml")) + sorted(RULES_DIR.glob("*alerts*.yml"))
+    rules = sorted((RULES_DIR / "rules").glob("*.yml"))
     prom = PrometheusServer(scrape_targets=[f"127.0.0.1:{port}"], rule_files=rules,
                             scrape_interval=5)
     try:
