@@ -136,8 +136,9 @@ class Store:
         """Apply one batch. Returns the number of id-carrying events applied.
 
         Order matters:
-        1. claims of ids that live in another shard than their event (cluster only), so the
-           apply calls know which events are duplicates;
+        1. with more than one shard, the claims of every id of the batch, in message order
+           and in the shard that remembers the id, so the apply calls know which events
+           are duplicates;
         2. one pipeline: the PFADDs (idempotent, any order), then one apply call per shard,
            each atomic with that shard's offsets. A crash between shards is safe: the shards
            that applied skip the redelivery by offset, the others apply it.
@@ -175,17 +176,21 @@ class Store:
         return count
 
     def _claim_elsewhere(self, writes: BatchWrites, id_params: dict[str, Any]) -> None:
-        """Phase 1 in cluster mode: claim ids whose shard differs from their user's shard."""
-        by_shard: dict[int, list[Claim]] = {}
-        for shard, plan in writes.shards.items():
-            for op in plan.customer:
-                if op[5].shard != shard:
-                    by_shard.setdefault(op[5].shard, []).append(op[5])
-            for cop in plan.counters:
-                if cop[2].shard != shard:
-                    by_shard.setdefault(cop[2].shard, []).append(cop[2])
-        if not by_shard:
+        """Phase 1 with more than one shard: claim every id of the batch in the shard that
+        remembers it, in message order, before any apply call.
+
+        Every id, not only those living in another shard than their user: a duplicate
+        whose id is claimed here must not overtake an earlier message whose id would have
+        been claimed later, inside its own shard's apply call (the later one would win).
+        Order matters for the same reason: the first message with an id wins."""
+        claims = [op[5] for plan in writes.shards.values() for op in plan.customer]
+        claims += [cop[2] for plan in writes.shards.values() for cop in plan.counters]
+        if not claims:
             return
+        claims.sort(key=_message_order)
+        by_shard: dict[int, list[Claim]] = {}
+        for c in claims:
+            by_shard.setdefault(c.shard, []).append(c)
         pipe = _Replayable(self.client)
         order = list(by_shard.items())
         for shard, claims in order:
@@ -198,17 +203,11 @@ class Store:
         for (_, claims), result in zip(order, self._execute(pipe), strict=True):
             for c, v in zip(claims, result, strict=True):
                 verdicts[id(c)] = bool(int(v))
-        for shard, plan in writes.shards.items():
-            plan.customer = [
-                (*op[:5], _PRECLAIMED) if op[5].shard != shard else op
-                for op in plan.customer
-                if op[5].shard == shard or verdicts[id(op[5])]
-            ]
-            plan.counters = [
-                (cop[0], cop[1], _PRECLAIMED) if cop[2].shard != shard else cop
-                for cop in plan.counters
-                if cop[2].shard == shard or verdicts[id(cop[2])]
-            ]
+        for plan in writes.shards.values():
+            plan.customer = [(*op[:5], _PRECLAIMED) for op in plan.customer
+                             if verdicts[id(op[5])]]
+            plan.counters = [(cop[0], cop[1], _PRECLAIMED) for cop in plan.counters
+                             if verdicts[id(cop[2])]]
 
     def _execute(self, pipe: _Replayable) -> list[Any]:
         """Run a pipeline; on NOSCRIPT (Redis restarted or failed over) reload and rerun.
@@ -260,6 +259,12 @@ class Store:
 
 
 _PRECLAIMED = Claim("", "", -1, False)
+
+
+def _message_order(claim: Claim) -> tuple[str, int]:
+    """(src, offset) of the message a claim belongs to: Kafka's order in a partition."""
+    src, _, offset = claim.origin.rpartition("@")
+    return src, int(offset)
 
 
 class _Replayable:

@@ -1,0 +1,310 @@
+"""Redis Cluster mode: the store on a real three-master cluster, then workers end to end.
+
+Store level (fast, no Kafka): a generated dataset is folded into a cluster store (16
+hash-tag shards) and into a single-Redis store (one shard) batch by batch; every figure
+must be the same in both, exact figures must equal the brute-force oracle's, every master
+must hold a real share of the keys and run a real share of the atomic batch writes, and
+redeliveries, crashes between the claim and apply phases and a script cache lost by the
+servers must change nothing.
+
+End to end (slow): three `python -m stream worker` processes sharing the partitions over
+the cluster must report exactly what one worker over one redis-server reports on the same
+messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import redis
+
+from stream.events import decode
+from stream.figures import compute
+from stream.fold import Message, fold
+from stream.keys import KeySpace
+from stream.localservers import RedisCluster, RedisServer, TansuBroker
+from stream.store import Conflict, Store, StoreParams, connect
+from stream.timebuckets import DayMapper, ms
+from tests.support import dataset as ds
+from tests.support import oracle
+from tests.support.kafka import Topics, produce
+from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
+
+UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
+          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
+SHARDS = 16
+BUCKETS = 16384
+LATENESS_MS = 400 * 86_400_000
+
+
+def stable_dataset(size: int, seed: int = 0, minutes_needed: int = 10) -> ds.Dataset:
+    """A dataset whose figures cannot change while the test runs (no midnight crossing)."""
+    data = ds.generate(datetime.now(UTC), size=size, seed=seed)
+    if data.stable_until - datetime.now(UTC) < timedelta(minutes=minutes_needed):
+        time.sleep(max(0.0, (data.stable_until - datetime.now(UTC)).total_seconds()) + 2)
+        data = ds.generate(datetime.now(UTC), size=size, seed=seed)
+    return data
+
+
+def assert_exact_figures_match_oracle(got: dict[str, Any], want: dict[str, Any]) -> None:
+    """Every figure equal (floats to 1e-9); unique counts within HyperLogLog error."""
+    assert set(got) == set(want), set(got) ^ set(want)
+    for name, value in want.items():
+        if name in UNIQUE:
+            assert got[name] == pytest.approx(value, rel=0.03), name
+        elif isinstance(value, dict):
+            assert got[name] == pytest.approx(value, abs=1e-9), name
+        else:
+            assert got[name] == pytest.approx(value, abs=1e-9), name
+
+
+def keys_per_master(cluster: RedisCluster) -> dict[int, list[str]]:
+    """Every key, by the master (node port) that holds it."""
+    out: dict[int, list[str]] = {}
+    for node in cluster.nodes:
+        client = redis.Redis(host=node.host, port=node.port)
+        try:
+            out[node.port] = [k.decode() for k in client.scan_iter(count=1000)]
+        finally:
+            client.close()
+    return out
+
+
+def evalsha_calls(cluster: RedisCluster) -> dict[int, int]:
+    """EVALSHA calls served so far, by master."""
+    out = {}
+    for node in cluster.nodes:
+        client = redis.Redis(host=node.host, port=node.port)
+        try:
+            stats = client.info("commandstats")
+        finally:
+            client.close()
+        out[node.port] = int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+    return out
+
+
+def assert_spread(cluster: RedisCluster, min_share: float = 0.2) -> None:
+    """Every master holds a real share of the per-user keys and ran a real share of the
+    atomic batch writes (one EVALSHA per shard and batch)."""
+    per_master = keys_per_master(cluster)
+    exact = {port: [k for k in keys if ":{h}:" not in k] for port, keys in per_master.items()}
+    total = sum(len(v) for v in exact.values())
+    assert total > 0
+    for port, keys in exact.items():
+        assert len(keys) >= min_share * total, (port, {p: len(v) for p, v in exact.items()})
+    # The unique-count keys all share one slot (one multi-key PFCOUNT per window).
+    hll_nodes = {port for port, keys in per_master.items() if any(":{h}:" in k for k in keys)}
+    assert len(hll_nodes) == 1
+    calls = evalsha_calls(cluster)
+    for port, n in calls.items():
+        assert n >= min_share * sum(calls.values()), calls
+
+
+# -- store level ------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[RedisCluster]:
+    with RedisCluster() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def single() -> Iterator[RedisServer]:
+    with RedisServer() as s:
+        yield s
+
+
+def cluster_store(c: RedisCluster) -> Store:
+    client = connect(c.url, cluster=True)
+    client.flushall()
+    client.script_flush()
+    keys = KeySpace(shards=SHARDS, buckets=BUCKETS // SHARDS)
+    store = Store(client, keys, StoreParams("UTC", SHARDS, BUCKETS))
+    store.load_scripts()
+    store.check_meta()
+    return store
+
+
+def single_store(s: RedisServer) -> Store:
+    client = connect(s.url, cluster=False)
+    client.flushall()
+    store = Store(client, KeySpace(shards=1, buckets=BUCKETS), StoreParams("UTC", 1, BUCKETS))
+    store.load_scripts()
+    store.check_meta()
+    return store
+
+
+class Feeder:
+    """Folds messages into a store the way the worker does, keeping `applied`."""
+
+    def __init__(self, store: Store, now: datetime) -> None:
+        self.store = store
+        self.days = DayMapper("UTC")
+        self.today = self.days.today(now)
+        self.now_ms = ms(now)
+        self.applied: dict[tuple[str, int], int] = {}
+
+    def messages(self, data: ds.Dataset, partitions: int = 4) -> list[Message]:
+        """The dataset as a broker would hand it over: each message in the partition of
+        its topic chosen by its key (keyless ones spread round-robin), in order."""
+        out = []
+        next_offset: dict[str, int] = {}
+        for i, (topic, key, value) in enumerate(data.messages):
+            part = (zlib.crc32(key) if key else i) % partitions
+            src = f"{topic}/{part}"
+            offset = next_offset.get(src, 0)
+            next_offset[src] = offset + 1
+            out.append(Message(src, offset, decode(value, self.now_ms, LATENESS_MS), value))
+        return out
+
+    def apply(self, batch: list[Message], applied: dict[tuple[str, int], int] | None = None,
+              ) -> None:
+        applied = self.applied if applied is None else applied
+        writes = fold(batch, self.store.keys, self.days, self.today, applied)
+        self.store.apply(writes, applied, self.today)
+        for src, off in writes.last_offset.items():
+            for shard in range(self.store.keys.shards):
+                self.applied[(src, shard)] = off
+
+    def figures(self) -> dict[str, Any]:
+        return compute(self.store.read(self.today))
+
+
+def test_cluster_store_equals_single_redis_and_oracle(cluster: RedisCluster,
+                                                      single: RedisServer) -> None:
+    data = stable_dataset(size=8000, seed=3)
+    want = oracle.compute_figures(data.values(), data.now)
+    on_cluster = Feeder(cluster_store(cluster), data.now)
+    on_single = Feeder(single_store(single), data.now)
+    msgs = on_cluster.messages(data)
+    for i in range(0, len(msgs), 700):
+        on_cluster.apply(msgs[i:i + 700])
+        on_single.apply(msgs[i:i + 700])
+    got = on_cluster.figures()
+    # Same members in the same {h} keys: even the HyperLogLog estimates are identical.
+    assert got == on_single.figures()
+    assert_exact_figures_match_oracle(got, want)
+    assert_spread(cluster)
+
+
+def test_cluster_redelivery_and_crash_between_phases_change_nothing(
+        cluster: RedisCluster) -> None:
+    data = stable_dataset(size=3000, seed=5)
+    want = oracle.compute_figures(data.values(), data.now)
+    feeder = Feeder(cluster_store(cluster), data.now)
+    store = feeder.store
+    msgs = feeder.messages(data)
+    batches = [msgs[i:i + 400] for i in range(0, len(msgs), 400)]
+    for n, batch in enumerate(batches):
+        before = dict(feeder.applied)
+        if n % 3 == 1:
+            # A worker that crashed after phase 1 (claims of ids living in other shards)
+            # but before phase 2: the redelivery must still apply every event once.
+            writes = fold(batch, store.keys, feeder.days, feeder.today, before)
+            look, ws, wl, xs, xl = store.keys.id_generations(feeder.today)
+            store._claim_elsewhere(writes, {"il": look, "ws": ws, "wl": wl, "xs": xs,
+                                            "xl": xl})
+        feeder.apply(batch)
+        if n % 2 == 0:
+            # A redelivery by a worker that did not know the batch was applied: refused
+            # by the offsets' compare-and-set, nothing written.
+            with pytest.raises(Conflict):
+                feeder.apply(batch, applied=before)
+            # ...and re-read from the stored offsets: every message is skipped.
+            stored = store.load_offsets({m.src for m in batch})
+            writes = fold(batch, store.keys, feeder.days, feeder.today, stored)
+            assert writes.folded == 0 and not writes.dead
+    assert_exact_figures_match_oracle(feeder.figures(), want)
+
+
+def test_cluster_partial_batch_is_completed_by_redelivery(cluster: RedisCluster) -> None:
+    """A batch that reached only some shards (a crash between their calls) is finished by
+    the redelivery, which the shards that have it skip by their own offsets; the
+    partition resumes at the lowest offset over the shards."""
+    data = stable_dataset(size=2000, seed=7)
+    want = oracle.compute_figures(data.values(), data.now)
+    feeder = Feeder(cluster_store(cluster), data.now)
+    store = feeder.store
+    msgs = [Message("t/0", i, m.item, m.value) for i, m in enumerate(feeder.messages(data))]
+    half = len(msgs) // 2
+    feeder.apply(msgs[:half])
+    # The second half lands in the even shards only: the odd ones are given a wrong
+    # expected offset, so their compare-and-set refuses the batch.
+    skewed = dict(feeder.applied)
+    for s in range(1, SHARDS, 2):
+        skewed[("t/0", s)] = -2
+    writes = fold(msgs[half:], store.keys, feeder.days, feeder.today, skewed)
+    with pytest.raises(Conflict):
+        store.apply(writes, skewed, feeder.today)
+    stored = store.load_offsets(["t/0"])
+    assert {stored[("t/0", s)] for s in range(0, SHARDS, 2)} == {len(msgs) - 1}
+    assert store.resume_offset(stored, "t/0") == half
+    # The redelivery from the resume point, folded against the stored per-shard offsets.
+    writes = fold(msgs[half:], store.keys, feeder.days, feeder.today, stored)
+    store.apply(writes, stored, feeder.today)
+    assert store.resume_offset(store.load_offsets(["t/0"]), "t/0") == len(msgs)
+    assert_exact_figures_match_oracle(feeder.figures(), want)
+
+
+def test_cluster_lost_script_cache_is_reloaded(cluster: RedisCluster) -> None:
+    data = stable_dataset(size=1500, seed=9)
+    want = oracle.compute_figures(data.values(), data.now)
+    feeder = Feeder(cluster_store(cluster), data.now)
+    msgs = feeder.messages(data)
+    half = len(msgs) // 2
+    feeder.apply(msgs[:half])
+    # A restarted or failed-over primary has no scripts: NOSCRIPT, reload, resend.
+    feeder.store.client.script_flush()
+    feeder.apply(msgs[half:])
+    assert_exact_figures_match_oracle(feeder.figures(), want)
+
+
+# -- end to end -------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_three_workers_on_cluster_equal_one_worker_on_one_redis(
+        broker: TansuBroker, redis_cluster: RedisCluster, redis_server: RedisServer,
+        topics: Topics) -> None:
+    data = stable_dataset(size=20_000, seed=11)
+    messages = topics.rename(data.messages)
+    want = oracle.compute_figures(data.values(), data.now)
+    asyncio.run(produce(broker.bootstrap, messages))
+
+    single_env = worker_env(broker.bootstrap, redis_server.url,
+                            {**topics.env(), "STREAM_CONSUMER_GROUP": topics.group + "-one"})
+    cluster_env = worker_env(broker.bootstrap, redis_cluster.url,
+                             {**topics.env(), "STREAM_REDIS_CLUSTER": "true",
+                              "STREAM_CONSUMER_GROUP": topics.group + "-cluster",
+                              "STREAM_BATCH_MAX": "500"})
+    workers = [WorkerProcess(single_env)] + [WorkerProcess(cluster_env) for _ in range(3)]
+    try:
+        for w in workers:
+            w.start()
+        for env in (single_env, cluster_env):
+            wait_until(lambda env=env: folded_total(report_json(env)) >= len(messages), 150,
+                       "every message folded", interval=1.0)
+        single_figures = report_json(single_env)
+        cluster_figures = report_json(cluster_env)
+        # Each of the three cluster workers folded a share of the partitions.
+        for w in workers[1:]:
+            processed = sum(v for (name, _), v in w.metrics().items()
+                            if name == "engagement_messages_processed_total")
+            assert processed > 0, w.log()[-3000:]
+        for w in workers:
+            assert w.stop() == 0, w.log()[-3000:]
+    finally:
+        for w in workers:
+            w.stop()
+    assert folded_total(cluster_figures) == len(messages)
+    assert cluster_figures == single_figures
+    assert_exact_figures_match_oracle(cluster_figures, want)
+    assert cluster_figures["dead_letter_total"] == data.expected_dead_letters
+    assert_spread(redis_cluster)
