@@ -17,6 +17,7 @@ from .collector import FiguresCollector, Health
 from .consumer import AiokafkaSource, Worker
 from .httpserver import MetricsServer
 from .keys import KeySpace
+from .maintenance import maintenance_loop
 from .settings import Settings
 from .store import Store, StoreParams, connect
 from .timebuckets import DayMapper, utc_now
@@ -90,10 +91,12 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     if started is not None:
         started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
     watchdog = asyncio.create_task(_watchdog(health, stop))
+    upkeep = asyncio.create_task(maintenance_loop(fold_store, settings.timezone, stop))
     try:
         await worker.run(stop)
     finally:
         watchdog.cancel()
+        upkeep.cancel()
         await producer.stop()
         server.stop()
         fold_store.close()

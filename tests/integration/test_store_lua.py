@@ -174,3 +174,43 @@ def test_store_refuses_other_timezone(redis_url: str) -> None:
     with pytest.raises(StoreMismatch, match="STREAM_TIMEZONE=UTC"):
         other.check_meta()
     other.close()
+
+
+def test_sweep_prunes_stale_records_and_keeps_figures(redis_url: str) -> None:
+    from stream.maintenance import sweep
+
+    store = make_store(redis_url)
+    days = DayMapper("UTC")
+    today = days.today(NOW)
+    values = []
+    for i in range(50):  # active 45 days ago: ten days on, nothing can need them any more
+        values.append(json.dumps({"event_id": f"old{i}", "type": "activity",
+                                  "user_id": f"gone-{i}", "ts": ms(NOW - timedelta(days=45))}))
+    for i in range(20):  # recent activity and customers: kept
+        values.append(json.dumps({"event_id": f"new{i}", "type": "activity",
+                                  "user_id": f"here-{i}", "ts": ms(NOW - timedelta(days=2))}))
+        values.append(json.dumps({"event_id": f"sig{i}", "type": "signup",
+                                  "user_id": f"cust-{i}", "ts": ms(NOW - timedelta(days=200))}))
+    raw = [v.encode() for v in values]
+    batch = [Message("t/0", i, decode(v, ms(NOW), LATENESS_MS), v) for i, v in enumerate(raw)]
+    store.apply(fold(batch, store.keys, days, today, {}), {}, today)
+    before = compute(store.read(today))
+
+    def records() -> int:
+        return sum(int(store.client.hlen(f"es:{{es0}}:u:{b}")) for b in range(8))
+
+    assert records() == 90
+    assert sweep(store, today) == (0, 0)
+    deleted, _ = sweep(store, today + 10)
+    assert deleted == 50 and records() == 40
+    assert compute(store.read(today)) == before == oracle.compute_figures(raw, NOW) | {
+        k: before[k] for k in UNIQUE if k in before}
+    # With a 100-day horizon the signups of 200 days ago are folded into one field per
+    # difference array, and every figure stays the same.
+    short = Store(store.client, KeySpace(shards=1, buckets=8, max_lateness_days=100),
+                  store.params)
+    assert sweep(short, today + 10)[1] > 0
+    cust = {k.decode(): int(v) for k, v in store.client.hgetall("es:{es0}:cust").items()}
+    assert all(int(k.split(":")[1]) >= today + 10 - 140 for k in cust)
+    assert compute(store.read(today)) == before
+    store.close()
