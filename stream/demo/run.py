@@ -15,10 +15,12 @@ import logging
 import shutil
 import signal
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiokafka import AIOKafkaProducer
 from rich.console import Console, Group
 from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -114,17 +116,27 @@ def _start_prometheus(console: Console, port: int) -> PrometheusServer | None:
     return prom
 
 
-async def _demo(settings: Settings, console: Console, users: int, rate: float,
-                history_days: int, duration: float | None, view: bool) -> None:
+@contextlib.asynccontextmanager
+async def _producing(settings: Settings, users: int) -> AsyncIterator[
+        tuple[asyncio.Event, EventModel, AIOKafkaProducer]]:
+    """A started producer, the user model, and a stop event set by SIGINT/SIGTERM."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    model = EventModel(users=users)
     producer = make_producer(settings.kafka_brokers)
     await producer.start()
     try:
-        await _load_history(console, producer, model, history_days, stop)
+        yield stop, EventModel(users=users), producer
+    finally:
+        await producer.stop()
+
+
+async def _demo(settings: Settings, console: Console, users: int, rate: float,
+                history_days: int, duration: float | None, view: bool) -> None:
+    loop = asyncio.get_running_loop()
+    async with _producing(settings, users) as (stop, model, producer):
+        await _load_history(console, producer, model, history_days)
         started: asyncio.Future[Runtime] = loop.create_future()
         worker = asyncio.create_task(run_worker(settings, started, stop, install_signals=False))
         live = asyncio.create_task(run_live(producer, model, rate, stop))
@@ -136,12 +148,9 @@ async def _demo(settings: Settings, console: Console, users: int, rate: float,
         else:
             await stop.wait()
         await asyncio.gather(worker, live)
-    finally:
-        await producer.stop()
 
 
-async def _load_history(console: Console, producer: Any, model: EventModel, days: int,
-                        stop: asyncio.Event) -> None:
+async def _load_history(console: Console, producer: Any, model: EventModel, days: int) -> None:
     if days <= 0:
         return
     events = list(model.history(datetime.now(UTC), days=days))
@@ -192,19 +201,9 @@ def run_generate(settings: Settings, users: int, rate: float, history_days: int)
     """Produce history (optional) and then a live stream to `settings.kafka_brokers`."""
 
     async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        model = EventModel(users=users)
-        producer = make_producer(settings.kafka_brokers)
-        await producer.start()
-        try:
-            if history_days > 0:
-                await produce_events(producer, model.history(datetime.now(UTC), history_days))
+        async with _producing(settings, users) as (stop, model, producer):
+            await _load_history(Console(), producer, model, history_days)
             await run_live(producer, model, rate, stop)
-        finally:
-            await producer.stop()
 
     asyncio.run(go())
     return 0
