@@ -63,8 +63,11 @@ EXPORTER_DOWN_FOR = "5m"
 JOB = "engagement-stream"
 # Runbook links point at the anchors of docs/operations.md in the project's repository.
 RUNBOOK_BASE = "https://github.com/engagement-stream/engagement-stream/blob/main/docs/operations.md"
-# Rule evaluation interval of the baseline group (7-day averages change slowly).
-BASELINE_INTERVAL = "5m"
+# Rule evaluation interval of the baseline group (7-day averages change slowly). Keep it
+# well under Prometheus' 5-minute lookback: at 5m, an alert evaluated just before the next
+# baseline sample is written finds none and resets its `for` (and Prometheus delays a
+# group's first evaluation by up to one interval).
+BASELINE_INTERVAL = "1m"
 
 ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
