@@ -41,9 +41,10 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
 
 
 def read_figures(store: Store, settings: Settings, day: int | None = None) -> dict[str, Any]:
-    """The contract's figures from Redis, as of local `day` (default: today)."""
+    """The contract's figures from Redis, as of local `day` (default: today), with the
+    `previous_day_*` family (those of the day before)."""
     today = DayMapper(settings.timezone).today(utc_now()) if day is None else day
-    return figures.compute(store.read(today))
+    return figures.compute(store.read(today, previous=True))
 
 
 @dataclass

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .figures import METRICS
+from .figures import LABELS, METRICS
 
 PREFIX = "engagement_"
 
@@ -62,13 +62,13 @@ class FiguresCollector(Collector):
         for name, help_text in METRICS.items():
             metric = PREFIX + name
             value = figs.get(name)
-            if name == "conversion_ratio":
-                g = GaugeMetricFamily(metric, help_text, labels=["campaign"])
+            if name in ("conversion_ratio", "previous_day_conversion_ratio"):
+                g = GaugeMetricFamily(metric, help_text, labels=[LABELS[name]])
                 for campaign, ratio in (value or {}).items():
                     g.add_metric([campaign], ratio)
                 yield g
             elif name in ("events_total", "dead_letter_total"):
-                label = "type" if name == "events_total" else "reason"
+                label = LABELS[name]
                 c = CounterMetricFamily(metric.removesuffix("_total"), help_text, labels=[label])
                 for key, count in (value or {}).items():
                     c.add_metric([key], count)
@@ -144,6 +144,8 @@ class Health:
 
     def set_ready(self, redis_ok: bool | None = None, assigned: bool | None = None) -> None:
         if redis_ok is not None:
+            if redis_ok and not self.redis_ok:
+                self._progress_at = time.monotonic()  # the stall clock restarts
             self.redis_ok = redis_ok
         if assigned is not None:
             self.assigned = assigned
@@ -159,8 +161,11 @@ class Health:
         return self.redis_ok and self.assigned
 
     def stalled_for(self) -> float:
-        """Seconds the consumer has had lag without progress (0 when not stalled)."""
-        if self._lag_total <= 0:
+        """Seconds the consumer has had lag without progress (0 when not stalled).
+
+        Not while Redis is unreachable: the worker is waiting it out (readiness fails and
+        `engagement_redis_errors` grows); a restart would not help, so liveness holds."""
+        if self._lag_total <= 0 or not self.redis_ok:
             return 0.0
         return time.monotonic() - self._progress_at
 

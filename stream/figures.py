@@ -22,7 +22,8 @@ WINDOW_DAYS = 30
 
 @dataclass(slots=True)
 class RawFigures:
-    """Numbers as stored, summed over shards, for local day `today`.
+    """Numbers as stored, summed over shards, for local day `today`: the figures they give
+    are those as of the end of that day (today: as of now).
 
     - unique counts (HyperLogLog estimates): `dau`, `wau` (7 days), `mau` (30 days),
       `calendar_mau`, `prev_dau` (yesterday), `prev_mau` (30 days ending yesterday)
@@ -31,6 +32,8 @@ class RawFigures:
     - `window_counters`: per-day counters summed over the rolling 30 days
       (`v:<campaign>`, `c:<campaign>`, `nps:<score>`, `csat:<score>`)
     - `totals`: all-time counters `e:<type>`, `dl:<reason>`
+    - `previous`: the same numbers for the day before (its own `prev_*`, `totals` and
+      `previous` left empty), when read with them: the `previous_day_*` figures
     """
 
     today: int
@@ -43,6 +46,19 @@ class RawFigures:
     diffs: dict[str, int] = field(default_factory=dict)
     window_counters: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
+    previous: RawFigures | None = None
+
+
+#: Figures that have a meaning for one past day; `previous_day_<name>` is `<name>` as of
+#: the end of yesterday (`previous_day_stickiness_ratio` is computed from the same
+#: numbers by `compute` itself).
+PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
+    "daily_active_users", "weekly_active_users", "monthly_active_users",
+    "calendar_month_active_users", "customers", "churn_ratio", "retention_ratio",
+    "conversion_ratio", "nps_score", "csat_ratio", "first_week_active_ratio",
+)
+#: Figures that are all-time totals: they have no value for a past day.
+TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total")
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -64,17 +80,25 @@ def _ratio(num: float, den: float) -> float | None:
 
 
 def compute(raw: RawFigures) -> dict[str, Any]:
-    """The figures as `report --json` prints them (metric names without `engagement_`).
+    """The figures as `report --json` prints them (metric names without `engagement_`),
+    as of the end of local day `raw.today` (for today: as of now).
 
     Counts are ints, ratios 0-1 floats, `nps_score` -100..100; labelled figures are
-    dicts keyed by the label value."""
+    dicts keyed by the label value. With `raw.previous`, the `previous_day_*` family is
+    added: each figure of PREVIOUS_DAY_FIGURES as of the end of the day before, so a
+    complete day that no longer moves (alerts on it have no intraday sawtooth)."""
     today = raw.today
     churn_start = today - (WINDOW_DAYS - 1)
+    # `D:<x>` is the customers at 00:00 of day x: at the end of `today` is 00:00 of
+    # today + 1. The churn denominator is those at 00:00 of the window's first day; `N:`
+    # counts those of them with a cancellation within the 30 days from that day (so a
+    # past day's churn ignores cancellations after it); first-week entries are keyed by
+    # the "today" they count for.
     sums = prefix_sums(
         raw.diffs, ("D", "N", "FD", "FN"),
         {"D": churn_start, "N": churn_start, "FD": today, "FN": today},
     )
-    customers = sum(v for k, v in raw.diffs.items() if k.startswith("D:"))
+    customers = prefix_sums(raw.diffs, ("D",), {"D": today + 1})["D"]
     out: dict[str, Any] = {
         "daily_active_users": raw.dau,
         "weekly_active_users": raw.wau,
@@ -129,7 +153,18 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    if raw.previous is not None:
+        before = compute(raw.previous)
+        for name in PREVIOUS_DAY_FIGURES:
+            if name in before:
+                out["previous_day_" + name] = before[name]
     return out
+
+
+def as_of_day(figures: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a past day: the all-time totals left out (no history is kept of
+    them, so today's values would pass for that day's)."""
+    return {k: v for k, v in figures.items() if k not in TOTALS}
 
 
 #: Prometheus metric name suffix -> help text, in the contract's order.
@@ -153,3 +188,29 @@ METRICS: dict[str, str] = {
     "events_total": "Valid events consumed, by type (all workers, from Redis).",
     "dead_letter_total": "Messages dead-lettered, by reason (all workers, from Redis).",
 }
+#: The `previous_day_*` family: yesterday's complete figures, for alerting.
+METRICS.update({
+    "previous_day_daily_active_users": "Distinct users with activity yesterday (estimate).",
+    "previous_day_weekly_active_users":
+        "Distinct active users over the 7 days ending yesterday (estimate).",
+    "previous_day_monthly_active_users":
+        "Distinct active users over the 30 days ending yesterday (estimate).",
+    "previous_day_calendar_month_active_users":
+        "Distinct active users in yesterday's calendar month up to yesterday (estimate).",
+    "previous_day_customers": "Customers at the end of yesterday.",
+    "previous_day_churn_ratio":
+        "Churn ratio of the 30 days ending yesterday (cancellations after it not counted).",
+    "previous_day_retention_ratio": "1 - previous-day churn ratio.",
+    "previous_day_conversion_ratio":
+        "Conversions / visits of the campaign over the 30 days ending yesterday.",
+    "previous_day_nps_score": "Net Promoter Score over the 30 days ending yesterday.",
+    "previous_day_csat_ratio":
+        "Share of CSAT answers of 4 or 5 over the 30 days ending yesterday (0-1).",
+    "previous_day_first_week_active_ratio":
+        "First-week active ratio as of yesterday (signups 8-37 days before yesterday).",
+})
+assert set(METRICS) >= {"previous_day_" + n for n in PREVIOUS_DAY_FIGURES}
+#: Figures exported with a label: name -> label name.
+LABELS: dict[str, str] = {"conversion_ratio": "campaign",
+                          "previous_day_conversion_ratio": "campaign",
+                          "events_total": "type", "dead_letter_total": "reason"}

@@ -221,34 +221,46 @@ class Store:
             return pipe.execute()
 
     # -- reads -------------------------------------------------------------------------------
-    def read(self, today: int) -> RawFigures:
-        """The raw numbers behind every figure, as of local day `today`."""
+    def read(self, today: int, previous: bool = False) -> RawFigures:
+        """The raw numbers behind every figure, as of the end of local day `today`; with
+        `previous`, also those of the day before (`raw.previous`), from the same reads."""
         k = self.keys
         window = list(rolling(today, 30))
         prev_window = list(rolling(today - 1, 30))
+        # per-day counters of today - 30 too when the day before's window is wanted
+        days_read = [today - 30, *window] if previous else window
         pipe = self.client.pipeline(transaction=False)
         # execute_command: RedisCluster's pipeline blocks its pfcount/evalsha methods
         # (multi-key), but routes the raw commands by key, all in the {h} slot here.
-        for days in ([today], rolling(today, 7), window, month_so_far(today), [today - 1],
-                     prev_window):
+        unions = [[today], rolling(today, 7), window, month_so_far(today), [today - 1],
+                  prev_window]
+        if previous:
+            unions += [rolling(today - 1, 7), month_so_far(today - 1)]
+        for days in unions:
             pipe.execute_command("PFCOUNT", *[k.dau(d) for d in days])
         for shard in range(k.shards):
             pipe.hgetall(k.cust(shard))
             pipe.hgetall(k.totals(shard))
-            for d in window:
+            for d in days_read:
                 pipe.hgetall(k.counters(shard, d))
         res = pipe.execute()
         raw = RawFigures(
             today=today, dau=res[0], wau=res[1], mau=res[2], calendar_mau=res[3],
             prev_dau=res[4], prev_mau=res[5],
         )
-        i = 6
+        if previous:
+            raw.previous = RawFigures(today=today - 1, dau=res[4], wau=res[6], mau=res[5],
+                                      calendar_mau=res[7], diffs=raw.diffs)
+        i = len(unions)
         for _ in range(k.shards):
             _add_into(raw.diffs, res[i])
             _add_into(raw.totals, res[i + 1])
-            for j in range(len(window)):
-                _add_into(raw.window_counters, res[i + 2 + j])
-            i += 2 + len(window)
+            for j, d in enumerate(days_read):
+                if d >= window[0]:
+                    _add_into(raw.window_counters, res[i + 2 + j])
+                if raw.previous is not None and d <= today - 1:
+                    _add_into(raw.previous.window_counters, res[i + 2 + j])
+            i += 2 + len(days_read)
         return raw
 
     def ping(self) -> bool:

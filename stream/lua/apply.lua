@@ -118,7 +118,10 @@ end
 
 -- Churn, by window-start day w: D = the user is a customer at 00:00 of w (latest
 -- signup/cancellation on an earlier day is a signup; events are ordered by ts with the
--- cancellation last on equal ts), N = D and the user has a cancellation on day w or later.
+-- cancellation last on equal ts), N = D and the user has a cancellation on one of the
+-- CHURN_DAYS days from w (the window's own days: so the churn of a past day does not
+-- count cancellations after it).
+local CHURN_DAYS = 30
 local function churn_steps(rec)
   local ev = {}
   for i = 3, #rec, 3 do ev[#ev + 1] = {rec[i], rec[i + 1], rec[i + 2]} end
@@ -127,13 +130,15 @@ local function churn_steps(rec)
     if a[1] ~= b[1] then return a[1] < b[1] end
     return a[2] < b[2]
   end)
-  local last_cancel = nil
+  local cancels = {}
   local pts = {}
   for _, e in ipairs(ev) do
     pts[#pts + 1] = e[3] + 1
-    if e[2] == 1 then last_cancel = e[3] end
+    if e[2] == 1 then
+      cancels[#cancels + 1] = e[3]
+      pts[#pts + 1] = e[3] - (CHURN_DAYS - 1)
+    end
   end
-  if last_cancel then pts[#pts + 1] = last_cancel + 1 end
   local steps = {}
   for _, w in ipairs(sorted_unique(pts)) do
     local st = -1
@@ -143,7 +148,9 @@ local function churn_steps(rec)
     local d, n = 0, 0
     if st == 0 then
       d = 1
-      if last_cancel and last_cancel >= w then n = 1 end
+      for _, c in ipairs(cancels) do
+        if c >= w and c <= w + CHURN_DAYS - 1 then n = 1; break end
+      end
     end
     steps[#steps + 1] = {w, d, n}
   end

@@ -33,6 +33,7 @@ from tests.support.workers import (
 
 UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
           "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
+UNIQUE |= {"previous_day_" + name for name in list(UNIQUE)}
 
 
 def stable_dataset(size: int, seed: int = 0, minutes_needed: int = 10) -> ds.Dataset:
@@ -61,14 +62,15 @@ def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
 
 def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
     """The contract's metrics read back from /metrics, shaped like `report --json`."""
-    out: dict[str, Any] = {"conversion_ratio": {}, "events_total": {}, "dead_letter_total": {}}
+    out: dict[str, Any] = {"conversion_ratio": {}, "previous_day_conversion_ratio": {},
+                           "events_total": {}, "dead_letter_total": {}}
     for (name, labels), value in worker.metrics().items():
         if not name.startswith("engagement_"):
             continue
         short = name.removeprefix("engagement_")
         lab = dict(labels)
-        if short == "conversion_ratio":
-            out["conversion_ratio"][lab["campaign"]] = value
+        if short in ("conversion_ratio", "previous_day_conversion_ratio"):
+            out[short][lab["campaign"]] = value
         elif short == "events_total":
             out["events_total"][lab["type"]] = int(value)
         elif short == "dead_letter_total":
@@ -82,6 +84,7 @@ oracle_keys = {"daily_active_users", "weekly_active_users", "monthly_active_user
                "calendar_month_active_users", "stickiness_ratio",
                "previous_day_stickiness_ratio", "customers", "churn_ratio", "retention_ratio",
                "nps_score", "csat_ratio", "first_week_active_ratio"}
+oracle_keys |= {"previous_day_" + name for name in oracle.PREVIOUS_DAY_FIGURES}
 
 
 @pytest.mark.slow
@@ -90,6 +93,7 @@ def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
     data = stable_dataset(size=20_000)
     messages = topics.rename(data.messages)
     want = oracle.compute_figures(data.values(), data.now)
+    want.update(oracle.previous_day_figures(data.values(), data.now))
     assert sum(want["dead_letter_total"].values()) == sum(data.expected_dead_letters.values())
 
     asyncio.run(produce(broker.bootstrap, messages))

@@ -261,6 +261,47 @@ def compute_figures(
     return run(values, now, timezone, max_lateness_days).figures
 
 
+#: Figures that have a value for a past day (``previous_day_<name>`` is ``<name>`` as of
+#: the end of yesterday); ``events_total`` and ``dead_letter_total`` are all-time totals.
+PREVIOUS_DAY_FIGURES = (
+    "daily_active_users", "weekly_active_users", "monthly_active_users",
+    "calendar_month_active_users", "customers", "churn_ratio", "retention_ratio",
+    "conversion_ratio", "nps_score", "csat_ratio", "first_week_active_ratio",
+)
+
+
+def figures_as_of(
+    values: Sequence[bytes | None],
+    now: datetime,
+    day: date,
+    timezone: str = "UTC",
+    max_lateness_days: int = 400,
+) -> dict[str, Any]:
+    """The figures as of the end of local ``day`` (today or earlier), for messages
+    accepted by a processor whose clock is ``now``: only events dated on or before
+    ``day`` count, "today" is ``day``. The all-time counters are left out."""
+    tz = ZoneInfo(timezone)
+    oracle_run = run(values, now, timezone, max_lateness_days)
+    next_midnight = to_ms(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz))
+    folded = [e for e in oracle_run.folded if e.ts_ms < next_midnight]
+    out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz)
+    del out["events_total"], out["dead_letter_total"]
+    return out
+
+
+def previous_day_figures(
+    values: Sequence[bytes | None],
+    now: datetime,
+    timezone: str = "UTC",
+    max_lateness_days: int = 400,
+) -> dict[str, Any]:
+    """The ``previous_day_*`` family: every figure of :data:`PREVIOUS_DAY_FIGURES` as of
+    the end of yesterday (``previous_day_stickiness_ratio`` is in :func:`compute_figures`)."""
+    yesterday = now.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
+    before = figures_as_of(values, now, yesterday, timezone, max_lateness_days)
+    return {f"previous_day_{n}": before[n] for n in PREVIOUS_DAY_FIGURES if n in before}
+
+
 def dead_letter_counts(
     values: Sequence[bytes | None], now: datetime, max_lateness_days: int = 400
 ) -> Counter[str]:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from stream.figures import RawFigures, compute
+from stream.figures import METRICS, PREVIOUS_DAY_FIGURES, RawFigures, as_of_day, compute
 
 T = 20_000
 
@@ -45,3 +45,40 @@ def test_difference_arrays() -> None:
     assert f["churn_ratio"] == 0.2
     assert abs(f["retention_ratio"] - 0.8) < 1e-12
     assert f["first_week_active_ratio"] == 0.5  # FD 4 (T+1 not yet), FN 3 - 1
+
+
+def test_customers_as_of_the_end_of_the_day() -> None:
+    # D:<x> is customers at 00:00 of day x: a signup on day T counts at T + 1.
+    raw = RawFigures(today=T, diffs={f"D:{T - 5}": 3, f"D:{T + 1}": 2, f"D:{T + 2}": 4})
+    assert compute(raw)["customers"] == 5
+    raw.today = T - 6
+    assert compute(raw)["customers"] == 3  # the end of T - 6 is 00:00 of T - 5
+
+
+def test_previous_day_family() -> None:
+    diffs = {f"D:{T - 40}": 10, f"N:{T - 40}": 2, f"D:{T + 1}": 1}
+    previous = RawFigures(today=T - 1, dau=5, wau=9, mau=20, calendar_mau=12, diffs=diffs,
+                          window_counters={"v:a": 10, "c:a": 1, "nps:10": 1})
+    raw = RawFigures(today=T, dau=6, mau=21, prev_dau=5, prev_mau=20, diffs=diffs,
+                     window_counters={"v:a": 10, "c:a": 2}, previous=previous)
+    f = compute(raw)
+    assert f["customers"] == 11 and f["previous_day_customers"] == 10
+    assert f["previous_day_daily_active_users"] == 5
+    assert f["previous_day_weekly_active_users"] == 9
+    assert f["previous_day_calendar_month_active_users"] == 12
+    assert f["previous_day_stickiness_ratio"] == 0.25
+    assert f["conversion_ratio"] == {"a": 0.2}
+    assert f["previous_day_conversion_ratio"] == {"a": 0.1}
+    assert f["previous_day_nps_score"] == 100.0 and "nps_score" not in f
+    assert "previous_day_csat_ratio" not in f  # no answers: not exported
+    assert "previous_day_events_total" not in f
+    assert as_of_day(f).keys() == f.keys() - {"events_total", "dead_letter_total"}
+    # without the day before, the family is absent (the stickiness one aside)
+    raw.previous = None
+    assert not [k for k in compute(raw) if k.startswith("previous_day_")
+                and k != "previous_day_stickiness_ratio"]
+
+
+def test_every_previous_day_figure_is_exported() -> None:
+    for name in PREVIOUS_DAY_FIGURES:
+        assert "previous_day_" + name in METRICS
