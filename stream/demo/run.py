@@ -88,8 +88,9 @@ def run_demo(settings: Settings, users: int, rate: float, history_days: int,
         console.print(f"broker   {broker.bootstrap}\nredis    {redis_server.url}\n"
                       f"metrics  http://127.0.0.1:{port}/metrics")
         if prom is not None:
-            console.print(f"prometheus {prom.url}  (graphs: {prom.url}/graph, "
-                          f"alerts: {prom.url}/alerts)")
+            console.print(f"prometheus {prom.url}\n"
+                          f"  graphs   {_ui_page(prom.url, 'graph')}\n"
+                          f"  alerts   {_ui_page(prom.url, 'alerts')}", soft_wrap=True)
         asyncio.run(_demo(settings, console, users, rate, history_days, duration, view))
     except KeyboardInterrupt:
         pass
@@ -130,6 +131,22 @@ async def _producing(settings: Settings, users: int) -> AsyncIterator[
         yield stop, EventModel(users=users), producer
     finally:
         await producer.stop()
+
+
+def _ui_page(base: str, page: str) -> str:
+    """The address of a page of Prometheus' web UI: `/graph`, `/alerts` ... upstream, but
+    `/classic/...` in distribution builds that ship only the classic UI (Debian's)."""
+    import urllib.error
+    import urllib.request
+
+    for path in (f"/{page}", f"/classic/{page}"):
+        try:
+            with urllib.request.urlopen(base + path, timeout=5) as resp:
+                if resp.status == 200:
+                    return base + path
+        except (urllib.error.URLError, OSError):
+            continue
+    return f"{base}/{page}"
 
 
 async def _demo(settings: Settings, console: Console, users: int, rate: float,
