@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
 # Installs everything engagement-stream needs on a Debian/Ubuntu machine:
-# redis-server (and prometheus for the rule tests and the demo's graphs) from the
-# distribution, then a virtualenv in .venv with the package and, with --dev, the test tools.
+# redis-server (and prometheus for the rule tests and the demo's graphs; with --dev also
+# chromium for the browser test) from the distribution, then a virtualenv in .venv with the
+# package and, with --dev, the test tools.
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 extras=""
+dev=0
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="[dev]" ;;
-    --bench) extras="[dev,bench]" ;;
+    --dev) extras="[dev]"; dev=1 ;;
+    --bench) extras="[dev,bench]"; dev=1 ;;
     *) echo "install.sh: unknown option $arg (use --dev or --bench)" >&2; exit 2 ;;
   esac
 done
@@ -22,6 +24,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
+# The browser test loads the demo's Prometheus pages in headless Chromium.
+if [ "$dev" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   $sudo_cmd apt-get update -qq
