@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +16,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import figures
 from .collector import FiguresCollector, Health
-from .consumer import AiokafkaSource, Worker
+from .consumer import AiokafkaSource, Worker, _GiveUp
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
@@ -68,8 +70,15 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     stop = stop or asyncio.Event()
     if install_signals:
         loop = asyncio.get_running_loop()
+
+        def on_signal() -> None:
+            if not stop.is_set():
+                log.info("stopping: finishing the batch in flight, committing, leaving")
+                _exit_later(settings.shutdown_seconds, 1, "shutdown")
+            stop.set()
+
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: scrape noise
     registry = CollectorRegistry()
     health = Health(registry, settings.stall_seconds)
@@ -91,10 +100,13 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     worker = Worker(settings, fold_store, AiokafkaSource(settings), producer, health)
     if started is not None:
         started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
-    watchdog = asyncio.create_task(_watchdog(health, stop))
+    watchdog = asyncio.create_task(
+        _watchdog(health, stop, settings.shutdown_seconds if install_signals else None))
     upkeep = asyncio.create_task(maintenance_loop(fold_store, settings.timezone, stop))
     try:
         await worker.run(stop)
+    except _GiveUp as exc:  # stopped while Redis or the dead-letter topic was unavailable
+        log.warning("%s: the batch in flight was not applied; it will be read again", exc)
     finally:
         watchdog.cancel()
         upkeep.cancel()
@@ -110,11 +122,33 @@ class Stalled(Exception):
     """The consumer made no progress with lag for twice `stall_seconds`."""
 
 
-async def _watchdog(health: Health, stop: asyncio.Event) -> None:
+async def _watchdog(health: Health, stop: asyncio.Event,
+                    exit_after: float | None = None) -> None:
     """Liveness fails after `stall_seconds` without progress; after twice that the worker
-    stops itself with a non-zero exit so the orchestrator restarts it."""
+    stops itself with a non-zero exit so the orchestrator restarts it. With `exit_after`
+    (a real process), a shutdown that hangs too (a frozen broker) ends the process anyway
+    after that many seconds, with exit code 3."""
     while not stop.is_set():
         await asyncio.sleep(1.0)
         if health.stalled_for() >= 2 * health.stall_seconds:
             log.error("stalled for %.0fs with lag; stopping", health.stalled_for())
+            if exit_after is not None:
+                _exit_later(exit_after, 3, "stalled")
             stop.set()
+
+
+def _exit_later(seconds: float, code: int, why: str) -> None:
+    """Last resort when a clean stop hangs (broker or Redis frozen): exit with `code`
+    `seconds` from now without further clean-up. Nothing is lost by it: the offsets in
+    Redis, not the ones committed to Kafka, decide where the partitions resume."""
+
+    def fire() -> None:
+        log.error("%s: not stopped cleanly within %.0fs; exiting with code %d",
+                  why, seconds, code)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os._exit(code)
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()

@@ -35,7 +35,10 @@ log = logging.getLogger("stream.worker")
 TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.BusyLoadingError, redis.exceptions.TryAgainError,
              redis.exceptions.ClusterDownError, redis.exceptions.MovedError,
-             redis.exceptions.AskError, OSError)
+             redis.exceptions.AskError, redis.exceptions.ReadOnlyError,
+             redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError, OSError)
+#: While idle, how often the worker checks that Redis still holds the offsets it applied.
+OFFSET_AUDIT_SECONDS = 5.0
 #: (user_id, day) pairs remembered as already in Redis, at most; then the memory is reset.
 SEEN_LIMIT = 2_000_000
 
@@ -149,6 +152,8 @@ class Worker:
         self._last_commit = 0.0
         self._lateness_ms = settings.max_lateness_days * 86_400_000
         self._stop: asyncio.Event | None = None
+        self._audited_at = time.monotonic()
+        self._redis_failed = False
 
     # -- partition lifecycle --------------------------------------------------------------
     async def on_assigned(self, assigned: set[tuple[str, int]]) -> None:
@@ -168,10 +173,14 @@ class Worker:
         self.applied.update(loaded)
         for src, (t, p) in srcs.items():
             resume = self.store.resume_offset(self.applied, src)
-            if resume is not None:
-                self.source.seek(t, p, resume)
-                self._done[(t, p)] = resume - 1
-                log.info("partition %s resumes at offset %d (from Redis)", src, resume)
+            if resume is None:
+                # Nothing of it is in Redis (new, or Redis lost it all): read the partition
+                # from its start, whatever Kafka's committed offset says. Offset 0 is reset
+                # to the earliest one kept when older messages were deleted.
+                resume = 0
+            self.source.seek(t, p, resume)
+            self._done[(t, p)] = resume - 1
+            log.info("partition %s resumes at offset %d (from Redis)", src, resume)
 
     async def on_revoked(self, revoked: set[tuple[str, int]]) -> None:
         """Finish the batch in flight (the lock), commit, then let the partitions go."""
@@ -197,12 +206,32 @@ class Worker:
                 async with self._lock:
                     if records:
                         await self.process(records)
+                    elif time.monotonic() - self._audited_at >= OFFSET_AUDIT_SECONDS:
+                        await self._audit_offsets()
                     self._update_lag()
                     await self._commit()
             async with self._lock:
                 await self._commit(force=True)
         finally:
             await self.source.stop()
+
+    async def _audit_offsets(self) -> None:
+        """While idle, check that Redis still holds the offsets this worker applied. A
+        Redis restarted from an older AOF or snapshot, or failed over to a lagging replica,
+        lost them, and no batch would notice (by its compare-and-set) until the partition
+        gets new messages: re-read from the offsets Redis holds."""
+        self._audited_at = time.monotonic()
+        assigned = self.source.assignment()
+        if not assigned:
+            return
+        srcs = {src_of(t, p) for t, p in assigned}
+        stored = await self._redis(self.store.load_offsets, sorted(srcs))
+        mine = {k: v for k, v in self.applied.items() if k[0] in srcs}
+        if stored != mine:
+            log.warning("offsets in Redis are not those this worker applied (Redis lost "
+                        "writes, or another worker moved on); resuming from Redis's")
+            self.seen.clear()
+            await self._resume(assigned)
 
     async def process(self, records: list[Record]) -> None:
         """Decode, fold and apply one batch; retries Redis until it succeeds."""
@@ -332,11 +361,13 @@ class Worker:
                     raise _GiveUp("stopping while Redis is unavailable") from exc
                 self.health.redis_errors.inc()
                 self.health.set_ready(redis_ok=False)
+                self._redis_failed = True
                 log.warning("Redis unavailable (%s); retrying in %.1fs", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if not self.health.redis_ok:
+            if self._redis_failed:
+                self._redis_failed = False
                 log.info("Redis reachable again")
             self.health.set_ready(redis_ok=True)
             return result

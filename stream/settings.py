@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(3000, ge=100, le=100_000)
     stall_seconds: float = Field(120.0, gt=0,
                                  description="lag > 0 without progress this long = stalled")
+    shutdown_seconds: float = Field(8.0, gt=0, le=300,
+                                    description="longest clean stop after SIGTERM or a stall; "
+                                                "then the process exits anyway")
     metrics_cache_seconds: float = Field(2.0, ge=0, le=300,
                                          description="how long scraped figures are reused")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
