@@ -56,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--json", action="store_true", help="one JSON object (metric names "
                    "without the engagement_ prefix)")
     r.add_argument("--day", type=date.fromisoformat, default=None,
-                   help="figures as of this past local day (YYYY-MM-DD) instead of today")
+                   help="figures as of the end of this past local day (YYYY-MM-DD) "
+                        "instead of now; all-time totals are left out")
     d = sub.add_parser("demo", help="local broker + Redis + generator + worker + live view")
     _add_common(d)
     d.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -123,10 +124,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 2
 
 
+def _store_mismatch(settings: Settings) -> str | None:
+    """Why the store in Redis refuses these settings (another STREAM_TIMEZONE...), checked
+    read-only before anything starts; None when it accepts them or cannot be read now (the
+    worker waits Redis out and checks again)."""
+    import redis
+
+    from .app import open_store
+    from .store import StoreMismatch
+
+    store = open_store(settings)
+    try:
+        store.check_meta(record=False)
+    except StoreMismatch as exc:
+        return str(exc)
+    except redis.exceptions.RedisError:
+        return None
+    finally:
+        store.close()
+    return None
+
+
 def _worker(settings: Settings) -> int:
     from .app import Stalled, run_worker
     from .store import StoreMismatch
 
+    mismatch = _store_mismatch(settings)
+    if mismatch is not None:
+        print(f"engagement-stream: {mismatch}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(run_worker(settings))
     except StoreMismatch as exc:
@@ -142,16 +168,37 @@ def _report(settings: Settings, as_json: bool, day: date | None) -> int:
     import redis
 
     from .app import open_store, read_figures
-    from .timebuckets import day_number
+    from .figures import WINDOW_DAYS, as_of_day
+    from .store import StoreMismatch
+    from .timebuckets import DayMapper, day_label, day_number, utc_now
 
+    if day is not None:
+        # A past day's figures need its per-day keys back to 30 days before it.
+        today = DayMapper(settings.timezone).today(utc_now())
+        oldest = today - settings.retention_days + WINDOW_DAYS + 1
+        if day_number(day) > today:
+            print(f"engagement-stream: --day {day.isoformat()} is after today "
+                  f"({day_label(today)} in {settings.timezone})", file=sys.stderr)
+            return 2
+        if day_number(day) < oldest:
+            print(f"engagement-stream: --day {day.isoformat()} is no longer kept: per-day "
+                  f"data lives STREAM_RETENTION_DAYS={settings.retention_days} days, so the "
+                  f"oldest day with complete figures is {day_label(oldest)}", file=sys.stderr)
+            return 2
     store = open_store(settings)
     try:
+        store.check_meta(record=False)
         figs = read_figures(store, settings, None if day is None else day_number(day))
+    except StoreMismatch as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
     except redis.exceptions.RedisError as exc:
         print(f"engagement-stream: cannot read Redis: {exc}", file=sys.stderr)
         return 1
     finally:
         store.close()
+    if day is not None:
+        figs = as_of_day(figs)
     if as_json:
         print(json.dumps(figs, sort_keys=False))
         return 0

@@ -87,18 +87,20 @@ class Store:
         self._apply_sha = _first(self.client.script_load(self._apply_src))
         self._claim_sha = _first(self.client.script_load(self._claim_src))
 
-    def check_meta(self) -> None:
-        """Record this store's fixed parameters, or refuse if they differ.
+    def check_meta(self, record: bool = True) -> None:
+        """Record this store's fixed parameters (unless not `record`: readers), or refuse
+        if they differ.
 
         Raises StoreMismatch naming the setting, e.g. a store created in Europe/Berlin read
         with STREAM_TIMEZONE=UTC would silently shift every day boundary."""
         wanted = self.params.as_meta()
         meta = self.keys.meta
-        for name, value in wanted.items():
-            self.client.hsetnx(meta, name, value)
+        if record:
+            for name, value in wanted.items():
+                self.client.hsetnx(meta, name, value)
         stored = {_s(k): _s(v) for k, v in self.client.hgetall(meta).items()}
         for name, value in wanted.items():
-            if stored.get(name) != value:
+            if stored.get(name) != value and (record or name in stored):
                 raise StoreMismatch(
                     f"the Redis store was created with {_META_SETTING[name]}={stored.get(name)}"
                     f" but this process has {value}; use another STREAM_REDIS_URL or key "

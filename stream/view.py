@@ -43,8 +43,10 @@ def figures_table(figs: dict[str, Any], title: str = "engagement") -> Table:
         table.add_row(label, _fmt(name, figs.get(name)))
     for campaign, ratio in figs.get("conversion_ratio", {}).items():
         table.add_row(f"Conversion {campaign}", f"{100 * ratio:.2f} %")
-    events = figs.get("events_total", {})
-    table.add_row("Events", " ".join(f"{k}={v:,}" for k, v in events.items() if v))
-    dead = figs.get("dead_letter_total", {})
-    table.add_row("Dead letters", " ".join(f"{k}={v:,}" for k, v in dead.items() if v) or "0")
+    if "events_total" in figs:  # all-time totals: not in the figures of a past day
+        events = figs["events_total"]
+        table.add_row("Events", " ".join(f"{k}={v:,}" for k, v in events.items() if v))
+        dead = figs.get("dead_letter_total", {})
+        table.add_row("Dead letters",
+                      " ".join(f"{k}={v:,}" for k, v in dead.items() if v) or "0")
     return table
