@@ -149,6 +149,9 @@ class Worker:
         self._lock = asyncio.Lock()
         self._done: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset done
         self._committed: dict[tuple[str, int], int] = {}
+        # Partitions between on_assigned and on_revoked. aiokafka's assignment() keeps
+        # the old partitions until a rebalance ends; lag is only reported for these.
+        self._owned: set[tuple[str, int]] = set()
         self._last_commit = 0.0
         self._lateness_ms = settings.max_lateness_days * 86_400_000
         self._stop: asyncio.Event | None = None
@@ -160,6 +163,7 @@ class Worker:
         """Resume each new partition from the offsets stored in Redis (the truth), not
         Kafka's committed offset, which may be ahead of a Redis that lost its last writes."""
         async with self._lock:
+            self._owned |= assigned
             await self._resume(assigned)
             self.health.set_ready(assigned=bool(self.source.assignment()))
 
@@ -186,6 +190,7 @@ class Worker:
         """Finish the batch in flight (the lock), commit, then let the partitions go."""
         async with self._lock:
             await self._commit(force=True)
+            self._owned -= revoked
             for t, p in revoked:
                 self._done.pop((t, p), None)
                 self._committed.pop((t, p), None)
@@ -374,7 +379,7 @@ class Worker:
 
     def _update_lag(self) -> None:
         total = 0
-        for (t, p) in self.source.assignment():
+        for (t, p) in self.source.assignment() & self._owned:
             high = self.source.highwater(t, p)
             if high is None:
                 continue
