@@ -53,8 +53,9 @@ def stable_dataset(size: int, seed: int = 0, minutes_needed: int = 10) -> ds.Dat
 
 
 def assert_exact_figures_match_oracle(got: dict[str, Any], want: dict[str, Any]) -> None:
-    """Every figure equal (floats to 1e-9); unique counts within HyperLogLog error."""
-    assert set(got) == set(want), set(got) ^ set(want)
+    """Every figure of the oracle equal (floats to 1e-9), unique counts within
+    HyperLogLog error. The report may hold more figures than the contract's."""
+    assert set(want) <= set(got), set(want) - set(got)
     for name, value in want.items():
         if name in UNIQUE:
             assert got[name] == pytest.approx(value, rel=0.03), name
