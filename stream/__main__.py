@@ -1,4 +1,5 @@
-"""Command line: `python -m stream worker|demo|report|generate` (also `engagement-stream`).
+"""Command line: `python -m stream worker|demo|report|backfill|generate` (also
+`engagement-stream`).
 
 Settings come from flags or STREAM_* variables (flags win); a bad one stops the program
 with one line naming it and exit code 2.
@@ -12,7 +13,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from .settings import Settings, SettingsError, load
@@ -70,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-view", action="store_true", help="no live terminal view")
     d.add_argument("--no-prometheus", action="store_true",
                    help="do not start Prometheus even when it is installed")
+    b = sub.add_parser("backfill", help="replay topic history into Redis (idempotent; the "
+                       "live consumer group is not touched)")
+    _add_common(b)
+    b.add_argument("--topic", action="append", default=None, metavar="T",
+                   help="topic to replay (repeat or comma-separate; default: STREAM_TOPICS)")
+    start = b.add_mutually_exclusive_group(required=True)
+    start.add_argument("--from-time", type=datetime.fromisoformat, metavar="ISO",
+                       help="from the first message with a Kafka timestamp at or after "
+                            "this time (ISO 8601; without an offset: in STREAM_TIMEZONE)")
+    start.add_argument("--from-offset", type=_offset, metavar="N",
+                       help="from offset N of every partition")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
     _add_common(g)
     g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -77,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--history-days", type=int, default=0,
                    help="days of back history produced first (default 0)")
     return parser
+
+
+def _offset(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError("must be 0 or more")
+    return n
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
@@ -110,6 +130,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _worker(settings)
     if args.command == "report":
         return _report(settings, args.json, args.day)
+    if args.command == "backfill":
+        return _backfill(settings, args)
     if args.command == "demo":
         from .demo.run import run_demo
 
@@ -162,6 +184,72 @@ def _worker(settings: Settings) -> int:
         logging.getLogger("stream").error("%s", exc)
         return 3
     return 0
+
+
+def _backfill(settings: Settings, args: argparse.Namespace) -> int:
+    import signal
+    import time
+    from zoneinfo import ZoneInfo
+
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from .app import open_store
+    from .backfill import BackfillError, run_backfill
+    from .backfill import Progress as Done
+    from .store import StoreMismatch
+
+    topics = [t.strip() for arg in (args.topic or [settings.topics]) for t in arg.split(",")
+              if t.strip()]
+    from_time = args.from_time
+    if from_time is not None and from_time.tzinfo is None:
+        from_time = from_time.replace(tzinfo=ZoneInfo(settings.timezone))
+    mismatch = _store_mismatch(settings)
+    if mismatch is not None:
+        print(f"engagement-stream: {mismatch}", file=sys.stderr)
+        return 2
+    bar = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(),
+                   TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn(), console=Console(stderr=True),
+                   disable=args.no_progress)
+    task = bar.add_task("backfill", total=None)
+
+    def on_progress(p: Done) -> None:
+        bar.update(task, total=p.total, completed=p.done)
+
+    async def main() -> Done:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_backfill(settings, store, topics, from_offset=args.from_offset,
+                                  from_time=from_time, on_progress=on_progress, stop=stop)
+
+    store = open_store(settings)
+    started = time.monotonic()
+    try:
+        with bar:
+            result = asyncio.run(main())
+    except (BackfillError, StoreMismatch) as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    skipped = (f", {result.skipped_by_time:,} older than --from-time skipped"
+               if result.skipped_by_time else "")
+    print(f"backfill {'done' if result.finished else 'interrupted'}: {result.done:,} of "
+          f"{result.total or 0:,} messages of {result.partitions} partitions of "
+          f"{', '.join(topics)} read in {time.monotonic() - started:.1f}s{skipped}",
+          file=sys.stderr)
+    return 0 if result.finished else 130
 
 
 def _report(settings: Settings, as_json: bool, day: date | None) -> int:
