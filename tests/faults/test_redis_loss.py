@@ -1,0 +1,192 @@
+"""Fault 3: Redis SIGKILLed mid-stream and restarted from an AOF that lacks its latest
+writes, while Kafka's committed offsets are ahead of what Redis holds.
+
+`appendonly yes` + `appendfsync everysec` loses up to a second of writes when the host
+goes down (the un-fsynced tail of the AOF). SIGKILL alone loses nothing that was
+written to the kernel, so the tests make the loss real: they copy the AOF directory at
+one moment, let the worker apply more (and commit it to Kafka), then SIGKILL Redis and
+restart it from the copy: Redis has lost its latest writes, and Kafka's committed
+offsets are ahead of the offsets it holds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from stream.localservers import RedisServer, TansuBroker
+from tests.faults.harness import (
+    KafkaOffsetsWorker,
+    Truth,
+    applied_offsets,
+    assert_dead_letter_topic,
+    assert_exact,
+    committed_offsets,
+    env_for,
+    input_highwaters,
+    logs_on_failure,
+    make_dataset,
+    produce_all,
+    wait_applied,
+    wait_lag_zero,
+)
+from tests.support.kafka import Topics
+from tests.support.workers import WorkerProcess, wait_until
+
+
+def aof_redis() -> RedisServer:
+    # No AOF rewrite during the test: the copied directory stays a consistent AOF.
+    return RedisServer(appendonly=True, extra_args=["--auto-aof-rewrite-percentage", "0"])
+
+
+def parts(truth: Truth) -> tuple[list, list, list]:
+    n = truth.total
+    return truth.messages[: n // 3], truth.messages[n // 3: 2 * n // 3], \
+        truth.messages[2 * n // 3:]
+
+
+def snapshot(redis: RedisServer, into: Path) -> None:
+    time.sleep(1.5)  # everysec: what is older than a second is on disk
+    shutil.copytree(redis.data_dir / "appendonlydir", into)
+
+
+def crash_and_restore(redis: RedisServer, copy: Path) -> None:
+    redis.kill()
+    shutil.rmtree(redis.data_dir / "appendonlydir")
+    shutil.copytree(copy, redis.data_dir / "appendonlydir")
+    redis.start()
+
+
+def assert_kafka_ahead(bootstrap: str, topics: Topics, stored: dict[str, int]) -> None:
+    """Kafka's committed offsets are past the offsets of the AOF copy `stored`."""
+    committed = committed_offsets(bootstrap, topics.group, topics)
+    ahead = [s for s, off in committed.items() if off > stored.get(s, -1) + 1]
+    assert ahead, "the scenario needs Kafka's committed offsets ahead of Redis"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_redis_restarted_from_older_aof_while_worker_runs(
+        broker: TansuBroker, topics: Topics, tmp_path: Path) -> None:
+    """The worker stays up: its next compare-and-set fails (Conflict), it clears its
+    cache of (user, day) pairs, reloads the offsets from Redis and re-reads from them."""
+    truth = make_dataset(topics, 10_000, bulk_activity=40_000, seed=3, users=3000)
+    a, b, c = parts(truth)
+    with aof_redis() as redis, RedisServer() as ref:
+        env = env_for(broker.bootstrap, redis.url, topics, truth)
+        worker = WorkerProcess(env).start()
+        try:
+            produce_all(broker.bootstrap, a)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            snapshot(redis, tmp_path / "aof")
+            before = applied_offsets(redis.url)
+            produce_all(broker.bootstrap, b)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            time.sleep(2.5)  # Kafka commits at most once a second
+            assert_kafka_ahead(broker.bootstrap, topics, before)
+            redis.kill()
+            # The rest arrives while Redis is down: the worker holds it in a batch it
+            # retries, and Redis comes back with older offsets than the batch expects.
+            produce_all(broker.bootstrap, c)
+            time.sleep(2)
+            crash_and_restore(redis, tmp_path / "aof")
+            assert applied_offsets(redis.url) == before
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            wait_lag_zero([worker])
+            assert_exact(redis.url, truth, ref)
+            assert_dead_letter_topic(broker.bootstrap, topics, truth)
+            log = worker.log()
+            assert "reloading offsets from Redis and re-reading" in log
+            assert worker.proc is not None and worker.proc.poll() is None  # never crashed
+            assert worker.stop() == 0
+        except BaseException:
+            print(logs_on_failure([worker]))
+            raise
+        finally:
+            worker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_redis_restarted_from_older_aof_while_idle(
+        broker: TansuBroker, topics: Topics, tmp_path: Path) -> None:
+    """No new message arrives after the restart, so no compare-and-set can notice: the
+    worker's idle check of the stored offsets does, and it re-reads what Redis lost."""
+    truth = make_dataset(topics, 6_000, bulk_activity=20_000, seed=4, users=2000)
+    a, b, c = parts(truth)
+    with aof_redis() as redis, RedisServer() as ref:
+        env = env_for(broker.bootstrap, redis.url, topics, truth)
+        worker = WorkerProcess(env).start()
+        try:
+            produce_all(broker.bootstrap, a)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            snapshot(redis, tmp_path / "aof")
+            before = applied_offsets(redis.url)
+            produce_all(broker.bootstrap, b + c)
+            highs = input_highwaters(broker.bootstrap, topics)
+            wait_applied(redis.url, highs, 120)
+            time.sleep(2.5)
+            assert_kafka_ahead(broker.bootstrap, topics, before)
+            crash_and_restore(redis, tmp_path / "aof")
+            wait_applied(redis.url, highs, 60)
+            wait_lag_zero([worker])
+            assert_exact(redis.url, truth, ref)
+            assert "offsets in Redis are not those this worker applied" in worker.log()
+            assert worker.stop() == 0
+        except BaseException:
+            print(logs_on_failure([worker]))
+            raise
+        finally:
+            worker.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("offsets", ["redis", "kafka-only"])
+def test_host_crash_worker_and_redis(broker: TansuBroker, topics: Topics, tmp_path: Path,
+                                     offsets: str) -> None:
+    """Worker and Redis both SIGKILLed (the host died), Redis restarted from an AOF that
+    lacks its latest writes, the worker restarted: it resumes from the offsets in Redis
+    and every figure is exact. The control (`kafka-only`) is a worker that resumes where
+    Kafka's committed offsets say: the writes Redis lost are never re-applied, and the
+    figures come out wrong, which shows that this test can fail."""
+    truth = make_dataset(topics, 6_000, bulk_activity=20_000, seed=5, users=2000)
+    a, b, c = parts(truth)
+    kind = WorkerProcess if offsets == "redis" else KafkaOffsetsWorker
+    with aof_redis() as redis, RedisServer() as ref:
+        env = env_for(broker.bootstrap, redis.url, topics, truth)
+        workers = [kind(env).start()]
+        try:
+            produce_all(broker.bootstrap, a)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            snapshot(redis, tmp_path / "aof")
+            before = applied_offsets(redis.url)
+            produce_all(broker.bootstrap, b)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            time.sleep(2.5)
+            assert_kafka_ahead(broker.bootstrap, topics, before)
+            workers[0].signal(signal.SIGKILL)
+            workers[0].wait(10)
+            crash_and_restore(redis, tmp_path / "aof")
+            workers.append(kind(env).start())
+            produce_all(broker.bootstrap, c)
+            highs = input_highwaters(broker.bootstrap, topics)
+            wait_until(lambda: all(applied_offsets(redis.url).get(s, -1) == h - 1
+                                   for s, h in highs.items()), 120, "the last offsets")
+            wait_lag_zero(workers[1:])
+            if offsets == "redis":
+                assert_exact(redis.url, truth, ref)
+            else:
+                with pytest.raises(AssertionError):
+                    assert_exact(redis.url, truth, ref)
+            assert workers[1].stop() == 0
+        except BaseException:
+            print(logs_on_failure(workers))
+            raise
+        finally:
+            for w in workers:
+                w.stop()
