@@ -83,7 +83,10 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     registry = CollectorRegistry()
     health = Health(registry, settings.stall_seconds)
     fold_store = open_store(settings)
-    scrape_store = open_store(settings)  # scrapes use their own connection
+    # Scrapes use their own connection, with short timeouts: while Redis hangs, /metrics
+    # still answers promptly (health metrics, no figures) instead of outwaiting the
+    # scraper.
+    scrape_store = open_store(settings, socket_timeout=2, socket_connect_timeout=2)
 
     def on_scrape_error(exc: Exception) -> None:
         health.redis_errors.inc()

@@ -173,6 +173,10 @@ def load(overrides: Mapping[str, Any] | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "setting"
+        if not err["loc"]:  # a check across fields names the field it blames first
+            first = str(err["msg"]).removeprefix("Value error, ").split(" ", 1)[0]
+            if first in Settings.model_fields:
+                field = first
         source = "--" + field.replace("_", "-") if field in (overrides or {}) else (
             f"STREAM_{field.upper()}")
         msg = str(err["msg"]).removeprefix("Value error, ")
