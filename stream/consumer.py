@@ -319,7 +319,8 @@ class Worker:
     def _applied_through(self, last: dict[str, int]) -> None:
         for src, offset in last.items():
             for shard in range(self.keys.shards):
-                self.applied[(src, shard)] = offset
+                if self.applied.get((src, shard), -1) < offset:
+                    self.applied[(src, shard)] = offset
 
     async def _dead_letter(self, dead: list[Message]) -> None:
         """Produce dead letters and wait for the broker's acknowledgement before the batch

@@ -161,7 +161,11 @@ class Store:
             plan = writes.shards.get(shard) or ShardPlan()
             o: list[Any] = []
             for src, last in offsets:
-                o += (src, applied.get((src, shard), -1), last)
+                # A shard may already be past this batch (an earlier run crashed between
+                # shards): its offset must never move back, or the messages between would be
+                # applied twice on the next batch.
+                expected = applied.get((src, shard), -1)
+                o += (src, expected, max(expected, last))
             body = _encode_plan(plan, keys.tag(shard), o, id_params, keys.retention_days)
             _evalsha(pipe, self._apply_sha, keys.offsets(shard), body)
             shard_order.append(shard)
