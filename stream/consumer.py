@@ -286,7 +286,13 @@ class Worker:
         except Exception:
             log.exception("batch of %d messages failed; retrying message by message",
                           len(messages))
-            await self._one_by_one(messages, today)
+            try:
+                await self._one_by_one(messages, today)
+            except Conflict as exc:  # raised in this handler, the clause above misses it
+                log.warning("%s; reloading offsets from Redis and re-reading", exc)
+                self.seen.clear()
+                await self._resume(self.source.assignment())
+                return False
             return True
         self._applied_through(writes.last_offset)
         if len(self.seen) > SEEN_LIMIT:
