@@ -168,9 +168,9 @@ def assert_exact(redis_url: str, truth: Truth, ref: RedisServer) -> dict[str, An
                 for k, v in value.items():
                     assert got[name][k] == pytest.approx(v, abs=1e-12), (name, k)
             elif isinstance(value, float):
-                assert got[name] == pytest.approx(value, abs=1e-12), name
+                assert got[name] == pytest.approx(value, abs=1e-12), (name, got[name], value)
             else:
-                assert got[name] == value, name
+                assert got[name] == value, (name, got[name], value)
         assert got["dead_letter_total"] == truth.dead_letters
         return got
     finally:
