@@ -33,6 +33,10 @@ _COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
     "--redis-shards": ("redis_shards", int, "shards of per-user state (STREAM_REDIS_SHARDS)"),
     "--key-prefix": ("key_prefix", str, "Redis key prefix (STREAM_KEY_PREFIX)"),
     "--log-level": ("log_level", str, "DEBUG, INFO, WARNING or ERROR (STREAM_LOG_LEVEL)"),
+    "--segments": ("segments", str, "props keys to split figures by, e.g. plan,country "
+                                    "(STREAM_SEGMENTS)"),
+    "--segment-max-values": ("segment_max_values", int,
+                             "values per segment dimension (STREAM_SEGMENT_MAX_VALUES)"),
 }
 
 

@@ -20,6 +20,7 @@ from .consumer import AiokafkaSource, Worker, _GiveUp
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
+from .segments import Segments, parse_dims
 from .settings import Settings
 from .store import Store, StoreParams, connect
 from .timebuckets import DayMapper, utc_now
@@ -35,6 +36,8 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
         buckets=max(1, settings.user_buckets // settings.shards),
         max_lateness_days=settings.max_lateness_days,
         retention_days=settings.retention_days,
+        segments=(Segments(parse_dims(settings.segments), settings.segment_max_values)
+                  if settings.segments else None),
     )
     params = StoreParams(settings.timezone, settings.shards, settings.user_buckets)
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .figures import LABELS, METRICS
+from .figures import LABELS, METRICS, SEGMENT_FIGURES
 
 PREFIX = "engagement_"
 
@@ -66,6 +66,14 @@ class FiguresCollector(Collector):
                 g = GaugeMetricFamily(metric, help_text, labels=[LABELS[name]])
                 for campaign, ratio in (value or {}).items():
                     g.add_metric([campaign], ratio)
+                yield g
+            elif name in SEGMENT_FIGURES:
+                if value is None:
+                    continue
+                g = GaugeMetricFamily(metric, help_text, labels=["dimension", "value"])
+                for dim, per in value.items():
+                    for v, figure in per.items():
+                        g.add_metric([dim, v], figure)
                 yield g
             elif name in ("events_total", "dead_letter_total"):
                 label = LABELS[name]

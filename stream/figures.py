@@ -47,6 +47,23 @@ class RawFigures:
     window_counters: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     previous: RawFigures | None = None
+    segments: SegmentRaw | None = None
+
+
+@dataclass(slots=True)
+class SegmentRaw:
+    """Numbers behind the segment figures (STREAM_SEGMENTS), summed over shards:
+    `values` dimension -> its segment values (registry plus `none` and `other`);
+    `dau`/`wau`/`mau` (dimension, value) -> unique counts of today, 7 and 30 days;
+    `diffs` churn difference arrays `sD:<dim>:<value>:<day>`, `sN:...`;
+    `window_counters` `s:<kind>:<dim>:<value>` over the rolling 30 days."""
+
+    values: dict[str, list[str]] = field(default_factory=dict)
+    dau: dict[tuple[str, str], int] = field(default_factory=dict)
+    wau: dict[tuple[str, str], int] = field(default_factory=dict)
+    mau: dict[tuple[str, str], int] = field(default_factory=dict)
+    diffs: dict[str, int] = field(default_factory=dict)
+    window_counters: dict[str, int] = field(default_factory=dict)
 
 
 #: Figures that have a meaning for one past day; `previous_day_<name>` is `<name>` as of
@@ -153,11 +170,67 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    if raw.segments is not None:
+        out.update(segment_figures(raw.segments, today))
     if raw.previous is not None:
         before = compute(raw.previous)
         for name in PREVIOUS_DAY_FIGURES:
             if name in before:
                 out["previous_day_" + name] = before[name]
+    return out
+
+
+def segment_figures(seg: SegmentRaw, today: int) -> dict[str, Any]:
+    """The `segment_*` figures: each a dict dimension -> value -> figure, the same
+    definitions as the unsegmented figure restricted to the segment (see the README)."""
+    churn_start = today - (WINDOW_DAYS - 1)
+    d_at: dict[tuple[str, str], int] = {}
+    n_at: dict[tuple[str, str], int] = {}
+    cust: dict[tuple[str, str], int] = {}
+    for key, value in seg.diffs.items():
+        head, _, day_text = key.rpartition(":")
+        kind, dim, v = head.split(":", 2)
+        day = int(day_text)
+        pair = (dim, v)
+        if kind == "sD":
+            if day <= today + 1:
+                cust[pair] = cust.get(pair, 0) + value
+            if day <= churn_start:
+                d_at[pair] = d_at.get(pair, 0) + value
+        elif kind == "sN" and day <= churn_start:
+            n_at[pair] = n_at.get(pair, 0) + value
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for key, value in seg.window_counters.items():
+        _, kind, dim, v = key.split(":", 3)
+        per = counts.setdefault((dim, v), {})
+        per[kind] = per.get(kind, 0) + value
+    out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in SEGMENT_FIGURES}
+    for dim, values in seg.values.items():
+        for name in SEGMENT_FIGURES:
+            out[name][dim] = {}
+        for v in values:
+            pair = (dim, v)
+            row: dict[str, float | int | None] = {
+                "daily_active_users": seg.dau.get(pair, 0),
+                "weekly_active_users": seg.wau.get(pair, 0),
+                "monthly_active_users": seg.mau.get(pair, 0),
+                "customers": cust.get(pair, 0),
+            }
+            row["stickiness_ratio"] = _ratio(seg.dau.get(pair, 0), seg.mau.get(pair, 0))
+            churn = _ratio(n_at.get(pair, 0), d_at.get(pair, 0))
+            row["churn_ratio"] = churn
+            row["retention_ratio"] = None if churn is None else 1.0 - churn
+            per = counts.get(pair, {})
+            row["conversion_ratio"] = _ratio(per.get("c", 0), per.get("v", 0))
+            nps = [per.get(f"nps{s}", 0) for s in range(11)]
+            row["nps_score"] = (
+                100.0 * (sum(nps[NPS_PROMOTER_MIN:]) - sum(nps[:NPS_DETRACTOR_MAX + 1]))
+                / sum(nps) if sum(nps) else None)
+            csat = [per.get(f"csat{s}", 0) for s in range(6)]
+            row["csat_ratio"] = _ratio(sum(csat[CSAT_SATISFIED_MIN:]), sum(csat))
+            for name, figure in row.items():
+                if figure is not None:
+                    out["segment_" + name][dim][v] = figure
     return out
 
 
@@ -210,6 +283,29 @@ METRICS.update({
         "First-week active ratio as of yesterday (signups 8-37 days before yesterday).",
 })
 assert set(METRICS) >= {"previous_day_" + n for n in PREVIOUS_DAY_FIGURES}
+#: Figures by segment (STREAM_SEGMENTS): `segment_<name>` is `<name>` restricted to the
+#: users or events of one segment, exported with labels `dimension` and `value`.
+SEGMENT_FIGURES: tuple[str, ...] = tuple("segment_" + n for n in (
+    "daily_active_users", "weekly_active_users", "monthly_active_users", "stickiness_ratio",
+    "customers", "churn_ratio", "retention_ratio", "conversion_ratio", "nps_score",
+    "csat_ratio",
+))
+METRICS.update({
+    "segment_daily_active_users": "Distinct users with activity today in the segment.",
+    "segment_weekly_active_users":
+        "Distinct users with activity in the segment over the rolling 7 days.",
+    "segment_monthly_active_users":
+        "Distinct users with activity in the segment over the rolling 30 days.",
+    "segment_stickiness_ratio": "Segment daily / monthly active users (0-1).",
+    "segment_customers": "Customers whose latest signup is in the segment.",
+    "segment_churn_ratio":
+        "Churn ratio of the customers in the segment at the start of the rolling 30 days.",
+    "segment_retention_ratio": "1 - segment churn ratio.",
+    "segment_conversion_ratio":
+        "Conversions / visits of the segment (all campaigns) over the rolling 30 days.",
+    "segment_nps_score": "Net Promoter Score of the segment's answers over 30 days.",
+    "segment_csat_ratio": "Share of the segment's CSAT answers of 4 or 5 over 30 days.",
+})
 #: Figures exported with a label: name -> label name.
 LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",

@@ -15,6 +15,7 @@ import base64
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from .events import EVENT_TYPES, DeadLetter, Event
 from .keys import KeySpace
@@ -55,8 +56,11 @@ class ShardPlan:
 
     - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
     - `activity`: user_id -> (bucket, days active in this batch)
-    - `customer`: (user_id, bucket, ts_ms, kind, day, claim)
-    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score
+    - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
+      kind is `(SIGNUP, value of each dimension...)`
+    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score;
+      with segments `(field, kind, value of each dimension...)` with kind `v`, `c`,
+      `nps<score>` or `csat<score>`
     - `new_pairs`: (user_id, day) pairs this plan records, for the caller's cache
     """
 
@@ -70,9 +74,14 @@ class ShardPlan:
 class BatchWrites:
     """Everything one batch writes. `hll` maps day -> user ids active that day;
     `new_pairs` lists the (user_id, day) pairs recorded, to remember once applied;
-    `dead` lists the messages to dead-letter; `last_offset` maps src -> highest offset."""
+    `dead` lists the messages to dead-letter; `last_offset` maps src -> highest offset.
+    With segments: `shll` maps (dimension index, value, day) -> user ids active that day;
+    `pending` lists (dimension index, raw value) pairs the registry must decide, in the
+    order met (their raw value stands for the segment value until the store resolves it)."""
 
     hll: dict[int, set[str]] = field(default_factory=dict)
+    shll: dict[tuple[int, str, int], set[str]] = field(default_factory=dict)
+    pending: dict[tuple[int, str], None] = field(default_factory=dict)
     shards: dict[int, ShardPlan] = field(default_factory=dict)
     new_pairs: list[tuple[str, int]] = field(default_factory=list)
     dead: list[Message] = field(default_factory=list)
@@ -111,6 +120,28 @@ def fold(
     oldest_bit_day = today - BITMAP_DAYS
     day_of = days.day_of_ms
     place = keys.user_shard_bucket
+    seg = keys.segments or None
+    if seg is not None:
+        dims = seg.dims
+        maps = seg.mapping
+        ndims = range(len(dims))
+        shll = out.shll
+        pending = out.pending
+
+        def values_of(props: dict[str, str] | None) -> tuple[str, ...]:
+            """The event's segment value per dimension (raw when the registry must tell)."""
+            vals = []
+            for i in ndims:
+                raw = props.get(dims[i]) if props else None
+                v = maps[i].get(raw)
+                if v is None:
+                    v = seg.lookup(i, raw)
+                    if v is None:
+                        assert raw is not None
+                        pending[(i, raw)] = None
+                        v = raw
+                vals.append(v)
+            return tuple(vals)
     for m in messages:
         src = m.src
         if last.get(src, -1) < m.offset:
@@ -139,6 +170,14 @@ def fold(
         day = day_of(item.ts_ms)
         code = item.type_code
         if code == 0:  # activity
+            if seg is not None:
+                vals = values_of(item.props)
+                if day >= oldest_hll_day:
+                    for i in ndims:
+                        members = shll.get((i, vals[i], day))
+                        if members is None:
+                            members = shll[(i, vals[i], day)] = set()
+                        members.add(user)
             pair = (user, day)
             if pair in seen:
                 continue
@@ -160,11 +199,21 @@ def fold(
             long=code in (1, 4),
         )
         if code == 1 or code == 4:  # signup, cancellation
-            kind = SIGNUP if code == 1 else CANCELLATION
-            plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))
+            kind: int | tuple[Any, ...] = SIGNUP if code == 1 else CANCELLATION
+            if seg is not None and code == 1:
+                kind = (SIGNUP, *values_of(item.props))
+            plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))  # type: ignore[arg-type]
         elif code == 5:
-            plan.counters.append((day, f"{item.survey}:{item.score}", claim))
+            name = f"{item.survey}:{item.score}"
+            fld: str | tuple[str, ...] = name
+            if seg is not None:
+                fld = (name, f"{item.survey}{item.score}", *values_of(item.props))
+            plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
         else:  # visit (2) or conversion (3)
             prefix = "v:" if code == 2 else "c:"
-            plan.counters.append((day, prefix + (item.campaign or ""), claim))
+            name = prefix + (item.campaign or "")
+            fld = name
+            if seg is not None:
+                fld = (name, prefix[0], *values_of(item.props))
+            plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
     return out

@@ -6,6 +6,11 @@ Layout (`P` is the key prefix, default `es`):
   tag so a rolling window is one multi-key PFCOUNT (Redis Cluster needs one slot).
   Written with PFADD outside the atomic script: PFADD is idempotent, so a replay is
   harmless.
+- `P:{h}:sdau:<dim>:<value>:<day>` HyperLogLog of users active on a day by segment, and
+  `P:{h}:seg:<dim>` set: the segment values registered for a dimension (at most
+  `STREAM_SEGMENT_MAX_VALUES`); both only with `STREAM_SEGMENTS`.
+- `P:scan` hash: the latest scan of the user records (days-active distribution and
+  lifecycle, stream/scan.py), with `P:scan:lock` electing the worker that runs it.
 - `P:meta` hash: the store's fixed parameters (zone, shards, user buckets, layout version);
   a worker refuses a store whose parameters differ from its own settings.
 - Per shard `s` (users are split over `shards` hash tags `{P<s>}` by a hash of user_id;
@@ -21,6 +26,12 @@ Layout (`P` is the key prefix, default `es`):
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
     `nps:<score>`, `csat:<score>`.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
+    per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
+    `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
+    (`sD:<dim>:<value>:<day>`, `sN:...`); `P:{Ps}:us:<bucket>` hash user_id -> the
+    user's signups with their segment values (the customer's segment is that of their
+    latest signup).
   - `P:{Ps}:ids:<class>:<generation>` hash event-id digest -> where it was first seen;
     `s` class (visit, conversion, survey) in 10-day generations, `l` class (signup,
     cancellation) in 30-day generations, each expiring when no event it holds can still
@@ -31,7 +42,10 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
+
+if TYPE_CHECKING:
+    from .segments import Segments
 
 #: Layout version stored in `P:meta`; bump when a key's meaning changes.
 LAYOUT_VERSION: Final = 1
@@ -64,6 +78,8 @@ class KeySpace:
     buckets: int = 4096
     max_lateness_days: int = 400
     retention_days: int = 90
+    #: configured segment dimensions and the registry cache (None: no segments)
+    segments: Segments | None = None
 
     # -- unsharded ------------------------------------------------------------------
     @property
@@ -72,6 +88,12 @@ class KeySpace:
 
     def dau(self, day: int) -> str:
         return f"{self.prefix}:{{h}}:dau:{day}"
+
+    def seg_registry(self, dim: str) -> str:
+        return f"{self.prefix}:{{h}}:seg:{dim}"
+
+    def sdau(self, dim: str, value: str, day: int) -> str:
+        return f"{self.prefix}:{{h}}:sdau:{dim}:{value}:{day}"
 
     # -- per shard --------------------------------------------------------------------
     def tag(self, shard: int) -> str:
@@ -85,6 +107,12 @@ class KeySpace:
 
     def counters(self, shard: int, day: int) -> str:
         return f"{self.tag(shard)}cnt:{day}"
+
+    def scust(self, shard: int) -> str:
+        return self.tag(shard) + "scust"
+
+    def scounters(self, shard: int, day: int) -> str:
+        return f"{self.tag(shard)}scnt:{day}"
 
     def totals(self, shard: int) -> str:
         return self.tag(shard) + "tot"

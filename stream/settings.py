@@ -9,6 +9,7 @@ from files: `STREAM_<NAME>_FILE=/path` reads the value from that file.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -69,6 +70,11 @@ class Settings(BaseSettings):
     kafka_ssl_keyfile: str | None = None
     kafka_ssl_password: SecretStr | None = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    segments: str = Field("", description="comma-separated `props` keys to split figures by "
+                                          "(e.g. plan,platform,country); empty: none")
+    segment_max_values: int = Field(20, ge=1, le=1000,
+                                    description="values per segment dimension; later ones "
+                                                "count as `other`")
 
     @field_validator("timezone")
     @classmethod
@@ -78,6 +84,16 @@ class Settings(BaseSettings):
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
         return value
+
+    @field_validator("segments")
+    @classmethod
+    def _segments(cls, value: str) -> str:
+        names = [t.strip() for t in value.split(",") if t.strip()]
+        for name in names:
+            if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", name):
+                raise ValueError(f"segment dimension {name!r} must be 1-64 letters, digits, "
+                                 f"'_', '.' or '-'")
+        return ",".join(dict.fromkeys(names))
 
     @field_validator("topics")
     @classmethod

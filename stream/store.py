@@ -16,9 +16,10 @@ import msgspec
 import redis
 import redis.cluster
 
-from .figures import RawFigures
+from .figures import RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import LAYOUT_VERSION, KeySpace
+from .segments import NONE, OTHER, Segments
 from .timebuckets import month_so_far, rolling
 
 _encode = msgspec.msgpack.Encoder().encode
@@ -78,6 +79,7 @@ class Store:
         self._claim_src = _script("claim.lua")
         self._apply_sha = ""
         self._claim_sha = ""
+        self._segments_script: Any = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -156,6 +158,9 @@ class Store:
             key = keys.dau(day)
             pipe.pfadd(key, *members)
             pipe.expireat(key, keys.day_expire_at(day))
+        seg = keys.segments or None
+        if seg is not None:
+            self._segment_writes(writes, pipe, seg)
         shard_order = []
         for shard in range(keys.shards):
             plan = writes.shards.get(shard) or ShardPlan()
@@ -166,7 +171,7 @@ class Store:
                 # applied twice on the next batch.
                 expected = applied.get((src, shard), -1)
                 o += (src, expected, max(expected, last))
-            body = _encode_plan(plan, keys.tag(shard), o, id_params, keys.retention_days)
+            body = _encode_plan(plan, keys.tag(shard), o, id_params, keys.retention_days, seg)
             _evalsha(pipe, self._apply_sha, keys.offsets(shard), body)
             shard_order.append(shard)
         results = self._execute(pipe)
@@ -180,6 +185,38 @@ class Store:
         if conflict is not None:
             raise conflict
         return count
+
+    def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
+        """Resolve the batch's unknown segment values in the registry (first values win),
+        then queue the per-segment PFADDs."""
+        if writes.pending:
+            seg.resolve(writes.pending, self._register)
+        keys = self.keys
+        merged: dict[str, tuple[int, set[str]]] = {}
+        for (i, v, day), members in writes.shll.items():
+            if writes.pending:
+                v = seg.lookup(i, v) or v
+            key = keys.sdau(seg.dims[i], v, day)
+            if key in merged:
+                merged[key][1].update(members)
+            else:
+                merged[key] = (day, members)
+        for key, (day, members) in merged.items():
+            pipe.pfadd(key, *members)
+            pipe.expireat(key, keys.day_expire_at(day))
+        writes.pending.clear()  # every value in the plans is a segment value from now on
+
+    def _register(self, dims: list[str], max_values: int, flat: list[str]) -> list[list[str]]:
+        """Run lua/segments.lua: register values while each dimension has room."""
+        if self._segments_script is None:
+            self._segments_script = self.client.register_script(_script("segments.lua"))
+        index = {d: str(n + 1) for n, d in enumerate(dims)}
+        args: list[Any] = [max_values]
+        for j in range(0, len(flat), 2):
+            args += (index[flat[j]], flat[j + 1])
+        result = self._segments_script(keys=[self.keys.seg_registry(d) for d in dims],
+                                       args=args)
+        return [[_s(m) for m in members] for members in result]
 
     def _claim_elsewhere(self, writes: BatchWrites, id_params: dict[str, Any]) -> None:
         """Phase 1 with more than one shard: claim every id of the batch in the shard that
@@ -267,7 +304,39 @@ class Store:
                 if raw.previous is not None and d <= today - 1:
                     _add_into(raw.previous.window_counters, res[i + 2 + j])
             i += 2 + len(days_read)
+        if k.segments:
+            raw.segments = self._read_segments(today, k.segments)
         return raw
+
+    def _read_segments(self, today: int, seg: Segments) -> SegmentRaw:
+        """The raw numbers behind the segment figures (two round trips: the registries,
+        then the counts)."""
+        k = self.keys
+        pipe = self.client.pipeline(transaction=False)
+        for dim in seg.dims:
+            pipe.smembers(k.seg_registry(dim))
+        values = {dim: sorted({_s(m) for m in members} | {NONE, OTHER})
+                  for dim, members in zip(seg.dims, pipe.execute(), strict=True)}
+        window = list(rolling(today, 30))
+        spans = ([today], rolling(today, 7), window)
+        pipe = self.client.pipeline(transaction=False)
+        pairs = [(dim, v) for dim in seg.dims for v in values[dim]]
+        for dim, v in pairs:
+            for days in spans:
+                pipe.execute_command("PFCOUNT", *[k.sdau(dim, v, d) for d in days])
+        for shard in range(k.shards):
+            pipe.hgetall(k.scust(shard))
+            for d in window:
+                pipe.hgetall(k.scounters(shard, d))
+        res = pipe.execute()
+        out = SegmentRaw(values=values)
+        for j, pair in enumerate(pairs):
+            out.dau[pair], out.wau[pair], out.mau[pair] = (int(x) for x in res[3 * j:3 * j + 3])
+        for i in range(3 * len(pairs), len(res), 1 + len(window)):
+            _add_into(out.diffs, res[i])
+            for j in range(len(window)):
+                _add_into(out.window_counters, res[i + 1 + j])
+        return out
 
     def ping(self) -> bool:
         return bool(self.client.ping())
@@ -313,7 +382,8 @@ def _evalsha(pipe: Any, sha: str, key: str, body: bytes) -> None:
 
 
 def _encode_plan(
-    plan: ShardPlan, tag: str, offsets: list[Any], id_params: dict[str, Any], retention: int
+    plan: ShardPlan, tag: str, offsets: list[Any], id_params: dict[str, Any], retention: int,
+    seg: Segments | None = None,
 ) -> bytes:
     a: list[Any] = []
     for user, (bucket, days) in plan.activity.items():
@@ -324,10 +394,38 @@ def _encode_plan(
     n: list[Any] = []
     for day, fld, claim in plan.counters:
         n += (day, fld, claim.digest, claim.origin)
+    extra: dict[str, Any] = {}
+    if seg is not None:
+        _segment_plan(seg, c, n, extra)
     # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
     # totals map must still be a map for `pairs`.
     return _encode({"t": tag, "o": offsets, "e": plan.totals, "a": a, "c": c, "n": n,
-                    "r": retention, **id_params})
+                    "r": retention, **id_params, **extra})
+
+
+def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:
+    """With segments: a signup's kind `(0, values...)` becomes 0 plus an entry of `cs`
+    (dimension -> value; one entry per customer event, empty for cancellations), and a
+    counter field `(field, kind, values...)` becomes `[field, s:<kind>:<dim>:<value>...]`,
+    the segment fields going to the `scnt:` hashes."""
+    dims = seg.dims
+    cs: list[Any] = []
+    for i in range(3, len(c), 7):
+        kind = c[i]
+        if isinstance(kind, tuple):
+            c[i] = kind[0]
+            cs.append({d: seg.lookup(j, v) or v for j, (d, v) in enumerate(zip(dims, kind[1:],
+                                                                              strict=True))})
+        else:
+            cs.append([])
+    for i in range(1, len(n), 4):
+        fld = n[i]
+        if isinstance(fld, tuple):
+            kind = fld[1]
+            n[i] = [fld[0], *(f"s:{kind}:{d}:{seg.lookup(j, v) or v}"
+                              for j, (d, v) in enumerate(zip(dims, fld[2:], strict=True)))]
+    extra["cs"] = cs
+    extra["sd"] = list(dims)
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:

@@ -13,6 +13,9 @@
 --   n   flat list: day, field, digest, origin, ...        (per-day counters)
 --   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
 --   r   retention days of per-day keys
+--   cs  with segments only: per customer event of `c`, its segment values (dimension ->
+--       value; empty for a cancellation); counter fields of `n` are then lists
+--       {field, segment field...}, the segment fields going to `scnt:<day>`
 -- An empty digest means the id was already claimed for this message in another shard.
 -- Returns {1, applied_events} or, when an offset does not match, {0, src, stored}.
 
@@ -193,7 +196,8 @@ local cust = tag .. 'cust'
 -- Adds (new - old) to the difference arrays `n1:` and `n2:` from point `from` on (nil:
 -- everywhere). Points before `from` keep what they had: the record no longer holds
 -- the activity days needed to recompute them.
-local function apply_diff(old, new, n1, n2, from)
+local function apply_diff(old, new, n1, n2, from, hkey)
+  hkey = hkey or cust
   local pts = {}
   for _, s in ipairs(old) do pts[#pts + 1] = s[1] end
   for _, s in ipairs(new) do pts[#pts + 1] = s[1] end
@@ -205,8 +209,8 @@ local function apply_diff(old, new, n1, n2, from)
     if not from or p >= from then
       local g1 = value_at(new, p, 2) - value_at(old, p, 2)
       local g2 = value_at(new, p, 3) - value_at(old, p, 3)
-      if g1 ~= prev1 then redis.call('HINCRBY', cust, n1 .. p, g1 - prev1); prev1 = g1 end
-      if g2 ~= prev2 then redis.call('HINCRBY', cust, n2 .. p, g2 - prev2); prev2 = g2 end
+      if g1 ~= prev1 then redis.call('HINCRBY', hkey, n1 .. p, g1 - prev1); prev1 = g1 end
+      if g2 ~= prev2 then redis.call('HINCRBY', hkey, n2 .. p, g2 - prev2); prev2 = g2 end
     end
   end
 end
@@ -237,20 +241,88 @@ for i = 1, #a, 3 do
   end
 end
 
+-- Churn by segment (STREAM_SEGMENTS): a customer at 00:00 of w counts in the segment of
+-- their latest signup dated before w (by ts; on equal ts the greater value). `srec` =
+-- {ts1, day1, values1, ...}: the user's signups folded with segments, values a map
+-- dimension -> value. Returns 'dim:value' -> steps {w, D, N} (the churn steps of the
+-- user, kept only in the segment the user is in at w).
+local function seg_churn_steps(rec, srec)
+  local out = {}
+  if #srec == 0 then return out end
+  local base = churn_steps(rec)
+  local dims, have = {}, {}
+  for i = 3, #srec, 3 do
+    for d, _ in pairs(srec[i]) do
+      if not have[d] then have[d] = true; dims[#dims + 1] = d end
+    end
+  end
+  for _, dim in ipairs(dims) do
+    local per = {}
+    for _, st in ipairs(base) do
+      local w, val = st[1], nil
+      if st[2] == 1 then
+        local bts
+        val = 'none'
+        for i = 1, #srec, 3 do
+          if srec[i + 1] <= w - 1 then
+            local v = srec[i + 2][dim] or 'none'
+            if bts == nil or srec[i] > bts or (srec[i] == bts and v > val) then
+              bts, val = srec[i], v
+            end
+          end
+        end
+        if not per[val] then per[val] = {} end
+      end
+      for v, steps in pairs(per) do
+        if v == val then steps[#steps + 1] = st else steps[#steps + 1] = {w, 0, 0} end
+      end
+    end
+    for v, steps in pairs(per) do out[dim .. ':' .. v] = steps end
+  end
+  return out
+end
+
 -- 6. Signups and cancellations.
 local c = plan.c
+local cs = plan.cs
+local scust = tag .. 'scust'
 for i = 1, #c, 7 do
   if claim(c[i + 5], c[i + 6], true) then
     local user, bkey = c[i], tag .. 'u:' .. c[i + 1]
     local rec = load(bkey, user)
     local old_churn = churn_steps(rec)
     local old_fw = first_week_steps(rec, rec[1], rec[2])
+    local skey, srec, old_seg
+    if cs then
+      skey = tag .. 'us:' .. c[i + 1]
+      local packed = redis.call('HGET', skey, user)
+      srec = packed and cmsgpack.unpack(packed) or {}
+      old_seg = seg_churn_steps(rec, srec)
+    end
     rec[#rec + 1] = c[i + 2]
     rec[#rec + 1] = c[i + 3]
     rec[#rec + 1] = c[i + 4]
     apply_diff(old_churn, churn_steps(rec), 'D:', 'N:', nil)
     apply_diff(old_fw, first_week_steps(rec, rec[1], rec[2]), 'FD:', 'FN:', fw_from(rec[1]))
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
+    if cs then
+      local vals = cs[(i - 1) / 7 + 1]
+      if c[i + 3] == 0 and next(vals) ~= nil then
+        srec[#srec + 1] = c[i + 2]
+        srec[#srec + 1] = c[i + 4]
+        srec[#srec + 1] = vals
+        redis.call('HSET', skey, user, cmsgpack.pack(srec))
+      end
+      local new_seg = seg_churn_steps(rec, srec)
+      for k, steps in pairs(new_seg) do
+        apply_diff(old_seg[k] or {}, steps, 'sD:' .. k .. ':', 'sN:' .. k .. ':', nil, scust)
+      end
+      for k, steps in pairs(old_seg) do
+        if not new_seg[k] then
+          apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', nil, scust)
+        end
+      end
+    end
     applied = applied + 1
   end
 end
@@ -267,7 +339,19 @@ for i = 1, #n, 4 do
       sums[key] = per
       expires[key] = (n[i] + plan.r + 2) * 86400
     end
-    per[n[i + 1]] = (per[n[i + 1]] or 0) + 1
+    local f = n[i + 1]
+    if type(f) == 'table' then  -- with segments: {field, segment fields...}
+      local skey = tag .. 'scnt:' .. n[i]
+      local sper = sums[skey]
+      if not sper then
+        sper = {}
+        sums[skey] = sper
+        expires[skey] = expires[key]
+      end
+      for j = 2, #f do sper[f[j]] = (sper[f[j]] or 0) + 1 end
+      f = f[1]
+    end
+    per[f] = (per[f] or 0) + 1
     applied = applied + 1
   end
 end

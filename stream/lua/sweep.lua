@@ -35,13 +35,14 @@ for b = first, last do
   deleted = deleted + #stale
 end
 
-if cutoff > 0 then
-  local cust = tag .. 'cust'
+-- `cust`, and `scust` (by segment: `sD:<dim>:<value>:<day>`; the day follows the last ':')
+for _, suffix in ipairs(cutoff > 0 and {'cust', 'scust'} or {}) do
+  local cust = tag .. suffix
   local flat = redis.call('HGETALL', cust)
   local sums = {}
   local old = {}
   for i = 1, #flat, 2 do
-    local name, day = string.match(flat[i], '^(%a+):(%-?%d+)$')
+    local name, day = string.match(flat[i], '^(.+):(%-?%d+)$')
     if name and tonumber(day) < cutoff then
       sums[name] = (sums[name] or 0) + tonumber(flat[i + 1])
       old[#old + 1] = flat[i]
@@ -55,7 +56,7 @@ if cutoff > 0 then
       redis.call('HINCRBY', cust, name .. ':' .. cutoff, total)
     end
   end
-  folded = #old
+  folded = folded + #old
 end
 
 return {deleted, folded}

@@ -46,11 +46,11 @@ def fresh_store(url: str, zone: str, shards: int = 1, buckets: int = 64,
 
 def fold_messages(store: Store, messages: Sequence[tuple[str, bytes | None, bytes | None]],
                   now: datetime, zone: str, partitions: int = 4, batch: int = 400,
-                  seed: int = 0, max_lateness_days: int = 400) -> None:
+                  seed: int = 0, max_lateness_days: int = 400) -> list[bytes | None]:
     """Fold ``(topic, key, value)`` messages as a worker with clock ``now`` would: each to
     partition ``crc32(key) % partitions`` of its topic (a random one without a key), so
     one topic and key keep their order, in batches of about ``batch`` messages taken from
-    the partitions in a seeded random mix."""
+    the partitions in a seeded random mix. Returns the values in the order folded."""
     days = DayMapper(zone)
     today = days.today(now)
     now_ms = ms(now)
@@ -65,6 +65,7 @@ def fold_messages(store: Store, messages: Sequence[tuple[str, bytes | None, byte
     partitions = len(queues)
     applied: dict[tuple[str, int], int] = {}
     pos = [0] * partitions
+    order: list[bytes | None] = []
     while any(pos[p] < len(queues[p]) for p in range(partitions)):
         chunk: list[Message] = []
         for p in range(partitions):
@@ -75,6 +76,8 @@ def fold_messages(store: Store, messages: Sequence[tuple[str, bytes | None, byte
             continue
         writes = fold(chunk, store.keys, days, today, applied)
         store.apply(writes, applied, today)
+        order += [m.value for m in chunk]
         for src, last in writes.last_offset.items():
             for shard in range(store.keys.shards):
                 applied[(src, shard)] = last
+    return order

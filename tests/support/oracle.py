@@ -61,6 +61,7 @@ class Event:
     campaign: str | None = None
     survey: str | None = None
     score: int | None = None
+    props: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -216,7 +217,8 @@ def check(value: bytes | None, now: datetime, max_lateness_days: int = 400) -> C
         return Checked(reason="late", detail="too old")
     if ts_ms > now_ms + FUTURE_TOLERANCE_MS:
         return Checked(reason="future", detail="too far ahead")
-    return Checked(event=Event(event_id, etype, user_id, ts_ms, campaign, survey, score))
+    kept = tuple(sorted(props.items())) if props else ()
+    return Checked(event=Event(event_id, etype, user_id, ts_ms, campaign, survey, score, kept))
 
 
 def run(
@@ -431,4 +433,119 @@ def _figures(
     counted = Counter(e.type for e in accepted)
     out["events_total"] = {t: counted[t] for t in EVENT_TYPES}
     out["dead_letter_total"] = {r: dead[r] for r in REASONS}
+    return out
+
+
+# -- segments (STREAM_SEGMENTS) ----------------------------------------------------------
+
+SEGMENT_NAMES = ("daily_active_users", "weekly_active_users", "monthly_active_users",
+                 "stickiness_ratio", "customers", "churn_ratio", "retention_ratio",
+                 "conversion_ratio", "nps_score", "csat_ratio")
+
+
+def segment_registry(accepted: Sequence[Event], dims: Sequence[str],
+                     max_values: int) -> dict[str, list[str]]:
+    """The values each dimension registers: the first ``max_values`` distinct ones among
+    the accepted events in the order they were folded (repeats included; cancellations
+    carry no segment), skipping missing, empty, over-long (> 64) and reserved values."""
+    reg: dict[str, list[str]] = {d: [] for d in dims}
+    for e in accepted:
+        if e.type == "cancellation":
+            continue
+        props = dict(e.props)
+        for d in dims:
+            raw = props.get(d)
+            if not raw or len(raw) > 64 or raw in ("none", "other"):
+                continue
+            if raw not in reg[d] and len(reg[d]) < max_values:
+                reg[d].append(raw)
+    return reg
+
+
+def segment_figures(
+    values: Sequence[bytes | None],
+    now: datetime,
+    dims: Sequence[str],
+    max_values: int = 20,
+    timezone: str = "UTC",
+) -> dict[str, Any]:
+    """The ``segment_*`` figures (dimension -> value -> figure) from messages in the order
+    they were first folded, straight from the README's definitions."""
+    tz = ZoneInfo(timezone)
+    oracle_run = run(values, now, timezone)
+    reg = segment_registry(oracle_run.accepted, dims, max_values)
+    folded = oracle_run.folded
+    today = now.astimezone(tz).date()
+
+    def day_of(e: Event) -> date:
+        return from_ms(e.ts_ms).astimezone(tz).date()
+
+    def seg(e: Event, d: str) -> str:
+        raw = dict(e.props).get(d)
+        if not raw:
+            return "none"
+        if raw in ("none", "other") or raw in reg[d]:
+            return raw
+        return "other"
+
+    window30 = {today - timedelta(days=k) for k in range(30)}
+    window7 = {today - timedelta(days=k) for k in range(7)}
+    start_ms = to_ms(datetime.combine(today - timedelta(days=29), time(0), tzinfo=tz))
+    end_ms = to_ms(datetime.combine(today + timedelta(days=1), time(0), tzinfo=tz))
+    by_user: dict[str, list[Event]] = {}
+    for e in folded:
+        if e.type in ("signup", "cancellation"):
+            by_user.setdefault(e.user_id, []).append(e)
+
+    out: dict[str, Any] = {"segment_" + n: {} for n in SEGMENT_NAMES}
+    for d in dims:
+        names = sorted(set(reg[d]) | {"none", "other"})
+        rows: dict[str, dict[str, Any]] = {v: {} for v in names}
+
+        def users(days: set[date], v: str, d: str = d) -> set[str]:
+            return {e.user_id for e in folded
+                    if e.type == "activity" and day_of(e) in days and seg(e, d) == v}
+
+        def customer_segment(evs: list[Event], before_ms: int, d: str = d) -> str | None:
+            """The segment of a customer at ``before_ms`` (None: not a customer then):
+            that of the latest signup before it, by time, the greater value on a tie."""
+            prior = [e for e in evs if e.ts_ms < before_ms]
+            if not prior:
+                return None
+            latest = max(prior, key=lambda e: (e.ts_ms, e.type == "cancellation"))
+            if latest.type != "signup":
+                return None
+            signups = [e for e in prior if e.type == "signup"]
+            return max((e.ts_ms, seg(e, d)) for e in signups)[1]
+
+        for v in names:
+            row = rows[v]
+            dau, wau, mau = users({today}, v), users(window7, v), users(window30, v)
+            row["daily_active_users"] = len(dau)
+            row["weekly_active_users"] = len(wau)
+            row["monthly_active_users"] = len(mau)
+            if mau:
+                row["stickiness_ratio"] = len(dau) / len(mau)
+            row["customers"] = sum(1 for evs in by_user.values()
+                                   if customer_segment(evs, end_ms) == v)
+            at_start = [evs for evs in by_user.values() if customer_segment(evs, start_ms) == v]
+            if at_start:
+                churned = sum(1 for evs in at_start if any(
+                    e.type == "cancellation" and start_ms <= e.ts_ms < end_ms for e in evs))
+                row["churn_ratio"] = churned / len(at_start)
+                row["retention_ratio"] = 1 - churned / len(at_start)
+            mine = [e for e in folded if e.type in ("visit", "conversion", "survey")
+                    and day_of(e) in window30 and seg(e, d) == v]
+            visits = sum(1 for e in mine if e.type == "visit")
+            if visits:
+                row["conversion_ratio"] = sum(1 for e in mine if e.type == "conversion") / visits
+            nps = [e.score for e in mine if e.survey == "nps"]
+            csat = [e.score for e in mine if e.survey == "csat"]
+            if nps:
+                row["nps_score"] = 100 * (sum(1 for x in nps if x >= 9)
+                                          - sum(1 for x in nps if x <= 6)) / len(nps)
+            if csat:
+                row["csat_ratio"] = sum(1 for x in csat if x >= 4) / len(csat)
+        for name in SEGMENT_NAMES:
+            out["segment_" + name][d] = {v: rows[v][name] for v in names if name in rows[v]}
     return out
