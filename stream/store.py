@@ -226,8 +226,12 @@ class Store:
         whose id is claimed here must not overtake an earlier message whose id would have
         been claimed later, inside its own shard's apply call (the later one would win).
         Order matters for the same reason: the first message with an id wins."""
-        claims = [op[5] for plan in writes.shards.values() for op in plan.customer]
-        claims += [cop[2] for plan in writes.shards.values() for cop in plan.counters]
+        # Pre-claimed ones come from an earlier attempt at this batch (a retry after a
+        # transient error): claimed then, for this very message.
+        claims = [op[5] for plan in writes.shards.values() for op in plan.customer
+                  if op[5] is not _PRECLAIMED]
+        claims += [cop[2] for plan in writes.shards.values() for cop in plan.counters
+                   if cop[2] is not _PRECLAIMED]
         if not claims:
             return
         claims.sort(key=_message_order)
@@ -248,9 +252,9 @@ class Store:
                 verdicts[id(c)] = bool(int(v))
         for plan in writes.shards.values():
             plan.customer = [(*op[:5], _PRECLAIMED) for op in plan.customer
-                             if verdicts[id(op[5])]]
+                             if op[5] is _PRECLAIMED or verdicts[id(op[5])]]
             plan.counters = [(cop[0], cop[1], _PRECLAIMED) for cop in plan.counters
-                             if verdicts[id(cop[2])]]
+                             if cop[2] is _PRECLAIMED or verdicts[id(cop[2])]]
 
     def _execute(self, pipe: _Replayable) -> list[Any]:
         """Run a pipeline; on NOSCRIPT (Redis restarted or failed over) reload and rerun.

@@ -33,7 +33,7 @@ from stream.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
-from tests.support.kafka import Topics, produce
+from tests.support.kafka import Topics, highwaters, produce
 from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
 
 UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
@@ -254,6 +254,33 @@ def test_cluster_partial_batch_is_completed_by_redelivery(cluster: RedisCluster)
     assert_exact_figures_match_oracle(feeder.figures(), want)
 
 
+def test_cluster_batch_retried_after_a_transient_error_applies_once(
+        cluster: RedisCluster) -> None:
+    """The worker retries `Store.apply` with the same writes when Redis fails mid-batch;
+    phase 1 has already marked the batch's claims as done by then."""
+    data = stable_dataset(size=1500, seed=13)
+    want = oracle.compute_figures(data.values(), data.now)
+    feeder = Feeder(cluster_store(cluster), data.now)
+    store = feeder.store
+    msgs = feeder.messages(data)
+    writes = fold(msgs, store.keys, feeder.days, feeder.today, {})
+    real_execute = store._execute
+    calls = 0
+
+    def fail_second_pipeline(pipe: Any) -> list[Any]:
+        nonlocal calls
+        calls += 1
+        if calls == 2:  # phase 1 went through; phase 2 never reached Redis
+            raise redis.exceptions.ConnectionError("connection reset")
+        return real_execute(pipe)
+
+    store._execute = fail_second_pipeline  # type: ignore[method-assign]
+    with pytest.raises(redis.exceptions.ConnectionError):
+        store.apply(writes, {}, feeder.today)
+    store.apply(writes, {}, feeder.today)
+    assert_exact_figures_match_oracle(feeder.figures(), want)
+
+
 def test_cluster_lost_script_cache_is_reloaded(cluster: RedisCluster) -> None:
     data = stable_dataset(size=1500, seed=9)
     want = oracle.compute_figures(data.values(), data.now)
@@ -304,6 +331,11 @@ def test_three_workers_on_cluster_equal_one_worker_on_one_redis(
     finally:
         for w in workers:
             w.stop()
+    in_topics = sum(sum(asyncio.run(highwaters(broker.bootstrap, t)).values())
+                    for t in topics.inputs)
+    assert in_topics == len(messages), "the broker holds more than was produced"
+    assert cluster_figures["events_total"] == want["events_total"]
+    assert cluster_figures["dead_letter_total"] == data.expected_dead_letters
     assert folded_total(cluster_figures) == len(messages)
     assert cluster_figures == single_figures
     assert_exact_figures_match_oracle(cluster_figures, want)
