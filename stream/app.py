@@ -20,6 +20,7 @@ from .consumer import AiokafkaSource, Worker, _GiveUp
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
+from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
 from .store import Store, StoreParams, connect
@@ -109,6 +110,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     watchdog = asyncio.create_task(
         _watchdog(health, stop, settings.shutdown_seconds if install_signals else None))
     upkeep = asyncio.create_task(maintenance_loop(fold_store, settings.timezone, stop))
+    scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
     try:
         await worker.run(stop)
     except _GiveUp as exc:  # stopped while Redis or the dead-letter topic was unavailable
@@ -116,6 +118,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     finally:
         watchdog.cancel()
         upkeep.cancel()
+        scanner.cancel()
         await producer.stop()
         server.stop()
         fold_store.close()

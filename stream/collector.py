@@ -67,6 +67,21 @@ class FiguresCollector(Collector):
                 for campaign, ratio in (value or {}).items():
                     g.add_metric([campaign], ratio)
                 yield g
+            elif name in ("days_active_users", "previous_day_days_active_users"):
+                if value is None:
+                    continue
+                g = GaugeMetricFamily(metric, help_text, labels=["window", "days"])
+                for window, per in value.items():
+                    for k, users in per.items():
+                        g.add_metric([window, k], users)
+                yield g
+            elif name in ("lifecycle_users", "previous_day_lifecycle_users"):
+                if value is None:
+                    continue
+                g = GaugeMetricFamily(metric, help_text, labels=["state"])
+                for state, users in value.items():
+                    g.add_metric([state], users)
+                yield g
             elif name in SEGMENT_FIGURES:
                 if value is None:
                     continue

@@ -48,6 +48,8 @@ class RawFigures:
     totals: dict[str, int] = field(default_factory=dict)
     previous: RawFigures | None = None
     segments: SegmentRaw | None = None
+    #: the latest user scan (`P:scan`, stream/scan.py): days-active and lifecycle counts
+    scan: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -172,11 +174,35 @@ def compute(raw: RawFigures) -> dict[str, Any]:
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
+    if raw.scan.get("today") == str(today):
+        out.update(scan_figures(raw.scan))
     if raw.previous is not None:
         before = compute(raw.previous)
         for name in PREVIOUS_DAY_FIGURES:
             if name in before:
                 out["previous_day_" + name] = before[name]
+    return out
+
+
+LIFECYCLE_STATES = ("new", "returning", "resurrecting", "dormant")
+#: Figures of the periodic user scan: as of the scan, not of the read.
+SCAN_FIGURES: tuple[str, ...] = (
+    "days_active_users", "lifecycle_users", "previous_day_days_active_users",
+    "previous_day_lifecycle_users", "days_active_computed_timestamp_seconds")
+
+
+def scan_figures(scan: dict[str, str]) -> dict[str, Any]:
+    """Days-active distribution and lifecycle from a user scan of today (see README):
+    `days_active_users` {"7d": {k: users}, "30d": {...}}, `lifecycle_users` {state: users},
+    their `previous_day_*` (as of the end of yesterday) and the scan's unix time."""
+    out: dict[str, Any] = {}
+    for o, prefix in ((0, ""), (1, "previous_day_")):
+        out[prefix + "days_active_users"] = {
+            f"{n}d": {str(k): int(scan.get(f"{o}:d{n}:{k}", 0)) for k in range(1, n + 1)}
+            for n in (7, 30)}
+        out[prefix + "lifecycle_users"] = {
+            s: int(scan.get(f"{o}:lc:{s}", 0)) for s in LIFECYCLE_STATES}
+    out["days_active_computed_timestamp_seconds"] = float(scan.get("at", 0))
     return out
 
 
@@ -306,7 +332,18 @@ METRICS.update({
     "segment_nps_score": "Net Promoter Score of the segment's answers over 30 days.",
     "segment_csat_ratio": "Share of the segment's CSAT answers of 4 or 5 over 30 days.",
 })
+METRICS.update({
+    "days_active_users": "Users active on exactly `days` of the last 7 or 30 days "
+                         "(`window`), exact, from the latest user scan.",
+    "lifecycle_users": "Active users today by lifecycle state (new, returning, "
+                       "resurrecting) and users turned dormant today, from the latest scan.",
+    "previous_day_days_active_users": "Days-active distribution as of the end of yesterday.",
+    "previous_day_lifecycle_users": "Lifecycle counts of yesterday.",
+    "days_active_computed_timestamp_seconds":
+        "Unix time of the user scan behind the days-active and lifecycle figures.",
+})
 #: Figures exported with a label: name -> label name.
 LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",
-                          "events_total": "type", "dead_letter_total": "reason"}
+                          "events_total": "type", "dead_letter_total": "reason",
+                          "lifecycle_users": "state", "previous_day_lifecycle_users": "state"}

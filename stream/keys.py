@@ -86,6 +86,10 @@ class KeySpace:
     def meta(self) -> str:
         return f"{self.prefix}:meta"
 
+    @property
+    def scan(self) -> str:
+        return f"{self.prefix}:scan"
+
     def dau(self, day: int) -> str:
         return f"{self.prefix}:{{h}}:dau:{day}"
 

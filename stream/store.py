@@ -290,7 +290,9 @@ class Store:
             pipe.hgetall(k.totals(shard))
             for d in days_read:
                 pipe.hgetall(k.counters(shard, d))
+        pipe.hgetall(k.scan)
         res = pipe.execute()
+        scan = {_s(f): _s(v) for f, v in res.pop().items()}
         raw = RawFigures(
             today=today, dau=res[0], wau=res[1], mau=res[2], calendar_mau=res[3],
             prev_dau=res[4], prev_mau=res[5],
@@ -308,6 +310,7 @@ class Store:
                 if raw.previous is not None and d <= today - 1:
                     _add_into(raw.previous.window_counters, res[i + 2 + j])
             i += 2 + len(days_read)
+        raw.scan = scan
         if k.segments:
             raw.segments = self._read_segments(today, k.segments)
         return raw

@@ -549,3 +549,47 @@ def segment_figures(
         for name in SEGMENT_NAMES:
             out["segment_" + name][d] = {v: rows[v][name] for v in names if name in rows[v]}
     return out
+
+
+# -- days-active distribution and lifecycle ------------------------------------------------
+
+#: Days before a day that tell a resurrecting user from a new one.
+LIFECYCLE_HORIZON = 45
+
+
+def activity_figures(values: Sequence[bytes | None], now: datetime,
+                     timezone: str = "UTC") -> dict[str, Any]:
+    """``days_active_users``, ``lifecycle_users`` and their ``previous_day_*`` from the
+    users' sets of active days, straight from the README's definitions."""
+    tz = ZoneInfo(timezone)
+    today = now.astimezone(tz).date()
+    active: dict[str, set[date]] = {}
+    for e in run(values, now, timezone).folded:
+        if e.type == "activity":
+            active.setdefault(e.user_id, set()).add(from_ms(e.ts_ms).astimezone(tz).date())
+    out: dict[str, Any] = {}
+    for back, prefix in ((0, ""), (1, "previous_day_")):
+        t = today - timedelta(days=back)
+
+        def span(first: int, last: int, t: date = t) -> set[date]:
+            """Days t - first .. t - last."""
+            return {t - timedelta(days=k) for k in range(last, first + 1)}
+
+        dist: dict[str, dict[str, int]] = {}
+        for n in (7, 30):
+            counts = Counter(len(days & span(n - 1, 0)) for days in active.values())
+            dist[f"{n}d"] = {str(k): counts[k] for k in range(1, n + 1)}
+        states = dict.fromkeys(("new", "returning", "resurrecting", "dormant"), 0)
+        for days in active.values():
+            if t in days:
+                if days & span(30, 1):
+                    states["returning"] += 1
+                elif days & span(LIFECYCLE_HORIZON, 31):
+                    states["resurrecting"] += 1
+                else:
+                    states["new"] += 1
+            elif t - timedelta(days=30) in days and not days & span(29, 0):
+                states["dormant"] += 1
+        out[prefix + "days_active_users"] = dist
+        out[prefix + "lifecycle_users"] = states
+    return out
