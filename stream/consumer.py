@@ -23,7 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter, decode
-from .fold import Message, fold
+from .fold import BatchWrites, Message, fold
 from .keys import KeySpace
 from .settings import Settings
 from .store import Conflict, Store
@@ -41,6 +41,11 @@ TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
 OFFSET_AUDIT_SECONDS = 5.0
 #: (user_id, day) pairs remembered as already in Redis, at most; then the memory is reset.
 SEEN_LIMIT = 2_000_000
+#: Longest time `Worker.process` keeps taking buffered batches before returning to the
+#: main loop (lag, commits, shutdown and rebalances are handled between calls).
+PROCESS_SLICE_SECONDS = 1.0
+#: Longest wait for an already buffered batch while Redis applies the current one.
+FETCH_AHEAD_WAIT_SECONDS = 0.05
 
 
 @dataclass(slots=True)
@@ -106,11 +111,8 @@ class AiokafkaSource:
 
     async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
         data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return [
-            Record(tp.topic, tp.partition, m.offset, m.key, m.value)
-            for tp, msgs in data.items()
-            for m in msgs
-        ]
+        # aiokafka's ConsumerRecord has every field of `Record`: no copy per message.
+        return [m for msgs in data.values() for m in msgs]
 
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater, not ListOffsets: some brokers answer "latest" wrongly.
@@ -147,6 +149,7 @@ class Worker:
         self.applied: dict[tuple[str, int], int] = {}
         self.seen: set[tuple[str, int]] = set()
         self._lock = asyncio.Lock()
+        self._srcs: dict[tuple[str, int], str] = {}
         self._done: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset done
         self._committed: dict[tuple[str, int], int] = {}
         # Partitions between on_assigned and on_revoked. aiokafka's assignment() keeps
@@ -239,48 +242,85 @@ class Worker:
             await self._resume(assigned)
 
     async def process(self, records: list[Record]) -> None:
-        """Decode, fold and apply one batch; retries Redis until it succeeds."""
+        """Decode, fold and apply `records`, then any records the client has buffered
+        meanwhile (for up to PROCESS_SLICE_SECONDS); retries Redis until it succeeds.
+
+        While Redis applies one batch, the next buffered batch is fetched, decoded and
+        folded, so the worker's Python and Redis work at the same time. Folding ahead is
+        safe: the next batch's offsets are all above the current one's (their offsets
+        are compared when it is applied, not when it is folded), and the (user, day)
+        pairs it may repeat from the batch in flight are idempotent writes."""
+        until = time.monotonic() + PROCESS_SLICE_SECONDS
+        batch = self._prepare(records)
+        while batch is not None:
+            kept, messages, today, writes = batch
+            started = time.perf_counter()
+            batch = None
+            ahead = self._stop is None or not self._stop.is_set()
+            ok, batch = await self._apply(messages, today, writes,
+                                          ahead and time.monotonic() < until)
+            if not ok:
+                return
+            self.health.apply_seconds.observe(time.perf_counter() - started)
+            self.health.batch_size.observe(len(kept))
+            per_topic: dict[str, int] = {}
+            done = self._done
+            for r in kept:
+                per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
+                key = (r.topic, r.partition)
+                if done.get(key, -1) < r.offset:
+                    done[key] = r.offset
+            for topic, n in per_topic.items():
+                self.health.processed.labels(topic).inc(n)
+            self.health.folded(len(kept))
+
+    def _prepare(self, records: list[Record]) -> tuple[
+        list[Record], list[Message], int, BatchWrites | None
+    ] | None:
+        """Decode a batch: the records kept, their messages and the local day."""
         assigned = self.source.assignment()
         # Records of a partition revoked while we waited belong to its new owner now.
-        records = [r for r in records if (r.topic, r.partition) in assigned]
-        if not records:
-            return
+        kept = [r for r in records if (r.topic, r.partition) in assigned]
+        if not kept:
+            return None
         now = utc_now()
         now_ms = ms(now)
         lateness = self._lateness_ms
-        messages = [
-            Message(src_of(r.topic, r.partition), r.offset, decode(r.value, now_ms, lateness),
-                    r.value)
-            for r in records
-        ]
-        started = time.perf_counter()
-        ok = await self._apply(messages, self.days.today(now))
-        if not ok:
-            return
-        self.health.apply_seconds.observe(time.perf_counter() - started)
-        self.health.batch_size.observe(len(records))
-        per_topic: dict[str, int] = {}
-        for r in records:
-            per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
-            key = (r.topic, r.partition)
-            if self._done.get(key, -1) < r.offset:
-                self._done[key] = r.offset
-        for topic, n in per_topic.items():
-            self.health.processed.labels(topic).inc(n)
-        self.health.folded(len(records))
+        srcs = self._srcs
+        messages = []
+        for r in kept:
+            src = srcs.get((r.topic, r.partition))
+            if src is None:
+                src = srcs[(r.topic, r.partition)] = src_of(r.topic, r.partition)
+            value = r.value
+            messages.append(Message(src, r.offset, decode(value, now_ms, lateness), value))
+        return kept, messages, self.days.today(now), None
 
-    async def _apply(self, messages: list[Message], today: int) -> bool:
-        """Apply the batch; False when it was dropped to be re-read (offset conflict)."""
+    async def _apply(self, messages: list[Message], today: int,
+                     writes: BatchWrites | None = None, ahead: bool = False) -> tuple[
+        bool, tuple[list[Record], list[Message], int, BatchWrites | None] | None
+    ]:
+        """Apply the batch (folded already when `writes` is given). False when it was
+        dropped to be re-read (offset conflict). With `ahead`, the next buffered batch is
+        fetched, decoded and folded while Redis works, and returned."""
+        nxt = None
         try:
-            writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
+            if writes is None:
+                writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
             if writes.dead:
                 await self._dead_letter(writes.dead)
-            await self._redis(self.store.apply, writes, self.applied, today)
+            applying = asyncio.ensure_future(
+                self._redis(self.store.apply, writes, self.applied, today))
+            try:
+                if ahead:
+                    nxt = await self._fold_ahead(writes)
+            finally:
+                await applying
         except Conflict as exc:
             log.warning("%s; reloading offsets from Redis and re-reading", exc)
             self.seen.clear()
             await self._resume(self.source.assignment())
-            return False
+            return False, None
         except _GiveUp:
             raise
         except Exception:
@@ -292,13 +332,38 @@ class Worker:
                 log.warning("%s; reloading offsets from Redis and re-reading", exc)
                 self.seen.clear()
                 await self._resume(self.source.assignment())
-                return False
-            return True
+                return False, None
+            return True, nxt
         self._applied_through(writes.last_offset)
         if len(self.seen) > SEEN_LIMIT:
             self.seen.clear()
         self.seen.update(writes.new_pairs)
-        return True
+        return True, nxt
+
+    async def _fold_ahead(self, current: BatchWrites) -> tuple[
+        list[Record], list[Message], int, BatchWrites | None
+    ] | None:
+        """The next batch, if the client has one buffered, decoded and folded (not folded
+        if folding fails: `_apply` then folds it again and handles the error)."""
+        try:
+            # A client in the middle of a rebalance waits for the new assignment, which
+            # waits for this batch (the lock): give up quickly then.
+            records = await asyncio.wait_for(
+                self.source.getmany(0, self.settings.batch_max), FETCH_AHEAD_WAIT_SECONDS)
+        except (KafkaError, TimeoutError) as exc:
+            log.debug("fetch ahead skipped: %r", exc)
+            return None
+        batch = self._prepare(records) if records else None
+        if batch is None:
+            return None
+        kept, messages, today, _ = batch
+        # Pairs of the batch in flight are not in `seen` yet: repeating them costs a
+        # no-op write, never a wrong one.
+        try:
+            writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
+        except Exception:
+            return kept, messages, today, None
+        return kept, messages, today, writes
 
     async def _one_by_one(self, messages: list[Message], today: int) -> None:
         """Isolate a message that makes the fold fail (a bug, or data Redis refuses) and
