@@ -1,0 +1,1 @@
+"""Throughput, freshness, scrape and memory benchmark of engagement-stream (`python -m benchmarks.run`)."""
