@@ -8,6 +8,7 @@ from files: `STREAM_<NAME>_FILE=/path` reads the value from that file.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -39,6 +40,9 @@ class Settings(BaseSettings):
     timezone: str = Field("UTC", description="IANA zone that defines calendar days")
     max_lateness_days: int = Field(400, ge=1, le=3650, description="oldest accepted event age")
     consumer_group: str = Field("engagement-stream", min_length=1)
+    kafka_client: Literal["aiokafka", "confluent"] = Field(
+        "aiokafka", description="Kafka client of the worker's consumer: aiokafka, or "
+                                "confluent (confluent-kafka, the `confluent` extra)")
     redis_cluster: bool = Field(False, description="true for Redis Cluster")
     redis_shards: int = Field(0, ge=0, le=1024,
                               description="hash-tag shards of per-user state; 0 = 1, or 16 "
@@ -83,6 +87,14 @@ class Settings(BaseSettings):
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
             raise ValueError(f"unknown IANA time zone {value!r}") from exc
+        return value
+
+    @field_validator("kafka_client")
+    @classmethod
+    def _kafka_client(cls, value: str) -> str:
+        if value == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
+            raise ValueError("confluent needs the confluent-kafka package "
+                             "(pip install 'engagement-stream[confluent]')")
         return value
 
     @field_validator("segments")

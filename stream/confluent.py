@@ -1,0 +1,293 @@
+"""The worker's `Source` over confluent-kafka (librdkafka), chosen by
+`STREAM_KAFKA_CLIENT=confluent`.
+
+librdkafka fetches in its own threads; the Python client hands messages over in
+`consume()`, which blocks, and runs the rebalance callbacks inside that call on the
+calling thread. So:
+
+- `consume()` runs on one dedicated thread (every call on the consumer that can serve
+  callbacks runs there: consume and close), never on the event loop.
+- A rebalance callback bridges into the event loop: it schedules the worker's
+  `on_revoked` / `on_assigned` hook there and waits for it, so no message of a partition
+  flows before its resume offset (from Redis) is set. Seeks the hook makes are collected
+  and passed to `assign()`, which is how librdkafka starts a partition at a chosen offset
+  (eager protocol, `roundrobin`, like aiokafka's default assignor).
+- A `getmany` given up by its caller (the worker's fetch ahead waits 50 ms at most) does
+  not lose its messages: the consume call keeps running and the next `getmany` returns
+  what it got.
+- Messages of a partition that was sought or (re)assigned while a consume call was under
+  way may come from before the move: they are dropped and the partition is sought again to
+  where it was moved, so the worker never sees a gap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Iterable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+
+from .consumer import Record
+from .settings import Settings
+
+log = logging.getLogger("stream.kafka")
+
+#: librdkafka's default (1000 ms) makes `consume()` wait that long whenever its fetch
+#: queue is below the thresholds; 100 ms keeps batches flowing.
+FETCH_QUEUE_BACKOFF_MS = 100
+#: How often a callback waiting for a hook checks that the event loop is still there.
+HOOK_POLL_SECONDS = 0.5
+
+
+def librdkafka_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
+    """The consumer configuration: the settings' group, manual commits (Redis holds the
+    truth, Kafka's offsets are a hint), earliest reset, session and security settings."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": settings.kafka_brokers,
+        "group.id": group or settings.consumer_group,
+        "client.id": "engagement-stream",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "partition.assignment.strategy": "roundrobin",
+        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
+        "fetch.max.bytes": 64 * 1024 * 1024,
+        "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        "security.protocol": settings.kafka_security_protocol,
+        "logger": logging.getLogger("stream.kafka.librdkafka"),
+    }
+    if settings.kafka_sasl_mechanism:
+        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
+        if settings.kafka_sasl_username is not None:
+            conf["sasl.username"] = settings.kafka_sasl_username
+        if settings.kafka_sasl_password is not None:
+            conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
+    if "SSL" in settings.kafka_security_protocol:
+        for key, value in (("ssl.ca.location", settings.kafka_ssl_cafile),
+                           ("ssl.certificate.location", settings.kafka_ssl_certfile),
+                           ("ssl.key.location", settings.kafka_ssl_keyfile)):
+            if value:
+                conf[key] = value
+        if settings.kafka_ssl_password is not None:
+            conf["ssl.key.password"] = settings.kafka_ssl_password.get_secret_value()
+    return conf
+
+
+class _Job:
+    """One `consume()` call on the consumer thread, and the partitions moved meanwhile."""
+
+    __slots__ = ("future", "moved")
+
+    def __init__(self) -> None:
+        self.future: asyncio.Future[list[Record]] | None = None
+        self.moved: set[tuple[str, int]] = set()
+
+
+class ConfluentSource:
+    """`Source` over confluent-kafka's Consumer (manual commits, earliest reset)."""
+
+    def __init__(self, settings: Settings, group: str | None = None,
+                 topics: Iterable[str] | None = None) -> None:
+        self._topics = list(topics or settings.topic_list)
+        self._conf = librdkafka_config(settings, group)
+        self._consumer: Consumer | None = None
+        self._thread = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="kafka-consume")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._on_assigned: Any = None
+        self._on_revoked: Any = None
+        # What the worker owns: set when a callback starts, so it already holds the new
+        # partitions while on_assigned runs and still the old ones while on_revoked runs.
+        self._assigned: frozenset[tuple[str, int]] = frozenset()
+        # While on_assign waits for the hook: the offsets the hook sought, for assign().
+        self._assigning: dict[tuple[str, int], int] | None = None
+        self._positions: dict[tuple[str, int], int] = {}  # the last offset each was moved to
+        self._job: _Job | None = None
+        self._error: BaseException | None = None  # a failed on_assigned, raised by getmany
+        self._lock = threading.Lock()
+
+    # -- Source -----------------------------------------------------------------------------
+    async def start(self, on_assigned: Any, on_revoked: Any) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._on_assigned = on_assigned
+        self._on_revoked = on_revoked
+        self._consumer = Consumer({**self._conf, "error_cb": _on_error})
+        self._consumer.subscribe(self._topics, on_assign=self._assign_cb,
+                                 on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
+
+    async def stop(self) -> None:
+        """Leave the group (on_revoked runs, from the consumer thread) and close."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is None:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            # Queued behind a consume call still running, if any.
+            await loop.run_in_executor(self._thread, consumer.close)
+        finally:
+            self._thread.shutdown(wait=False)
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
+        if self._error is not None:
+            if timeout_ms == 0:  # the worker's fetch ahead: let the main loop raise it
+                return []
+            error, self._error = self._error, None
+            raise error
+        consumer = self._consumer
+        if consumer is None:
+            return []
+        job = self._job
+        if job is None or (job.future is not None and job.future.cancelled()):
+            job = self._job = _Job()
+            job.future = asyncio.get_running_loop().run_in_executor(
+                self._thread, self._consume, consumer, max_records, timeout_ms / 1000)
+        assert job.future is not None
+        try:
+            records = await asyncio.shield(job.future)
+        except asyncio.CancelledError:
+            raise  # the job stays: the next call returns its messages
+        except BaseException:
+            self._job = None
+            raise
+        self._job = None
+        if job.moved:
+            records = self._drop_moved(records, job.moved)
+        return records
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        # The fetch highwater (cached from fetch responses), not ListOffsets: some brokers
+        # answer "latest" wrongly.
+        if self._consumer is None:
+            return None
+        try:
+            _, high = self._consumer.get_watermark_offsets(TopicPartition(topic, partition),
+                                                           cached=True)
+        except KafkaException:
+            return None
+        return high if high is not None and high >= 0 else None
+
+    def seek(self, topic: str, partition: int, offset: int) -> None:
+        key = (topic, partition)
+        with self._lock:
+            self._positions[key] = offset
+            if self._job is not None:
+                self._job.moved.add(key)
+            if self._assigning is not None:
+                # Inside on_assign: the offset goes into the assign() call.
+                self._assigning[key] = offset
+                return
+        if self._consumer is not None:
+            self._consumer.seek(TopicPartition(topic, partition, offset))
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        consumer = self._consumer
+        if consumer is None or not offsets:
+            return
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        done = await asyncio.to_thread(consumer.commit, offsets=tps, asynchronous=False)
+        failed = [tp for tp in done or () if tp.error is not None]
+        if failed:
+            raise KafkaException(failed[0].error)
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return set(self._assigned)
+
+    # -- the consumer thread ------------------------------------------------------------------
+    def _consume(self, consumer: Consumer, max_records: int, timeout: float) -> list[Record]:
+        msgs = consumer.consume(max_records, timeout)
+        out: list[Record] = []
+        append = out.append
+        for m in msgs:
+            err = m.error()
+            if err is None:
+                append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+            elif err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consume error on %s/%s: %s", m.topic(), m.partition(), err)
+        return out
+
+    def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        assigned = {(tp.topic, tp.partition) for tp in partitions}
+        with self._lock:
+            self._assigned = frozenset(assigned)
+            self._assigning = {}
+            if self._job is not None:
+                self._job.moved |= assigned
+        try:
+            self._call_hook(self._on_assigned, assigned)
+        except BaseException as exc:  # raised by the next getmany: never consume unsought
+            log.error("on_assigned failed: %r; consuming nothing until restarted", exc)
+            self._error = exc
+            with self._lock:
+                self._assigning = None
+                self._assigned = frozenset()
+            consumer.assign([])
+            return
+        with self._lock:
+            sought, self._assigning = self._assigning, None
+        tps = []
+        for t, p in sorted(assigned):
+            offset = sought.get((t, p))
+            tps.append(TopicPartition(t, p) if offset is None else TopicPartition(t, p, offset))
+        consumer.assign(tps)
+
+    def _revoke_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        try:
+            self._call_hook(self._on_revoked, revoked)
+        except BaseException as exc:
+            log.warning("on_revoked failed: %r", exc)
+        with self._lock:
+            self._assigned = frozenset(self._assigned - revoked)
+            if self._job is not None:
+                self._job.moved |= revoked
+        # The Python client unassigns after this callback returns (eager protocol).
+
+    def _call_hook(self, hook: Any, partitions: set[tuple[str, int]]) -> None:
+        """Run the worker's async hook on the event loop and wait for it to finish."""
+        loop = self._loop
+        if loop is None or hook is None or loop.is_closed():
+            return
+        future = asyncio.run_coroutine_threadsafe(hook(partitions), loop)
+        while True:
+            try:
+                future.result(HOOK_POLL_SECONDS)
+                return
+            except concurrent.futures.TimeoutError:
+                if loop.is_closed():
+                    future.cancel()
+                    raise RuntimeError("the event loop closed during a rebalance") from None
+
+    # -- moved partitions --------------------------------------------------------------------
+    def _drop_moved(self, records: list[Record],
+                    moved: set[tuple[str, int]]) -> list[Record]:
+        """Drop records of partitions moved during the consume call that fetched them (some
+        may be from before the move) and seek those partitions again to where they were
+        moved: their records come again, from there."""
+        kept: list[Record] = []
+        again: set[tuple[str, int]] = set()
+        for r in records:
+            key = (r.topic, r.partition)
+            if key in moved:
+                again.add(key)
+            else:
+                kept.append(r)
+        for key in again:
+            if key in self._assigned and key in self._positions:
+                log.debug("records of %s/%d fetched across a move: reading again from %d",
+                          key[0], key[1], self._positions[key])
+                self.seek(key[0], key[1], self._positions[key])
+        return kept
+
+
+def _on_error(err: KafkaError) -> None:
+    """librdkafka's client-level errors (brokers down, authentication): it retries."""
+    if err.fatal():
+        log.error("Kafka client error (fatal): %s", err)
+    else:
+        log.warning("Kafka client error: %s", err)
