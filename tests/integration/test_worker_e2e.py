@@ -92,8 +92,11 @@ oracle_keys |= {"previous_day_" + name for name in oracle.PREVIOUS_DAY_FIGURES}
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
 def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
-                            topics: Topics) -> None:
+                            topics: Topics, client: str) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     data = stable_dataset(size=20_000)
     messages = topics.rename(data.messages)
     want = oracle.compute_figures(data.values(), data.now)
@@ -101,7 +104,8 @@ def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
     assert sum(want["dead_letter_total"].values()) == sum(data.expected_dead_letters.values())
 
     asyncio.run(produce(broker.bootstrap, messages))
-    env = worker_env(broker.bootstrap, redis_server.url, topics.env())
+    env = worker_env(broker.bootstrap, redis_server.url,
+                     {**topics.env(), "STREAM_KAFKA_CLIENT": client})
     with WorkerProcess(env) as worker:
         wait_until(lambda: folded_total(report_json(env)) >= len(messages), 120,
                    "the worker to fold every message", interval=1.0)
