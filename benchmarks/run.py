@@ -46,6 +46,8 @@ DAY_MS = 86_400_000
 PARTITIONS = 4
 
 TARGETS = {"b/a": 0.5, "b/d": 4.0, "b/c": 50.0}
+#: Contender (b) on each Kafka client (`STREAM_KAFKA_CLIENT`).
+WORKER_CLIENTS = {"b": "aiokafka", "bc": "confluent"}
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -339,13 +341,14 @@ class Worker:
         self.log.close()
 
 
-def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float) -> tuple[
-    Run, Worker
-]:
-    """Contender (b): the worker folds `total` events; progress is read from Redis."""
-    run = Run("b", total)
+def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float,
+               name: str = "b") -> tuple[Run, Worker]:
+    """Contender (b): the worker folds `total` events; progress is read from Redis.
+    `name` "bc" runs it on confluent-kafka instead of aiokafka."""
+    run = Run(name, total)
     cpu0 = _redis_cpu(env.redis)
-    worker = Worker(env, prefix, group, env.topic)
+    worker = Worker(env, prefix, group, env.topic,
+                    {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name]})
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_rss_worker, args=(worker, run, stop), daemon=True)
     sampler.start()
@@ -585,8 +588,8 @@ def main() -> None:
     p.add_argument("--days", type=int, default=30, help="days the events span (30)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput runs; "
                    "medians are reported (default 1)")
-    p.add_argument("--only", default="a,a2,ck,b,d,c",
-                   help="throughput contenders to run (default a,a2,ck,b,d,c)")
+    p.add_argument("--only", default="a,a2,ck,bc,b,d,c",
+                   help="throughput contenders to run (default a,a2,ck,bc,b,d,c)")
     p.add_argument("--naive-events", type=int, default=50_000,
                    help="events the naive faust agent (c) consumes: at ~3k/s the whole "
                         "set would take minutes; its rate is steady (default 50000)")
@@ -633,6 +636,10 @@ def main() -> None:
                     if worker is not None:
                         worker.stop()
                     run, worker = run_worker(env, f"b{r}", group, args.events, 600)
+                elif name == "bc":
+                    run, other_worker = run_worker(env, f"bc{r}", group, args.events, 600,
+                                                   "bc")
+                    other_worker.stop()
                 else:
                     total = args.naive_events if name == "c" else args.events
                     run = run_contender(name, env, group, total, f"{name}{r}", 900)
@@ -647,10 +654,11 @@ def main() -> None:
         names = [n for n in only if all(n in rr for rr in rounds)]
         rates = {n: statistics.median(rr[n]["rate"] for rr in rounds) for n in names}
         ratios = {}
-        for other in ("a", "a2", "c", "d", "ck"):
-            if "b" in names and other in names:
-                ratios[f"b/{other}"] = statistics.median(
-                    rr["b"]["rate"] / rr[other]["rate"] for rr in rounds)
+        for mine, other in [("b", o) for o in ("a", "a2", "c", "d", "ck")] + [
+                ("bc", o) for o in ("ck", "a", "b", "d", "c")]:
+            if mine in names and other in names:
+                ratios[f"{mine}/{other}"] = statistics.median(
+                    rr[mine]["rate"] / rr[other]["rate"] for rr in rounds)
         result["rates"] = rates
         result["ratios"] = ratios
 
@@ -728,6 +736,7 @@ def _print_table(result: dict[str, Any]) -> None:
     labels = {"a": "(a) aiokafka getmany, count only", "a2": "(a2) aiokafka + json.loads",
               "ck": "(a') confluent-kafka consume, count only",
               "b": "(b) engagement-stream worker, end to end",
+              "bc": "(b-confluent) the worker on confluent-kafka",
               "c": "(c) faust agent, one redis.asyncio call per event",
               "d": "(d) Quix Streams app, batching HLL sink"}
     print("\n== throughput (events/s, median of rounds) ==")
