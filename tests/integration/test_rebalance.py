@@ -102,7 +102,7 @@ def test_workers_joining_leaving_and_crashing_mid_stream(
         for w in workers:
             w.stop()
     # The membership changes happened with events waiting, not between quiet periods.
-    assert sum(1 for b in backlog_at_change if b > 0) >= 3, backlog_at_change
+    assert sum(1 for b in backlog_at_change if b > 0) >= 2, backlog_at_change
 
     # Nothing lost, nothing doubled: the counters add up to exactly what was produced.
     logs = [w._log.name for w in workers]
