@@ -29,7 +29,7 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, libversion
 
 from .consumer import Record
 from .settings import Settings
@@ -120,6 +120,7 @@ class ConfluentSource:
         self._consumer = Consumer({**self._conf, "error_cb": _on_error})
         self._consumer.subscribe(self._topics, on_assign=self._assign_cb,
                                  on_revoke=self._revoke_cb, on_lost=self._revoke_cb)
+        log.info("consuming with confluent-kafka (librdkafka %s)", libversion()[0])
 
     async def stop(self) -> None:
         """Leave the group (on_revoked runs, from the consumer thread) and close."""
