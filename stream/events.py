@@ -10,7 +10,6 @@ few comparisons.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Final
 
@@ -45,7 +44,7 @@ _MINUTES_MAX = 100_000
 _NULL: Final = msgspec.Raw(b"null")
 
 
-class _Wire(msgspec.Struct, forbid_unknown_fields=False):
+class _Wire(msgspec.Struct, forbid_unknown_fields=False, gc=False):
     """The JSON object as it arrives. Optional fields stay raw: they are ignored unless the
     event's type uses them, and a wrong type in an ignored field must not reject the event."""
 
@@ -85,8 +84,7 @@ class Event(msgspec.Struct, frozen=True, gc=False):
         return EVENT_TYPES[self.type_code]
 
 
-@dataclass(slots=True, frozen=True)
-class DeadLetter:
+class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     """Why a message was rejected: `reason` is one of DEAD_LETTER_REASONS, `detail` is for
     humans (it never contains the message itself, only where it went wrong)."""
 

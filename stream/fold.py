@@ -17,6 +17,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from .events import EVENT_TYPES, DeadLetter, Event
 from .keys import KeySpace
 from .timebuckets import DayMapper
@@ -28,9 +30,11 @@ SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
 
 
-@dataclass(slots=True)
-class Message:
-    """One consumed Kafka message after decoding. `src` is `<topic>/<partition>`."""
+class Message(msgspec.Struct, gc=False):
+    """One consumed Kafka message after decoding. `src` is `<topic>/<partition>`.
+
+    One is built per message: a msgspec Struct outside the garbage collector's tracking
+    (it holds no cycles) is the cheapest object to build and to collect."""
 
     src: str
     offset: int
@@ -96,6 +100,16 @@ def digest(event_id: str) -> str:
     return base64.b64encode(hashlib.blake2b(event_id.encode(), digest_size=12).digest()).decode()
 
 
+#: Users whose (shard, bucket) is remembered, per key space; a dict hit is several times
+#: cheaper than hashing the id again, and users repeat within and across batches.
+_PLACES_MAX = 1_000_000
+_PLACE_CACHES: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}
+
+
+def _places(keys: KeySpace) -> dict[str, tuple[int, int]]:
+    return _PLACE_CACHES.setdefault((keys.shards, keys.buckets), {})
+
+
 def fold(
     messages: Iterable[Message],
     keys: KeySpace,
@@ -119,7 +133,13 @@ def fold(
     oldest_hll_day = today - keys.retention_days
     oldest_bit_day = today - BITMAP_DAYS
     day_of = days.day_of_ms
-    place = keys.user_shard_bucket
+    place_of = keys.user_shard_bucket
+    places = _places(keys)
+    # The highest offset per partition that any shard has applied: messages above it,
+    # nearly all of them, need no per-shard check.
+    ceiling: dict[str, int] = {}
+    for (src, _), off in applied.items():
+        ceiling[src] = max(ceiling.get(src, off), off)
     seg = keys.segments or None
     if seg is not None:
         dims = seg.dims
@@ -158,8 +178,13 @@ def fold(
             plan.totals[reason] = plan.totals.get(reason, 0) + 1
             continue
         user = item.user_id
-        shard, bucket = place(user)
-        if m.offset <= applied.get((src, shard), -1):
+        place = places.get(user)
+        if place is None:
+            if len(places) >= _PLACES_MAX:
+                places.clear()
+            place = places[user] = place_of(user)
+        shard, bucket = place
+        if m.offset <= ceiling.get(src, -1) and m.offset <= applied.get((src, shard), -1):
             continue
         out.folded += 1
         plan = shards.get(shard)

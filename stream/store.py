@@ -394,7 +394,8 @@ def _encode_plan(
 ) -> bytes:
     a: list[Any] = []
     for user, (bucket, days) in plan.activity.items():
-        a += (user, bucket, sorted(days))
+        for day in days:
+            a += (user, bucket, day)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
         c += (user, bucket, ts, kind, day, claim.digest, claim.origin)

@@ -8,7 +8,7 @@
 --   t   key prefix of the shard, e.g. "es:{es0}:"
 --   o   flat list: src, expected offset (-1 = none), new offset, ...
 --   e   map totals field -> increment
---   a   flat list: user, bucket, {days...}, ...           (activity)
+--   a   flat list: user, bucket, day, ... (a user's days adjacent)   (activity)
 --   c   flat list: user, bucket, ts_ms, kind, day, digest, origin, ...  (customer events)
 --   n   flat list: day, field, digest, origin, ...        (per-day counters)
 --   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
@@ -223,14 +223,18 @@ local function fw_from(L)
 end
 
 -- 5. Activity: set the day bits; only users with a signup need their first-week recomputed.
+--    Flat triples user, bucket, day (a user's days adjacent), so decoding the plan builds
+--    no table per user.
 local a = plan.a
-for i = 1, #a, 3 do
+local i = 1
+while i <= #a do
   local user, bkey = a[i], tag .. 'u:' .. a[i + 1]
   local rec = load(bkey, user)
   local oldL, oldMask = rec[1], rec[2]
   local changed = false
-  for _, day in ipairs(a[i + 2]) do
-    if setbit(rec, day) then changed = true end
+  while i <= #a and a[i] == user do
+    if setbit(rec, a[i + 2]) then changed = true end
+    i = i + 3
   end
   if changed then
     if #rec > 2 then
