@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import time
 import zlib
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -42,15 +41,6 @@ UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
 SHARDS = 16
 BUCKETS = 16384
 LATENESS_MS = 400 * 86_400_000
-
-
-def stable_dataset(size: int, seed: int = 0, minutes_needed: int = 10) -> ds.Dataset:
-    """A dataset whose figures cannot change while the test runs (no midnight crossing)."""
-    data = ds.generate(datetime.now(UTC), size=size, seed=seed)
-    if data.stable_until - datetime.now(UTC) < timedelta(minutes=minutes_needed):
-        time.sleep(max(0.0, (data.stable_until - datetime.now(UTC)).total_seconds()) + 2)
-        data = ds.generate(datetime.now(UTC), size=size, seed=seed)
-    return data
 
 
 def assert_exact_figures_match_oracle(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -186,7 +176,7 @@ class Feeder:
 
 def test_cluster_store_equals_single_redis_and_oracle(cluster: RedisCluster,
                                                       single: RedisServer) -> None:
-    data = stable_dataset(size=8000, seed=3)
+    data = ds.generate_stable(size=8000, seed=3)
     want = oracle.compute_figures(data.values(), data.now)
     on_cluster = Feeder(cluster_store(cluster), data.now)
     on_single = Feeder(single_store(single), data.now)
@@ -203,7 +193,7 @@ def test_cluster_store_equals_single_redis_and_oracle(cluster: RedisCluster,
 
 def test_cluster_redelivery_and_crash_between_phases_change_nothing(
         cluster: RedisCluster) -> None:
-    data = stable_dataset(size=3000, seed=5)
+    data = ds.generate_stable(size=3000, seed=5)
     want = oracle.compute_figures(data.values(), data.now)
     feeder = Feeder(cluster_store(cluster), data.now)
     store = feeder.store
@@ -235,7 +225,7 @@ def test_cluster_partial_batch_is_completed_by_redelivery(cluster: RedisCluster)
     """A batch that reached only some shards (a crash between their calls) is finished by
     the redelivery, which the shards that have it skip by their own offsets; the
     partition resumes at the lowest offset over the shards."""
-    data = stable_dataset(size=2000, seed=7)
+    data = ds.generate_stable(size=2000, seed=7)
     want = oracle.compute_figures(data.values(), data.now)
     feeder = Feeder(cluster_store(cluster), data.now)
     store = feeder.store
@@ -264,7 +254,7 @@ def test_cluster_batch_retried_after_a_transient_error_applies_once(
         cluster: RedisCluster) -> None:
     """The worker retries `Store.apply` with the same writes when Redis fails mid-batch;
     phase 1 has already marked the batch's claims as done by then."""
-    data = stable_dataset(size=1500, seed=13)
+    data = ds.generate_stable(size=1500, seed=13)
     want = oracle.compute_figures(data.values(), data.now)
     feeder = Feeder(cluster_store(cluster), data.now)
     store = feeder.store
@@ -288,7 +278,7 @@ def test_cluster_batch_retried_after_a_transient_error_applies_once(
 
 
 def test_cluster_lost_script_cache_is_reloaded(cluster: RedisCluster) -> None:
-    data = stable_dataset(size=1500, seed=9)
+    data = ds.generate_stable(size=1500, seed=9)
     want = oracle.compute_figures(data.values(), data.now)
     feeder = Feeder(cluster_store(cluster), data.now)
     msgs = feeder.messages(data)
@@ -307,7 +297,7 @@ def test_cluster_lost_script_cache_is_reloaded(cluster: RedisCluster) -> None:
 def test_three_workers_on_cluster_equal_one_worker_on_one_redis(
         broker: TansuBroker, redis_cluster: RedisCluster, redis_server: RedisServer,
         topics: Topics) -> None:
-    data = stable_dataset(size=20_000, seed=11)
+    data = ds.generate_stable(size=20_000, seed=11)
     messages = topics.rename(data.messages)
     want = oracle.compute_figures(data.values(), data.now)
     asyncio.run(produce(broker.bootstrap, messages))
@@ -357,7 +347,7 @@ def test_running_store_moves_to_a_cluster_with_redis_cli_import(cluster: RedisCl
     every key into the cluster with `redis-cli --cluster import`, go on on the cluster
     with the same layout (STREAM_REDIS_SHARDS=1): nothing lost or doubled, the offsets
     moved with the data."""
-    data = stable_dataset(size=3000, seed=17)
+    data = ds.generate_stable(size=3000, seed=17)
     want = oracle.compute_figures(data.values(), data.now)
     before = Feeder(single_store(single), data.now)
     msgs = before.messages(data)

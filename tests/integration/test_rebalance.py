@@ -24,9 +24,9 @@ from tests.integration.test_cluster import (
     assert_exact_figures_match_oracle,
     assert_spread,
     figures_only,
-    stable_dataset,
 )
 from tests.support import oracle
+from tests.support.dataset import generate_stable
 from tests.support.kafka import Topics, consume_all, highwaters, produce
 from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
 
@@ -40,7 +40,7 @@ def _lag(worker: WorkerProcess) -> float | None:
 def test_workers_joining_leaving_and_crashing_mid_stream(
         broker: TansuBroker, redis_cluster: RedisCluster, redis_server: RedisServer,
         topics: Topics) -> None:
-    data = stable_dataset(size=30_000, seed=21)
+    data = generate_stable(size=30_000, seed=21)
     messages = topics.rename(data.messages)
     want = oracle.compute_figures(data.values(), data.now)
     chunks = [messages[i * len(messages) // 4:(i + 1) * len(messages) // 4] for i in range(4)]

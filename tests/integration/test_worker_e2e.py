@@ -12,9 +12,7 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -35,15 +33,6 @@ from tests.support.workers import (
 UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
           "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
 UNIQUE |= {"previous_day_" + name for name in list(UNIQUE)}
-
-
-def stable_dataset(size: int, seed: int = 0, minutes_needed: int = 10) -> ds.Dataset:
-    """A dataset whose figures cannot change while the test runs (no midnight crossing)."""
-    data = ds.generate(datetime.now(UTC), size=size, seed=seed)
-    if data.stable_until - datetime.now(UTC) < timedelta(minutes=minutes_needed):
-        time.sleep(max(0.0, (data.stable_until - datetime.now(UTC)).total_seconds()) + 2)
-        data = ds.generate(datetime.now(UTC), size=size, seed=seed)
-    return data
 
 
 def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -97,7 +86,7 @@ def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
                             topics: Topics, client: str) -> None:
     if client == "confluent":
         pytest.importorskip("confluent_kafka")
-    data = stable_dataset(size=20_000)
+    data = ds.generate_stable(size=20_000)
     messages = topics.rename(data.messages)
     want = oracle.compute_figures(data.values(), data.now)
     want.update(oracle.previous_day_figures(data.values(), data.now))

@@ -694,3 +694,15 @@ def _order(b: _Builder) -> tuple[list[Message], Counter[str]]:
     messages = [(b.msgs[i].topic, b.msgs[i].key, b.msgs[i].value) for i in order]
     reasons = Counter(m.reason for m in b.msgs if m.reason is not None)
     return messages, reasons
+
+
+def generate_stable(size: int, seed: int = 0, minutes_needed: int = 10) -> Dataset:
+    """A dataset relative to the current clock whose figures cannot change while a test
+    runs for `minutes_needed` minutes: near local midnight it waits for the next day."""
+    import time as _time
+
+    data = generate(datetime.now(UTC), size=size, seed=seed)
+    if data.stable_until - datetime.now(UTC) < timedelta(minutes=minutes_needed):
+        _time.sleep(max(0.0, (data.stable_until - datetime.now(UTC)).total_seconds()) + 2)
+        data = generate(datetime.now(UTC), size=size, seed=seed)
+    return data
