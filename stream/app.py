@@ -106,8 +106,10 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         health.redis_errors.inc()
         log.warning("figures not readable from Redis: %s", exc)
 
-    registry.register(FiguresCollector(lambda: read_figures(scrape_store, settings),
-                                       settings.metrics_cache_seconds, on_scrape_error))
+    figures_collector = FiguresCollector(lambda: read_figures(scrape_store, settings),
+                                         settings.metrics_cache_seconds, on_scrape_error)
+    registry.register(figures_collector)
+    figures_collector.start()
     server = MetricsServer(registry, settings.metrics_host, settings.metrics_port,
                            live=lambda: health.live, ready=lambda: health.ready)
     server.start()
@@ -132,6 +134,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         scanner.cancel()
         await producer.stop()
         server.stop()
+        figures_collector.stop()
         fold_store.close()
         scrape_store.close()
     if health.stalled_for() >= 2 * health.stall_seconds:

@@ -61,8 +61,9 @@ class Settings(BaseSettings):
     shutdown_seconds: float = Field(8.0, gt=0, le=300,
                                     description="longest clean stop after SIGTERM or a stall; "
                                                 "then the process exits anyway")
-    metrics_cache_seconds: float = Field(2.0, ge=0, le=300,
-                                         description="how long scraped figures are reused")
+    metrics_cache_seconds: float = Field(1.0, ge=0, le=300,
+                                         description="figures are read from Redis in the "
+                                                     "background this often (0: on scrape)")
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = (
         "PLAINTEXT"
     )

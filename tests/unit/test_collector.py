@@ -1,0 +1,61 @@
+"""The figures collector: background snapshots, and no figures after a failed read."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from stream.collector import FiguresCollector
+
+
+class Source:
+    def __init__(self) -> None:
+        self.calls = 0
+        self.fail = False
+        self.gate = threading.Event()
+        self.gate.set()
+
+    def read(self) -> dict[str, Any]:
+        self.gate.wait()
+        self.calls += 1
+        if self.fail:
+            raise ConnectionError("redis down")
+        return {"daily_active_users": self.calls}
+
+
+def test_scrape_never_waits_for_a_slow_read() -> None:
+    src = Source()
+    errors: list[Exception] = []
+    col = FiguresCollector(src.read, cache_seconds=0.05, on_error=errors.append)
+    col.start()
+    try:
+        first = col.figures()
+        assert first is not None and first["daily_active_users"] >= 1
+        src.gate.clear()  # the next background read blocks, as if Redis were busy
+        time.sleep(0.1)
+        started = time.monotonic()
+        snapshot = col.figures()
+        assert time.monotonic() - started < 0.05
+        assert snapshot is not None
+        names = [m.name for m in col.collect()]
+        assert "engagement_daily_active_users" in names
+        src.fail = True
+        src.gate.set()
+        deadline = time.monotonic() + 2
+        while col.figures() is not None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert col.figures() is None and list(col.collect()) == []
+        assert errors and isinstance(errors[0], ConnectionError)
+    finally:
+        src.gate.set()
+        col.stop()
+
+
+def test_without_background_a_stale_cache_is_read_on_scrape() -> None:
+    src = Source()
+    col = FiguresCollector(src.read, cache_seconds=0)
+    assert col.figures() == {"daily_active_users": 1}
+    assert col.figures() == {"daily_active_users": 2}
+    col.start()  # no thread with cache_seconds 0
+    assert col.figures() == {"daily_active_users": 3}
