@@ -102,7 +102,7 @@ def digest(event_id: str) -> str:
 
 #: Users whose (shard, bucket) is remembered, per key space; a dict hit is several times
 #: cheaper than hashing the id again, and users repeat within and across batches.
-_PLACES_MAX = 1_000_000
+_PLACES_MAX = 300_000
 _PLACE_CACHES: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}
 
 
