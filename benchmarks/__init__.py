@@ -1,1 +1,3 @@
-"""Throughput, freshness, scrape and memory benchmark of engagement-stream (`python -m benchmarks.run`)."""
+"""Throughput, freshness, scrape and memory benchmark of engagement-stream.
+
+Run it with `python -m benchmarks.run`."""
