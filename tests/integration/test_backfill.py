@@ -26,8 +26,9 @@ from stream.backfill import run_backfill
 from stream.localservers import RedisServer, TansuBroker
 from stream.settings import Settings
 from tests.integration.test_timezones import expected_as_of
-from tests.integration.test_worker_e2e import assert_figures_match, stable_dataset
+from tests.integration.test_worker_e2e import assert_figures_match
 from tests.support import oracle
+from tests.support.dataset import generate_stable
 from tests.support.kafka import PARTITIONS, Topics, consume_all, produce
 from tests.support.workers import (
     ROOT,
@@ -71,7 +72,7 @@ async def group_offsets(bootstrap: str, group: str, topics: list[str],
 def test_backfill_fills_a_fresh_store_idempotently(broker: TansuBroker,
                                                    redis_server: RedisServer,
                                                    topics: Topics) -> None:
-    data = stable_dataset(size=6000, seed=3)
+    data = generate_stable(size=6000, seed=3)
     messages = topics.rename(data.messages)
     asyncio.run(produce(broker.bootstrap, messages))
     # The live group has committed offsets of its own; the backfill must not move them.
@@ -114,7 +115,7 @@ def test_backfill_fills_a_fresh_store_idempotently(broker: TansuBroker,
 
 def test_backfill_from_time(broker: TansuBroker, redis_server: RedisServer,
                             topics: Topics) -> None:
-    data = stable_dataset(size=2000, seed=4)
+    data = generate_stable(size=2000, seed=4)
     messages = topics.rename(data.messages)
     half = len(messages) // 2
     asyncio.run(produce(broker.bootstrap, messages[:half]))
@@ -182,7 +183,7 @@ def test_backfill_beside_a_live_worker(broker: TansuBroker, redis_server: RedisS
     """A live worker and a backfill of the same topics into the same store at once: the
     offsets compared-and-set in Redis keep every figure exact (each side skips what the
     other applied)."""
-    data = stable_dataset(size=8000, seed=5)
+    data = generate_stable(size=8000, seed=5)
     messages = topics.rename(data.messages)
     asyncio.run(produce(broker.bootstrap, messages))
     env = worker_env(broker.bootstrap, redis_server.url,
