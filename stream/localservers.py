@@ -115,7 +115,11 @@ class _ManagedProcess:
         startup_timeout: float,
         stop_timeout: float,
         keep_dir: bool = False,
+        port: int | None = None,
     ) -> None:
+        self.host = LOOPBACK
+        self._port_given = port is not None
+        self._port: int | None = port
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self.keep_dir = keep_dir
@@ -123,6 +127,16 @@ class _ManagedProcess:
         self._tmpdir: Path | None = None
         self._paused = False
         self._started_once = False  # after a first successful start the port is kept
+
+    def _pick_port(self) -> int:
+        return free_port()
+
+    @property
+    def port(self) -> int:
+        """The TCP port (chosen on first access when none was given)."""
+        if self._port is None:
+            self._port = self._pick_port()
+        return self._port
 
     # temp dir and log ------------------------------------------------------------
 
@@ -362,23 +376,18 @@ class RedisServer(_ManagedProcess):
         executable: str = "redis-server",
     ) -> None:
         super().__init__(
-            startup_timeout=startup_timeout, stop_timeout=stop_timeout, keep_dir=keep_data_dir
+            startup_timeout=startup_timeout, stop_timeout=stop_timeout, keep_dir=keep_data_dir,
+            port=port,
         )
-        self.host = LOOPBACK
-        self._port_given = port is not None
-        self._port: int | None = port
         self.appendonly = appendonly
         self.password = password
         self.cluster_enabled = cluster_enabled
         self.extra_args = list(extra_args)
         self.executable = executable
 
-    @property
-    def port(self) -> int:
-        """The TCP port (chosen on first access when none was given)."""
-        if self._port is None:
-            self._port = _free_cluster_port() if self.cluster_enabled else free_port()
-        return self._port
+    def _pick_port(self) -> int:
+        # a cluster node also needs its port + 10000 free for the cluster bus
+        return _free_cluster_port() if self.cluster_enabled else free_port()
 
     @property
     def url(self) -> str:
@@ -649,10 +658,7 @@ class TansuBroker(_ManagedProcess):
         extra_args: Sequence[str] = (),
         executable: str | None = None,
     ) -> None:
-        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
-        self.host = LOOPBACK
-        self._port_given = port is not None
-        self._port: int | None = port
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout, port=port)
         self.extra_args = list(extra_args)
         self._executable = executable
 
@@ -802,25 +808,15 @@ class PrometheusServer(_ManagedProcess):
         extra_args: Sequence[str] = (),
         executable: str = "prometheus",
     ) -> None:
-        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout)
+        super().__init__(startup_timeout=startup_timeout, stop_timeout=stop_timeout, port=port)
         if config_path is None and not scrape_targets:
             raise ValueError("give config_path or scrape_targets")
         self._config_path = Path(config_path) if config_path is not None else None
         self.scrape_targets = list(scrape_targets)
         self.rule_files = [Path(r).resolve() for r in rule_files]
         self.scrape_interval = scrape_interval
-        self.host = LOOPBACK
-        self._port_given = port is not None
-        self._port: int | None = port
         self.extra_args = list(extra_args)
         self.executable = executable
-
-    @property
-    def port(self) -> int:
-        """The TCP port (chosen on first access when none was given)."""
-        if self._port is None:
-            self._port = free_port()
-        return self._port
 
     @property
     def url(self) -> str:
