@@ -127,6 +127,7 @@ def fold(
     Redis already; they need neither a PFADD nor a bitmap update. Days older than the
     store's retention get no HyperLogLog write (the key would already have expired)."""
     out = BatchWrites()
+    batch_ids: set[str] = set()
     shards = out.shards
     hll = out.hll
     last = out.last_offset
@@ -219,6 +220,12 @@ def fold(
                     entry[1].add(day)
             out.new_pairs.append(pair)
             continue
+        # A repeat inside this batch: the earlier message wins, whatever the two types
+        # (the Lua script claims customer events and counters in separate loops, so the
+        # batch's order must be settled here).
+        if item.event_id in batch_ids:
+            continue
+        batch_ids.add(item.event_id)
         claim = Claim(
             digest(item.event_id), f"{src}@{m.offset}", keys.id_shard(item.event_id),
             long=code in (1, 4),

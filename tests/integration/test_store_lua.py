@@ -79,6 +79,11 @@ def histories(draw: st.DrawFn) -> list[bytes]:
     for _ in range(draw(st.integers(0, 5))):
         j = draw(st.integers(0, n - 1))
         again = json.loads(out[j])
+        if again["type"] != "activity" and draw(st.booleans()):
+            # the same id on another kind of event: still a repeat, the first one wins
+            again.update(type=draw(st.sampled_from(["signup", "cancellation", "visit",
+                                                    "conversion", "survey"])),
+                         campaign="a", survey="nps", score=5)
         if draw(st.booleans()):
             again["ts"] = ms(NOW - timedelta(days=draw(st.integers(0, 40))))
         out.append(json.dumps(again).encode())

@@ -124,3 +124,17 @@ def test_users_spread_over_shards_and_buckets() -> None:
     places = {ks.user_shard_bucket(f"user-{i}") for i in range(2000)}
     assert {s for s, _ in places} == {0, 1, 2, 3}
     assert len(places) == 64
+
+
+def test_repeat_within_a_batch_keeps_the_earlier_message_whatever_its_type() -> None:
+    msgs = [
+        Message("t/0", 0, Event("x", 2, "u1", TODAY * DAY, campaign="spring")),  # visit
+        Message("t/1", 0, Event("x", 1, "u2", TODAY * DAY)),  # signup, same id, later
+        Message("t/0", 1, Event("x", 5, "u1", TODAY * DAY, survey="nps", score=3)),
+    ]
+    w = fold(msgs, KEYS, DAYS, TODAY, {})
+    plan = w.shards[0]
+    assert [(d, f) for d, f, _ in plan.counters] == [(TODAY, "v:spring")]
+    assert plan.customer == []
+    # every valid event is still counted
+    assert plan.totals == {"e:visit": 1, "e:signup": 1, "e:survey": 1}
