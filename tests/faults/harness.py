@@ -10,10 +10,12 @@ comparison is exact, not approximate).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -260,6 +262,19 @@ def env_for(bootstrap: str, redis_url: str, topics: Topics, truth: Truth,
 
 def logs_on_failure(workers: list[WorkerProcess]) -> str:
     return "\n".join(f"--- worker {i} ---\n{w.log()[-4000:]}" for i, w in enumerate(workers))
+
+
+@contextlib.contextmanager
+def logged_workers(*workers: WorkerProcess) -> Iterator[None]:
+    """Stop the workers however the block ends, and print their logs when it fails."""
+    try:
+        yield
+    except BaseException:
+        print(logs_on_failure(list(workers)))
+        raise
+    finally:
+        for worker in workers:
+            worker.stop()
 
 
 def monotonic_deadline(seconds: float) -> float:

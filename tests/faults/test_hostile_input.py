@@ -28,7 +28,7 @@ from tests.faults.harness import (
     assert_exact,
     env_for,
     input_highwaters,
-    logs_on_failure,
+    logged_workers,
     make_dataset,
     produce_all,
     truth_of,
@@ -266,7 +266,7 @@ def test_hostile_stream_through_a_worker(broker: TansuBroker, redis_server: Redi
     assert sum(truth.dead_letters.values()) > 2_500
     produce_all(broker.bootstrap, messages)
     worker = WorkerProcess(env_for(broker.bootstrap, redis_server.url, topics, truth)).start()
-    try:
+    with logged_workers(worker):
         wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 120)
         wait_lag_zero([worker])
         with RedisServer() as ref:
@@ -274,8 +274,3 @@ def test_hostile_stream_through_a_worker(broker: TansuBroker, redis_server: Redi
         assert_dead_letter_topic(broker.bootstrap, topics, truth)
         assert worker.stop() == 0
         assert "Traceback" not in worker.log()
-    except BaseException:
-        print(logs_on_failure([worker]))
-        raise
-    finally:
-        worker.stop()

@@ -28,6 +28,7 @@ from tests.faults.harness import (
     committed_offsets,
     env_for,
     input_highwaters,
+    logged_workers,
     logs_on_failure,
     make_dataset,
     produce_all,
@@ -79,7 +80,7 @@ def test_redis_restarted_from_older_aof_while_worker_runs(
     with aof_redis() as redis, RedisServer() as ref:
         env = env_for(broker.bootstrap, redis.url, topics, truth)
         worker = WorkerProcess(env).start()
-        try:
+        with logged_workers(worker):
             produce_all(broker.bootstrap, a)
             wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
             snapshot(redis, tmp_path / "aof")
@@ -103,11 +104,6 @@ def test_redis_restarted_from_older_aof_while_worker_runs(
             assert "reloading offsets from Redis and re-reading" in log
             assert worker.proc is not None and worker.proc.poll() is None  # never crashed
             assert worker.stop() == 0
-        except BaseException:
-            print(logs_on_failure([worker]))
-            raise
-        finally:
-            worker.stop()
 
 
 @pytest.mark.slow
@@ -121,7 +117,7 @@ def test_redis_restarted_from_older_aof_while_idle(
     with aof_redis() as redis, RedisServer() as ref:
         env = env_for(broker.bootstrap, redis.url, topics, truth)
         worker = WorkerProcess(env).start()
-        try:
+        with logged_workers(worker):
             produce_all(broker.bootstrap, a)
             wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
             snapshot(redis, tmp_path / "aof")
@@ -137,11 +133,6 @@ def test_redis_restarted_from_older_aof_while_idle(
             assert_exact(redis.url, truth, ref)
             assert "offsets in Redis are not those this worker applied" in worker.log()
             assert worker.stop() == 0
-        except BaseException:
-            print(logs_on_failure([worker]))
-            raise
-        finally:
-            worker.stop()
 
 
 @pytest.mark.slow

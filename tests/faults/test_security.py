@@ -23,7 +23,7 @@ from tests.faults.harness import (
     assert_exact,
     env_for,
     input_highwaters,
-    logs_on_failure,
+    logged_workers,
     make_dataset,
     produce_all,
     wait_applied,
@@ -74,7 +74,7 @@ def test_redis_auth_over_tls_secrets_never_leak(broker: TansuBroker, topics: Top
                       STREAM_REDIS_URL_FILE=str(url_file), STREAM_LOG_LEVEL="DEBUG")
         del env["STREAM_REDIS_URL"]
         worker = WorkerProcess(env).start()
-        try:
+        with logged_workers(worker):
             wait_applied(server.url, input_highwaters(broker.bootstrap, topics), 120)
             wait_lag_zero([worker])
             assert_exact(server.url, truth, ref)
@@ -89,11 +89,6 @@ def test_redis_auth_over_tls_secrets_never_leak(broker: TansuBroker, topics: Top
             assert REDIS_PASSWORD not in out.stdout + out.stderr
             assert worker.stop() == 0
             assert REDIS_PASSWORD not in worker.log()
-        except BaseException:
-            print(logs_on_failure([worker]))
-            raise
-        finally:
-            worker.stop()
     dead = asyncio.run(consume_all(broker.bootstrap, topics.dead_letter, timeout=30))
     assert len(dead) >= sum(truth.dead_letters.values())
     for m in dead:
