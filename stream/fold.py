@@ -224,6 +224,10 @@ def fold(
         # (the Lua script claims customer events and counters in separate loops, so the
         # batch's order must be settled here).
         if item.event_id in batch_ids:
+            if seg is not None and code != 4:
+                # its segment values reach the registry, as a repeat from an earlier
+                # batch's do (the value registry counts every valid event's values)
+                values_of(item.props)
             continue
         batch_ids.add(item.event_id)
         claim = Claim(
