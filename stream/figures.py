@@ -27,8 +27,9 @@ class RawFigures:
 
     - unique counts (HyperLogLog estimates): `dau`, `wau` (7 days), `mau` (30 days),
       `calendar_mau`, `prev_dau` (yesterday), `prev_mau` (30 days ending yesterday)
-    - `diffs`: difference arrays `D:<day>`, `N:<day>`, `FD:<day>`, `FN:<day>`; a figure
-      for day x is the sum of its entries at days <= x
+    - `diffs`: churn difference arrays `D:<day>`, `N:<day>`; a figure for day x is the
+      sum of its entries at days <= x
+    - `first_week`: (cohort, participants) of the first-week figure
     - `window_counters`: per-day counters summed over the rolling 30 days
       (`v:<campaign>`, `c:<campaign>`, `nps:<score>`, `csat:<score>`)
     - `totals`: all-time counters `e:<type>`, `dl:<reason>`
@@ -44,6 +45,7 @@ class RawFigures:
     prev_dau: int = 0
     prev_mau: int = 0
     diffs: dict[str, int] = field(default_factory=dict)
+    first_week: tuple[int, int] = (0, 0)
     window_counters: dict[str, int] = field(default_factory=dict)
     totals: dict[str, int] = field(default_factory=dict)
     previous: RawFigures | None = None
@@ -111,12 +113,8 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     # `D:<x>` is the customers at 00:00 of day x: at the end of `today` is 00:00 of
     # today + 1. The churn denominator is those at 00:00 of the window's first day; `N:`
     # counts those of them with a cancellation within the 30 days from that day (so a
-    # past day's churn ignores cancellations after it); first-week entries are keyed by
-    # the "today" they count for.
-    sums = prefix_sums(
-        raw.diffs, ("D", "N", "FD", "FN"),
-        {"D": churn_start, "N": churn_start, "FD": today, "FN": today},
-    )
+    # past day's churn ignores cancellations after it).
+    sums = prefix_sums(raw.diffs, ("D", "N"), {"D": churn_start, "N": churn_start})
     customers = prefix_sums(raw.diffs, ("D",), {"D": today + 1})["D"]
     out: dict[str, Any] = {
         "daily_active_users": raw.dau,
@@ -156,7 +154,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     )
     csat_total = sum(csat)
     optional["csat_ratio"] = _ratio(sum(csat[CSAT_SATISFIED_MIN:]), csat_total)
-    optional["first_week_active_ratio"] = _ratio(sums["FN"], sums["FD"])
+    optional["first_week_active_ratio"] = _ratio(raw.first_week[1], raw.first_week[0])
     for name, figure in optional.items():
         if figure is not None:
             out[name] = figure

@@ -23,9 +23,6 @@ from .events import EVENT_TYPES, DeadLetter, Event
 from .keys import KeySpace
 from .timebuckets import DayMapper
 
-#: Days an activity bitmap covers (the Lua record keeps 48 bits of days).
-BITMAP_DAYS = 48
-
 SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
 
@@ -59,7 +56,10 @@ class ShardPlan:
     """Exact writes for one shard, applied by lua/apply.lua in one atomic call.
 
     - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
-    - `activity`: user_id -> (bucket, days active in this batch)
+    - `activity`: day -> users newly active that day in this batch (each once), for the
+      day's activity bitmap
+    - `users`: user_id -> bucket, of every user in `activity` or `customer`: the store
+      turns them into the users' bit numbers
     - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
       kind is `(SIGNUP, value of each dimension...)`
     - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score;
@@ -69,7 +69,8 @@ class ShardPlan:
     """
 
     totals: dict[str, int] = field(default_factory=dict)
-    activity: dict[str, tuple[int, set[int]]] = field(default_factory=dict)
+    activity: dict[int, list[str]] = field(default_factory=dict)
+    users: dict[str, int] = field(default_factory=dict)
     customer: list[tuple[str, int, int, int, int, Claim]] = field(default_factory=list)
     counters: list[tuple[int, str, Claim]] = field(default_factory=list)
 
@@ -132,7 +133,7 @@ def fold(
     hll = out.hll
     last = out.last_offset
     oldest_hll_day = today - keys.retention_days
-    oldest_bit_day = today - BITMAP_DAYS
+    oldest_bit_day = today - keys.bitmap_days
     day_of = days.day_of_ms
     place_of = keys.user_shard_bucket
     places = _places(keys)
@@ -211,13 +212,16 @@ def fold(
                 members = hll.get(day)
                 if members is None:
                     members = hll[day] = set()
+                elif user in members:
+                    continue  # a repeat inside this batch
                 members.add(user)
             if day > oldest_bit_day:
-                entry = plan.activity.get(user)
-                if entry is None:
-                    plan.activity[user] = (bucket, {day})
+                users = plan.activity.get(day)
+                if users is None:
+                    plan.activity[day] = [user]
                 else:
-                    entry[1].add(day)
+                    users.append(user)
+                plan.users[user] = bucket
             out.new_pairs.append(pair)
             continue
         # A repeat inside this batch: the earlier message wins, whatever the two types
@@ -239,6 +243,7 @@ def fold(
             if seg is not None and code == 1:
                 kind = (SIGNUP, *values_of(item.props))
             plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))  # type: ignore[arg-type]
+            plan.users[user] = bucket
         elif code == 5:
             name = f"{item.survey}:{item.score}"
             fld: str | tuple[str, ...] = name

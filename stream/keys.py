@@ -18,11 +18,22 @@ Layout (`P` is the key prefix, default `es`):
   - `P:{Ps}:off` hash `<topic>/<partition>` -> last applied Kafka offset. Written by the
     same Lua call as the batch's writes: this is what makes counters exact under
     redelivery.
-  - `P:{Ps}:u:<bucket>` hash user_id -> packed record (48-day activity bitmap and the
-    user's signup/cancellation history). Buckets keep each hash small enough for Redis's
-    compact listpack encoding, which is what keeps memory per user low.
-  - `P:{Ps}:cust` hash of difference arrays over days (`D:`, `N:`, `FD:`, `FN:` + day):
-    customers at a window start, churned of those, first-week cohort and participants.
+  - `P:{Ps}:n:<bucket>` hash user_id -> the user's bit number in the shard, and
+    `P:{Ps}:seq` the last number given (numbers start at 0 and are never reused). Only
+    stream/lua/nums.lua gives numbers; a worker caches them, and `P:{Ps}:w:<token>` (its
+    witness, a counter bumped by each of its nums.lua calls, expiring after a week idle)
+    lets the apply script refuse numbers that Redis no longer holds (lost writes).
+  - `P:{Ps}:a:<day>` bitmap: bit n set = the user numbered n was active on that local
+    day; `P:{Ps}:sg:<day>` bitmap: ... had a signup dated that day. Kept as long as the
+    other per-day keys, and at least BITMAP_DAYS days: they give first-week
+    participation at read time (lua/firstweek.lua), for any day still kept, and the
+    days-active and lifecycle scan (lua/scan.lua). A bit per user and day: the exact
+    per-user activity costs one BITFIELD sub-command per new (user, day), no read.
+  - `P:{Ps}:u:<bucket>` hash user_id -> packed signup/cancellation history (customers
+    only). Buckets keep each hash small enough for Redis's compact listpack encoding,
+    which is what keeps memory per user low.
+  - `P:{Ps}:cust` hash of difference arrays over days (`D:`, `N:` + day): customers at
+    a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
     `nps:<score>`, `csat:<score>`.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
@@ -48,13 +59,16 @@ if TYPE_CHECKING:
     from .segments import Segments
 
 #: Layout version stored in `P:meta`; bump when a key's meaning changes.
-LAYOUT_VERSION: Final = 1
+LAYOUT_VERSION: Final = 2
 
 SHORT_ID_GENERATION_DAYS: Final = 10
 LONG_ID_GENERATION_DAYS: Final = 30
 #: Ids of visits, conversions and surveys are kept this long after they were first seen:
 #: longer than the 30-day windows plus the 5-minute future allowance, with a margin.
 SHORT_ID_RETENTION_DAYS: Final = 45
+#: Days the per-day activity and signup bitmaps are kept at least (first week reads 38
+#: days back from yesterday, the lifecycle scan 47 days back from today).
+BITMAP_DAYS: Final = 48
 #: Seconds in a day, for EXPIREAT arithmetic.
 DAY_SECONDS: Final = 86_400
 
@@ -129,6 +143,12 @@ class KeySpace:
         return id_hash(event_id) % self.shards
 
     # -- expiry -------------------------------------------------------------------------
+    @property
+    def bitmap_days(self) -> int:
+        """Days the activity and signup bitmaps are kept: as other per-day keys, and at
+        least BITMAP_DAYS."""
+        return max(self.retention_days, BITMAP_DAYS)
+
     def day_expire_at(self, day: int) -> int:
         """Unix time at which per-day keys of `day` expire: `retention_days` after the day,
         plus a day of slack for zones east or west of UTC."""

@@ -1,9 +1,8 @@
-"""Daily upkeep that keeps Redis memory bounded: prune per-user records that no figure
-can need any more, and fold old difference-array fields (lua/sweep.lua).
+"""Daily upkeep that keeps Redis hashes small: fold old difference-array fields
+(lua/sweep.lua). Per-day keys (HyperLogLogs, bitmaps, counters) expire by themselves.
 
-One worker does it per day: the first to take the day's lock (SET NX with expiry). It
-runs in slices of 256 user buckets, one short Lua call each, so Redis is never blocked
-for long, and the fold keeps running meanwhile.
+One worker does it per day: the first to take the day's lock (SET NX with expiry): one
+short Lua call per shard.
 """
 
 from __future__ import annotations
@@ -18,16 +17,12 @@ from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream.maintenance")
 
-#: User buckets per Lua call: ~256 small hashes, a few milliseconds of Redis time.
-SLICE = 256
-#: Days of activity a user record can still need (the bitmap's reach).
-ACTIVITY_DAYS = 48
 #: Seconds between checks whether today's upkeep is done.
 CHECK_EVERY = 600.0
 
 
-def sweep(store: Store, today: int) -> tuple[int, int]:
-    """Prune and compact every shard now; returns (records deleted, fields folded).
+def sweep(store: Store, today: int) -> int:
+    """Compact every shard now; returns the number of fields folded.
 
     Difference-array fields older than the lateness horizon plus 40 days are folded:
     no event can land before them any more, and every prefix sum from there on keeps its
@@ -36,17 +31,8 @@ def sweep(store: Store, today: int) -> tuple[int, int]:
     script = store.client.register_script(source)
     keys = store.keys
     cutoff = today - keys.max_lateness_days - 40
-    deleted = folded = 0
-    for shard in range(keys.shards):
-        for first in range(0, keys.buckets, SLICE):
-            last = min(first + SLICE, keys.buckets) - 1
-            # compact once per shard, with the first slice
-            compact = cutoff if first == 0 else 0
-            d, f = script(keys=[keys.offsets(shard)],
-                          args=[keys.tag(shard), first, last, today - ACTIVITY_DAYS, compact])
-            deleted += int(d)
-            folded += int(f)
-    return deleted, folded
+    return sum(int(script(keys=[keys.offsets(shard)], args=[keys.tag(shard), cutoff]))
+               for shard in range(keys.shards))
 
 
 def claim_day(store: Store, today: int) -> bool:
@@ -65,9 +51,8 @@ async def maintenance_loop(store: Store, zone: str, stop: asyncio.Event) -> None
         try:
             claimed = await asyncio.to_thread(claim_day, store, today)
             if claimed:
-                deleted, folded = await asyncio.to_thread(sweep, store, today)
-                log.info("daily upkeep: %d stale user records deleted, %d old fields folded",
-                         deleted, folded)
+                folded = await asyncio.to_thread(sweep, store, today)
+                log.info("daily upkeep: %d old fields folded", folded)
         except Exception as exc:  # Redis down: the worker's own retry loop reports it
             log.warning("daily upkeep failed, retrying later: %s", exc)
             if claimed:  # let this or another worker try again at the next check

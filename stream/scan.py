@@ -1,13 +1,13 @@
-"""Periodic exact scan of the per-user records: the days-active distribution and the
-lifecycle of active users, for today and yesterday (lua/scan.lua).
+"""Periodic exact scan of the per-day activity bitmaps: the days-active distribution and
+the lifecycle of active users, for today and yesterday (lua/scan.lua).
 
-Why a scan and not the fold: both figures are exact functions of the 48-day activity
-bitmaps the records already hold. Keeping them incrementally would cost the hot path
+Why a scan and not the fold: both figures are exact functions of the 48 days of
+activity bitmaps the store keeps. Keeping them incrementally would cost the hot path
 up to ~120 difference-array writes per new (user, day) for the 30-day window, heavy on a
-bulk replay; the scan costs the fold nothing and reads each record once per period.
+bulk replay; the scan costs the fold nothing and reads each bitmap once per period.
 
 One worker scans per period: whoever takes `P:scan:lock` (SET NX with expiry). It walks
-every shard in slices of user buckets, one short read-only Lua call each, sums the counts
+every shard in slices of user numbers, one short read-only Lua call each, sums the counts
 and stores them with the scan's time in the `P:scan` hash, which every worker exports.
 The period adapts to the cost: at least `MIN_INTERVAL` seconds and at least `COST_FACTOR`
 times the Redis time of the last scan, so the scan never takes more than ~5% of Redis.
@@ -28,8 +28,8 @@ from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream.scan")
 
-#: User buckets per Lua call (~a few ms of Redis time each on a large store).
-SLICE = 64
+#: Bitmap bytes per Lua call: 8192 user numbers (~10 ms of Redis time when all active).
+SLICE = 1024
 MIN_INTERVAL = 60.0
 COST_FACTOR = 20.0
 #: Seconds between attempts to take the lock.
@@ -47,8 +47,10 @@ def scan(store: Store, today: int) -> tuple[list[int], float]:
     totals = [0] * (2 * PER_DAY)
     spent = 0.0
     for shard in range(keys.shards):
-        for first in range(0, keys.buckets, SLICE):
-            last = min(first + SLICE, keys.buckets) - 1
+        # numbers given so far: 0 .. seq - 1
+        seq = int(store.client.get(keys.tag(shard) + "seq") or 0)
+        for first in range(0, (seq + 7) // 8, SLICE):
+            last = first + SLICE - 1
             started = time.perf_counter()
             counts = script(keys=[keys.offsets(shard)],
                             args=[keys.tag(shard), first, last, today])

@@ -8,6 +8,8 @@ fetching the next batch meanwhile.
 from __future__ import annotations
 
 import importlib.resources
+import secrets
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -18,11 +20,20 @@ import redis.cluster
 
 from .figures import RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
-from .keys import LAYOUT_VERSION, KeySpace
+from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from .segments import NONE, OTHER, Segments
 from .timebuckets import month_so_far, rolling
 
 _encode = msgspec.msgpack.Encoder().encode
+
+
+#: Users whose bit number a store remembers (the cache is cleared when it passes this):
+#: about 100 bytes each.
+NUMS_MAX = 300_000
+#: Seconds a witness key (lua/nums.lua) outlives its worker's last call: a week.
+WITNESS_TTL = 7 * 86_400
+#: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
+STALE_ATTEMPTS = 3
 
 
 def _script(name: str) -> str:
@@ -37,6 +48,10 @@ class Conflict(Exception):
         super().__init__(f"offset of {src} in Redis is {stored}, not the expected one")
         self.src = src
         self.stored = stored
+
+
+class _StaleNumbers(Exception):
+    """Redis no longer holds the witness of this store's cached bit numbers."""
 
 
 class StoreMismatch(Exception):
@@ -77,8 +92,14 @@ class Store:
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self._apply_src = _script("apply.lua")
         self._claim_src = _script("claim.lua")
-        self._apply_sha = ""
-        self._claim_sha = ""
+        self._nums_src = _script("nums.lua")
+        self._fw_src = _script("firstweek.lua")
+        self._apply_sha = self._claim_sha = self._nums_sha = self._fw_sha = ""
+        #: user_id -> bit number in its shard (numbers are never reused: safe to cache)
+        self._nums: dict[str, int] = {}
+        #: shard -> the witness count of this store's latest nums.lua call there
+        self._witness: dict[int, int] = {}
+        self._token = secrets.token_hex(8)
         self._segments_script: Any = None
 
     # -- set-up -------------------------------------------------------------------------
@@ -88,6 +109,8 @@ class Store:
         # target_nodes here); a replica promoted later answers NOSCRIPT, see _execute.
         self._apply_sha = _first(self.client.script_load(self._apply_src))
         self._claim_sha = _first(self.client.script_load(self._claim_src))
+        self._nums_sha = _first(self.client.script_load(self._nums_src))
+        self._fw_sha = _first(self.client.script_load(self._fw_src))
 
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
@@ -152,39 +175,99 @@ class Store:
         id_params = {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl}
         if keys.shards > 1:
             self._claim_elsewhere(writes, id_params)
-        offsets = list(writes.last_offset.items())
-        pipe = _Replayable(self.client)
-        for day, members in writes.hll.items():
-            key = keys.dau(day)
-            pipe.pfadd(key, *members)
-            pipe.expireat(key, keys.day_expire_at(day))
-        seg = keys.segments or None
-        if seg is not None:
-            self._segment_writes(writes, pipe, seg)
-        shard_order = []
-        for shard in range(keys.shards):
-            plan = writes.shards.get(shard) or ShardPlan()
-            o: list[Any] = []
-            for src, last in offsets:
-                # A shard may already be past this batch (an earlier run crashed between
-                # shards): its offset must never move back, or the messages between would be
-                # applied twice on the next batch.
-                expected = applied.get((src, shard), -1)
-                o += (src, expected, max(expected, last))
-            body = _encode_plan(plan, keys.tag(shard), o, id_params, keys.retention_days, seg)
-            _evalsha(pipe, self._apply_sha, keys.offsets(shard), body)
-            shard_order.append(shard)
-        results = self._execute(pipe)
+        pending = list(range(keys.shards))
         count = 0
-        conflict: Conflict | None = None
-        for result in results[len(results) - len(shard_order):]:
-            if int(result[0]) == 0:
-                conflict = Conflict(_s(result[1]), int(result[2]))
-            else:
-                count += int(result[1])
-        if conflict is not None:
-            raise conflict
-        return count
+        for attempt in range(STALE_ATTEMPTS):
+            self._resolve(writes, pending)
+            pipe = _Replayable(self.client)
+            if attempt == 0:
+                for day, members in writes.hll.items():
+                    key = keys.dau(day)
+                    pipe.pfadd(key, *members)
+                    pipe.expireat(key, keys.day_expire_at(day))
+                seg = keys.segments or None
+                if seg is not None:
+                    self._segment_writes(writes, pipe, seg)
+            for shard in pending:
+                _evalsha(pipe, self._apply_sha, keys.offsets(shard),
+                         self._shard_body(writes, shard, applied, id_params))
+            results = self._execute(pipe)
+            stale = []
+            conflict: Conflict | None = None
+            for shard, result in zip(pending, results[len(results) - len(pending):],
+                                     strict=True):
+                status = int(result[0])
+                if status == 0:
+                    conflict = Conflict(_s(result[1]), int(result[2]))
+                elif status == 2:
+                    stale.append(shard)
+                else:
+                    count += int(result[1])
+            if conflict is not None:
+                raise conflict
+            if not stale:
+                return count
+            # Redis lost writes (restarted from an older file, or a lagging replica took
+            # over): the numbers cached here may now be given to other users. Forget them
+            # and ask again; the shards that applied are done.
+            self._forget_numbers()
+            pending = stale
+        raise _StaleNumbers(f"shards {pending}: bit numbers still stale after "
+                            f"{STALE_ATTEMPTS} attempts")
+
+    def _resolve(self, writes: BatchWrites, shards: list[int]) -> None:
+        """Make sure every user of the plans of `shards` has its bit number cached: one
+        nums.lua call per shard with unknown users, in one round trip."""
+        nums = self._nums
+        need = [(shard, writes.shards[shard].users) for shard in shards
+                if shard in writes.shards and writes.shards[shard].users]
+        asks = [(shard, [u for u in users if u not in nums]) for shard, users in need]
+        if len(nums) + sum(len(u) for _, u in asks) > NUMS_MAX:
+            self._forget_numbers()
+        for _ in range(STALE_ATTEMPTS):
+            if not nums:
+                asks = [(shard, list(users)) for shard, users in need]
+            asks = [(shard, unknown) for shard, unknown in asks
+                    if unknown or shard not in self._witness]
+            if not asks:
+                return
+            pipe = _Replayable(self.client)
+            for shard, unknown in asks:
+                buckets = writes.shards[shard].users
+                args: list[Any] = [self.keys.tag(shard), self._token, WITNESS_TTL,
+                                   self._witness.get(shard, "")]
+                for u in unknown:
+                    args += (buckets[u], u)
+                _evalsha(pipe, self._nums_sha, self.keys.offsets(shard), *args)
+            results = self._execute(pipe)
+            if any(int(r[0]) == 0 for r in results):
+                # Redis lost some of this store's earlier calls: its numbers may have been
+                # given again. Forget them all and ask afresh.
+                self._forget_numbers()
+                continue
+            for (shard, unknown), (_, witness, numbers) in zip(asks, results, strict=True):
+                self._witness[shard] = int(witness)
+                nums.update(zip(unknown, (int(n) for n in numbers), strict=True))
+            return
+        raise _StaleNumbers(f"bit numbers still stale after {STALE_ATTEMPTS} attempts")
+
+    def _forget_numbers(self) -> None:
+        self._nums.clear()
+        self._witness.clear()
+
+    def _shard_body(self, writes: BatchWrites, shard: int,
+                    applied: Mapping[tuple[str, int], int], id_params: dict[str, Any]) -> bytes:
+        o: list[Any] = []
+        for src, last in writes.last_offset.items():
+            # A shard may already be past this batch (an earlier run crashed between
+            # shards): its offset must never move back, or the messages between would be
+            # applied twice on the next batch.
+            expected = applied.get((src, shard), -1)
+            o += (src, expected, max(expected, last))
+        plan = writes.shards.get(shard) or ShardPlan()
+        witness = {"w": self._token, "wc": self._witness[shard]} if plan.users else {}
+        return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
+                            self.keys.retention_days, self._nums, self.keys.segments or None)
 
     def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
         """Resolve the batch's unknown segment values in the registry (first values win),
@@ -276,7 +359,9 @@ class Store:
         prev_window = list(rolling(today - 1, 30))
         # per-day counters of today - 30 too when the day before's window is wanted
         days_read = [today - 30, *window] if previous else window
-        pipe = self.client.pipeline(transaction=False)
+        if not self._fw_sha:
+            self.load_scripts()
+        pipe = _Replayable(self.client)
         # execute_command: RedisCluster's pipeline blocks its pfcount/evalsha methods
         # (multi-key), but routes the raw commands by key, all in the {h} slot here.
         unions = [[today], rolling(today, 7), window, month_so_far(today), [today - 1],
@@ -290,16 +375,28 @@ class Store:
             pipe.hgetall(k.totals(shard))
             for d in days_read:
                 pipe.hgetall(k.counters(shard, d))
+        for shard in range(k.shards):
+            _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
-        res = pipe.execute()
+        res = self._execute(pipe)
         scan = {_s(f): _s(v) for f, v in res.pop().items()}
+        first_week = [0, 0, 0, 0]
+        for counts in res[len(res) - k.shards:]:
+            for j, c in enumerate(counts):
+                first_week[j] += int(c)
+        del res[len(res) - k.shards:]
+        for j, day in ((0, today), (2, today - 1)):
+            # a cohort older than the bitmaps kept: left out, rather than undercounted
+            if time.time() >= (day - 37 + k.bitmap_days + 2) * DAY_SECONDS:
+                first_week[j:j + 2] = [0, 0]
         raw = RawFigures(
             today=today, dau=res[0], wau=res[1], mau=res[2], calendar_mau=res[3],
-            prev_dau=res[4], prev_mau=res[5],
+            prev_dau=res[4], prev_mau=res[5], first_week=(first_week[0], first_week[1]),
         )
         if previous:
             raw.previous = RawFigures(today=today - 1, dau=res[4], wau=res[6], mau=res[5],
-                                      calendar_mau=res[7], diffs=raw.diffs)
+                                      calendar_mau=res[7], diffs=raw.diffs,
+                                      first_week=(first_week[2], first_week[3]))
         i = len(unions)
         for _ in range(k.shards):
             _add_into(raw.diffs, res[i])
@@ -382,23 +479,31 @@ class _Replayable:
         return list(pipe.execute())
 
 
-def _evalsha(pipe: Any, sha: str, key: str, body: bytes) -> None:
+def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
     """Queue EVALSHA with one key. The raw command, because RedisCluster's pipeline blocks
     its `evalsha` method; it routes the raw command to the key's slot all the same."""
-    pipe.execute_command("EVALSHA", sha, 1, key, body)
+    pipe.execute_command("EVALSHA", sha, 1, key, *args)
+
+
+_BITS_PER_CALL = 1500
 
 
 def _encode_plan(
-    plan: ShardPlan, tag: str, offsets: list[Any], id_params: dict[str, Any], retention: int,
-    seg: Segments | None = None,
+    plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
+    nums: Mapping[str, int], seg: Segments | None = None,
 ) -> bytes:
-    a: list[Any] = []
-    for user, (bucket, days) in plan.activity.items():
-        for day in days:
-            a += (user, bucket, day)
+    # BITFIELD's arguments ready-made: msgpack decodes them in C, so the script runs no
+    # Lua loop per user; chunks stay under the stack limit of a Lua call (~8000 values).
+    b: list[Any] = []
+    for day, users in plan.activity.items():
+        for i in range(0, len(users), _BITS_PER_CALL):
+            args: list[Any] = []
+            for u in users[i:i + _BITS_PER_CALL]:
+                args += ("SET", "u1", nums[u], 1)
+            b += (day, args)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
-        c += (user, bucket, ts, kind, day, claim.digest, claim.origin)
+        c += (user, bucket, ts, kind, day, nums[user], claim.digest, claim.origin)
     n: list[Any] = []
     for day, fld, claim in plan.counters:
         n += (day, fld, claim.digest, claim.origin)
@@ -407,8 +512,8 @@ def _encode_plan(
         _segment_plan(seg, c, n, extra)
     # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
     # totals map must still be a map for `pairs`.
-    return _encode({"t": tag, "o": offsets, "e": plan.totals, "a": a, "c": c, "n": n,
-                    "r": retention, **id_params, **extra})
+    return _encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "c": c, "n": n,
+                    "r": retention, "bd": max(retention, BITMAP_DAYS), **params, **extra})
 
 
 def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:
@@ -418,7 +523,7 @@ def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, An
     the segment fields going to the `scnt:` hashes."""
     dims = seg.dims
     cs: list[Any] = []
-    for i in range(3, len(c), 7):
+    for i in range(3, len(c), 8):
         kind = c[i]
         if isinstance(kind, tuple):
             c[i] = kind[0]

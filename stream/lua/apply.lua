@@ -8,16 +8,21 @@
 --   t   key prefix of the shard, e.g. "es:{es0}:"
 --   o   flat list: src, expected offset (-1 = none), new offset, ...
 --   e   map totals field -> increment
---   a   flat list: user, bucket, day, ... (a user's days adjacent)   (activity)
---   c   flat list: user, bucket, ts_ms, kind, day, digest, origin, ...  (customer events)
+--   b   flat list: day, BITFIELD arguments setting the bits of users newly active that
+--       day ({'SET', 'u1', number, 1, ...}), day, ... (a day may come more than once)
+--   c   flat list: user, bucket, ts_ms, kind, day, bit number, digest, origin, ...
+--       (customer events)
+--   w, wc  the caller's witness token and its expected count (lua/nums.lua): the bit
+--       numbers of `b` and `c` are only trusted if Redis still holds that count
 --   n   flat list: day, field, digest, origin, ...        (per-day counters)
 --   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
---   r   retention days of per-day keys
+--   r   retention days of per-day keys, bd of the activity and signup bitmaps
 --   cs  with segments only: per customer event of `c`, its segment values (dimension ->
 --       value; empty for a cancellation); counter fields of `n` are then lists
 --       {field, segment field...}, the segment fields going to `scnt:<day>`
 -- An empty digest means the id was already claimed for this message in another shard.
--- Returns {1, applied_events} or, when an offset does not match, {0, src, stored}.
+-- Returns {1, applied_events}; when an offset does not match, {0, src, stored}; when the
+-- witness does not match (Redis lost the writes that gave the numbers), {2}.
 
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
@@ -34,6 +39,10 @@ for i = 1, #o, 3 do
   if curn ~= o[i + 1] then
     return {0, o[i], curn}
   end
+end
+if plan.w then
+  local seen = redis.call('GET', tag .. 'w:' .. plan.w)
+  if tonumber(seen) ~= plan.wc then return {2} end
 end
 for i = 1, #o, 3 do
   redis.call('HSET', offkey, o[i], string.format('%d', o[i + 2]))
@@ -61,44 +70,15 @@ local function claim(digest, origin, long)
   return true
 end
 
--- 4. User records: {L, mask, ts1, kind1, day1, ts2, ...}. L is the last day with activity,
---    bit i of mask is activity on day L - i (48 days); then the user's signups (kind 0) and
+-- 4. Customer records: {ts1, kind1, day1, ts2, ...}, the user's signups (kind 0) and
 --    cancellations (kind 1) with their local day.
-local BITS = 48
-local TOP = 2 ^ BITS
-
 local function load(bkey, user)
   local v = redis.call('HGET', bkey, user)
   if v then return cmsgpack.unpack(v) end
-  return {0, 0}
+  return {}
 end
 
-local function active(L, mask, day)
-  if L == 0 or day > L then return false end
-  local i = L - day
-  if i >= BITS then return false end
-  return math.floor(mask / 2 ^ i) % 2 == 1
-end
-
--- Sets the bit of `day`; returns true when the record changed.
-local function setbit(rec, day)
-  local L, mask = rec[1], rec[2]
-  if L == 0 then
-    rec[1], rec[2] = day, 1
-    return true
-  end
-  if day > L then
-    local k = day - L
-    if k >= BITS then mask = 1 else mask = (mask * 2 ^ k) % TOP + 1 end
-    rec[1], rec[2] = day, mask
-    return true
-  end
-  local i = L - day
-  if i >= BITS then return false end
-  if math.floor(mask / 2 ^ i) % 2 == 1 then return false end
-  rec[2] = mask + 2 ^ i
-  return true
-end
+local function bitmap_expiry(day) return (day + plan.bd + 2) * 86400 end
 
 -- A user's contribution to a day-indexed figure is a step function: a list of
 -- {point, v1, v2} meaning (v1, v2) from that point until the next; 0 before the first.
@@ -127,7 +107,7 @@ end
 local CHURN_DAYS = 30
 local function churn_steps(rec)
   local ev = {}
-  for i = 3, #rec, 3 do ev[#ev + 1] = {rec[i], rec[i + 1], rec[i + 2]} end
+  for i = 1, #rec, 3 do ev[#ev + 1] = {rec[i], rec[i + 1], rec[i + 2]} end
   if #ev == 0 then return {} end
   table.sort(ev, function(a, b)
     if a[1] ~= b[1] then return a[1] < b[1] end
@@ -160,89 +140,32 @@ local function churn_steps(rec)
   return steps
 end
 
--- First week, by "today" T: D = the user has a signup dated T-37..T-8, N = D and the user
--- was active on one of the 7 days after the earliest such signup.
-local function first_week_steps(rec, L, mask)
-  local S = {}
-  for i = 3, #rec, 3 do
-    if rec[i + 1] == 0 then S[#S + 1] = rec[i + 2] end
-  end
-  if #S == 0 then return {} end
-  S = sorted_unique(S)
-  local pts = {}
-  for _, s in ipairs(S) do
-    pts[#pts + 1] = s + 8
-    pts[#pts + 1] = s + 38
-  end
-  local steps = {}
-  for _, T in ipairs(sorted_unique(pts)) do
-    local d, n = 0, 0
-    for _, s in ipairs(S) do
-      if s >= T - 37 and s <= T - 8 then
-        d = 1
-        for a = s + 1, s + 7 do
-          if active(L, mask, a) then n = 1; break end
-        end
-        break
-      end
-    end
-    steps[#steps + 1] = {T, d, n}
-  end
-  return steps
-end
-
 local cust = tag .. 'cust'
 
--- Adds (new - old) to the difference arrays `n1:` and `n2:` from point `from` on (nil:
--- everywhere). Points before `from` keep what they had: the record no longer holds
--- the activity days needed to recompute them.
-local function apply_diff(old, new, n1, n2, from, hkey)
+-- Adds (new - old) to the difference arrays `n1:` and `n2:` of hash `hkey` (default `cust`).
+local function apply_diff(old, new, n1, n2, hkey)
   hkey = hkey or cust
   local pts = {}
   for _, s in ipairs(old) do pts[#pts + 1] = s[1] end
   for _, s in ipairs(new) do pts[#pts + 1] = s[1] end
   if #pts == 0 then return end
-  if from then pts[#pts + 1] = from end
   pts = sorted_unique(pts)
   local prev1, prev2 = 0, 0
   for _, p in ipairs(pts) do
-    if not from or p >= from then
-      local g1 = value_at(new, p, 2) - value_at(old, p, 2)
-      local g2 = value_at(new, p, 3) - value_at(old, p, 3)
-      if g1 ~= prev1 then redis.call('HINCRBY', hkey, n1 .. p, g1 - prev1); prev1 = g1 end
-      if g2 ~= prev2 then redis.call('HINCRBY', hkey, n2 .. p, g2 - prev2); prev2 = g2 end
-    end
+    local g1 = value_at(new, p, 2) - value_at(old, p, 2)
+    local g2 = value_at(new, p, 3) - value_at(old, p, 3)
+    if g1 ~= prev1 then redis.call('HINCRBY', hkey, n1 .. p, g1 - prev1); prev1 = g1 end
+    if g2 ~= prev2 then redis.call('HINCRBY', hkey, n2 .. p, g2 - prev2); prev2 = g2 end
   end
 end
 
--- The first-week figure for "today" T needs activity bits of T-36..T-1, which the record
--- holds for T >= L - 11 (48 bits back from L).
-local function fw_from(L)
-  if L == 0 then return nil end
-  return L - (BITS - 37)
-end
 
--- 5. Activity: set the day bits; only users with a signup need their first-week recomputed.
---    Flat triples user, bucket, day (a user's days adjacent), so decoding the plan builds
---    no table per user.
-local a = plan.a
-local i = 1
-while i <= #a do
-  local user, bkey = a[i], tag .. 'u:' .. a[i + 1]
-  local rec = load(bkey, user)
-  local oldL, oldMask = rec[1], rec[2]
-  local changed = false
-  while i <= #a and a[i] == user do
-    if setbit(rec, a[i + 2]) then changed = true end
-    i = i + 3
-  end
-  if changed then
-    if #rec > 2 then
-      apply_diff(first_week_steps(rec, oldL, oldMask), first_week_steps(rec, rec[1], rec[2]),
-        'FD:', 'FN:', fw_from(rec[1]))
-    end
-    redis.call('HSET', bkey, user, cmsgpack.pack(rec))
-  end
+-- 5. Activity: one BITFIELD per day and chunk of users; setting a bit twice is harmless.
+local b = plan.b
+for i = 1, #b, 2 do
+  local key = tag .. 'a:' .. b[i]
+  redis.call('BITFIELD', key, unpack(b[i + 1]))
+  redis.call('EXPIREAT', key, bitmap_expiry(b[i]))
 end
 
 -- Churn by segment (STREAM_SEGMENTS): a customer at 00:00 of w counts in the segment of
@@ -290,12 +213,11 @@ end
 local c = plan.c
 local cs = plan.cs
 local scust = tag .. 'scust'
-for i = 1, #c, 7 do
-  if claim(c[i + 5], c[i + 6], true) then
+for i = 1, #c, 8 do
+  if claim(c[i + 6], c[i + 7], true) then
     local user, bkey = c[i], tag .. 'u:' .. c[i + 1]
     local rec = load(bkey, user)
     local old_churn = churn_steps(rec)
-    local old_fw = first_week_steps(rec, rec[1], rec[2])
     local skey, srec, old_seg
     if cs then
       skey = tag .. 'us:' .. c[i + 1]
@@ -306,11 +228,15 @@ for i = 1, #c, 7 do
     rec[#rec + 1] = c[i + 2]
     rec[#rec + 1] = c[i + 3]
     rec[#rec + 1] = c[i + 4]
-    apply_diff(old_churn, churn_steps(rec), 'D:', 'N:', nil)
-    apply_diff(old_fw, first_week_steps(rec, rec[1], rec[2]), 'FD:', 'FN:', fw_from(rec[1]))
+    apply_diff(old_churn, churn_steps(rec), 'D:', 'N:')
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
+    if c[i + 3] == 0 then
+      local sg = tag .. 'sg:' .. c[i + 4]
+      redis.call('SETBIT', sg, c[i + 5], 1)
+      redis.call('EXPIREAT', sg, bitmap_expiry(c[i + 4]))
+    end
     if cs then
-      local vals = cs[(i - 1) / 7 + 1]
+      local vals = cs[(i - 1) / 8 + 1]
       if c[i + 3] == 0 and next(vals) ~= nil then
         srec[#srec + 1] = c[i + 2]
         srec[#srec + 1] = c[i + 4]
@@ -319,11 +245,11 @@ for i = 1, #c, 7 do
       end
       local new_seg = seg_churn_steps(rec, srec)
       for k, steps in pairs(new_seg) do
-        apply_diff(old_seg[k] or {}, steps, 'sD:' .. k .. ':', 'sN:' .. k .. ':', nil, scust)
+        apply_diff(old_seg[k] or {}, steps, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
       end
       for k, steps in pairs(old_seg) do
         if not new_seg[k] then
-          apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', nil, scust)
+          apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
         end
       end
     end

@@ -1,8 +1,9 @@
--- scan.lua: exact days-active distribution and lifecycle counts from the per-user records
--- of a slice of user buckets, for "today" T and for T - 1. Read-only.
+-- scan.lua: exact days-active distribution and lifecycle counts from the per-day activity
+-- bitmaps of a slice of user numbers, for "today" T and for T - 1. Read-only.
 --
 -- KEYS[1]  the shard's offsets hash (routes the call; every key here shares its tag)
--- ARGV[1]  key prefix of the shard, ARGV[2] first bucket, ARGV[3] last bucket (inclusive)
+-- ARGV[1]  key prefix of the shard, ARGV[2] first byte, ARGV[3] last byte (inclusive) of
+--          the bitmaps: users numbered 8 x first .. 8 x last + 7
 -- ARGV[4]  T, the local day number of today
 -- Returns, for T then T - 1, 41 counts: users active on exactly k of the 7 days ending
 -- there (k = 1..7), on exactly k of the 30 days (k = 1..30), then new, returning,
@@ -11,9 +12,8 @@
 local tag = ARGV[1]
 local first, last = tonumber(ARGV[2]), tonumber(ARGV[3])
 local T = tonumber(ARGV[4])
-local BITS, TOP = 48, 2 ^ 48
--- Days before a day that tell a resurrecting user from a new one: the bitmap of a user
--- active on T - 1 reaches back 45 days from it even when L is tomorrow.
+-- Days before a day that tell a resurrecting user from a new one (the bitmaps are kept
+-- 48 days: T - 1 - 45 is the oldest read).
 local HORIZON = 45
 local oldest = T - 1 - HORIZON
 local out = {}
@@ -39,23 +39,29 @@ local function count(on, t, base)
   if s then out[base + 37 + s] = out[base + 37 + s] + 1 end
 end
 
-for b = first, last do
-  local flat = redis.call('HGETALL', tag .. 'u:' .. b)
-  for i = 2, #flat, 2 do
-    local rec = cmsgpack.unpack(flat[i])
-    local L = rec[1]
-    if L ~= 0 and L >= T - 31 then
-      local on, m = {}, rec[2] % TOP
-      local d = L
-      while m > 0 and d >= oldest do
-        local bit = m % 2
-        if bit == 1 then on[d] = true end
-        m = (m - bit) / 2
-        d = d - 1
+-- who: user number -> set of its active days among oldest..T
+local who = {}
+for d = oldest, T do
+  local chunk = redis.call('GETRANGE', tag .. 'a:' .. d, first, last)
+  for p = 1, #chunk do
+    local byte = string.byte(chunk, p)
+    if byte ~= 0 then
+      -- bit 0 of a Redis bitmap is the most significant bit of its first byte
+      local user = (first + p - 1) * 8 + 7
+      while byte > 0 do
+        if byte % 2 == 1 then
+          local on = who[user]
+          if not on then on = {}; who[user] = on end
+          on[d] = true
+        end
+        byte = math.floor(byte / 2)
+        user = user - 1
       end
-      count(on, T, 0)
-      count(on, T - 1, 41)
     end
   end
+end
+for _, on in pairs(who) do
+  count(on, T, 0)
+  count(on, T - 1, 41)
 end
 return out

@@ -181,17 +181,17 @@ def test_store_refuses_other_timezone(redis_url: str) -> None:
     other.close()
 
 
-def test_sweep_prunes_stale_records_and_keeps_figures(redis_url: str) -> None:
+def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
     from stream.maintenance import sweep
 
     store = make_store(redis_url)
     days = DayMapper("UTC")
     today = days.today(NOW)
     values = []
-    for i in range(50):  # active 45 days ago: ten days on, nothing can need them any more
+    for i in range(50):  # active 45 days ago: no record, a bit in that day's bitmap
         values.append(json.dumps({"event_id": f"old{i}", "type": "activity",
                                   "user_id": f"gone-{i}", "ts": ms(NOW - timedelta(days=45))}))
-    for i in range(20):  # recent activity and customers: kept
+    for i in range(20):  # recent activity, and customers: only customers have a record
         values.append(json.dumps({"event_id": f"new{i}", "type": "activity",
                                   "user_id": f"here-{i}", "ts": ms(NOW - timedelta(days=2))}))
         values.append(json.dumps({"event_id": f"sig{i}", "type": "signup",
@@ -204,17 +204,18 @@ def test_sweep_prunes_stale_records_and_keeps_figures(redis_url: str) -> None:
     def records() -> int:
         return sum(int(store.client.hlen(f"es:{{es0}}:u:{b}")) for b in range(8))
 
-    assert records() == 90
-    assert sweep(store, today) == (0, 0)
-    deleted, _ = sweep(store, today + 10)
-    assert deleted == 50 and records() == 40
+    assert records() == 20
+    assert sweep(store, today) == 0
+    # the 45-day-old activity is in its day's bitmap, under one bit per user
+    old = store.client.get(store.keys.tag(0) + f"a:{today - 45}")
+    assert sum(bin(b).count("1") for b in old) == 50
     assert compute(store.read(today)) == before == oracle.compute_figures(raw, NOW) | {
         k: before[k] for k in UNIQUE if k in before}
     # With a 100-day horizon the signups of 200 days ago are folded into one field per
     # difference array, and every figure stays the same.
     short = Store(store.client, KeySpace(shards=1, buckets=8, max_lateness_days=100),
                   store.params)
-    assert sweep(short, today + 10)[1] > 0
+    assert sweep(short, today + 10) > 0
     cust = {k.decode(): int(v) for k, v in store.client.hgetall("es:{es0}:cust").items()}
     assert all(int(k.split(":")[1]) >= today + 10 - 140 for k in cust)
     assert compute(store.read(today)) == before
@@ -246,7 +247,7 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
     body = _encode_plan(w.shards.get(1) or type(next(iter(w.shards.values())))(),
                         keys.tag(1), ["t/0", 9, 19],
                         {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl},
-                        keys.retention_days)
+                        keys.retention_days, {})
     client.evalsha(store._apply_sha, 1, keys.offsets(1), body)
     # Restart: resume at the lowest shard's offset, redelivered in other boundaries.
     applied = store.load_offsets(["t/0"])
@@ -262,4 +263,60 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
     visits = sum(int(v) for s in (0, 1) for d in range(today - 2, today + 1)
                  for v in client.hgetall(keys.counters(s, d)).values())
     assert visits == 20
+    store.close()
+
+
+def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
+    """Redis lost the writes that gave this store its cached bit numbers (restarted from
+    an older file) while keeping the batch offsets, and another worker got the same
+    numbers for other users: the store's next call for numbers (for a new user, whose
+    call count would match again) and the apply script both refuse the stale numbers,
+    the store asks again, and every user keeps a bit of its own."""
+    store = make_store(redis_url)
+    days = DayMapper("UTC")
+    today = days.today(NOW)
+    tag = store.keys.tag(0)
+
+    def batch(users: list[str], first: int, src: str = "t/0") -> list[Message]:
+        raw = [json.dumps({"event_id": f"e-{u}", "type": "activity", "user_id": u,
+                           "ts": ms(NOW)}).encode() for u in users]
+        return [Message(src, first + i, decode(v, ms(NOW), LATENESS_MS), v)
+                for i, v in enumerate(raw)]
+
+    mine = [f"u{i}" for i in range(5)]
+    later = [f"v{i}" for i in range(5)]
+    theirs = [f"w{i}" for i in range(5)]
+    applied: dict[tuple[str, int], int] = {}
+    store.apply(fold(batch(mine, 0), store.keys, days, today, applied), applied, today)
+    applied = store.load_offsets(["t/0"])
+    # The store learns numbers for the next batch's users...
+    pending = fold(batch(later, 5), store.keys, days, today, applied)
+    store._resolve(pending, [0])
+    given = sorted(store._nums[u] for u in later)
+    assert given == [5, 6, 7, 8, 9]
+    # ... then Redis loses exactly those writes (the offsets of the first batch survive)
+    for u in later:
+        store.client.hdel(tag + f"n:{store.keys.user_shard_bucket(u)[1]}", u)
+    store.client.set(tag + "seq", 5)
+    store.client.set(tag + f"w:{store._token}", 1)
+    # ... and another worker gets those numbers for its own users.
+    other = Store(store.client, store.keys, store.params)
+    other.load_scripts()
+    other.apply(fold(batch(theirs, 0, "t/1"), store.keys, days, today, {}), {}, today)
+    assert sorted(other._nums[u] for u in theirs) == [5, 6, 7, 8, 9]
+    # the store's next batch: the users it has numbers for, and a new one
+    store.apply(fold(batch([*later, "x0"], 5), store.keys, days, today, applied), applied,
+                today)
+    assert store.load_offsets(["t/0"]) == {("t/0", 0): 10}
+    numbers = [int(store.client.hget(tag + f"n:{store.keys.user_shard_bucket(u)[1]}", u))
+               for u in [*mine, *later, "x0", *theirs]]
+    assert sorted(numbers) == list(range(16))
+    bitmap = store.client.get(tag + f"a:{today}")
+    assert sum(bin(b).count("1") for b in bitmap) == 16
+    # and when the store asks for nothing new, the apply script itself refuses
+    store.client.set(tag + f"w:{store._token}", 0)
+    applied = store.load_offsets(["t/0"])
+    store.apply(fold(batch(mine, 11), store.keys, days, today, applied), applied, today)
+    assert store.load_offsets(["t/0"]) == {("t/0", 0): 15}
+    assert int(store.client.get(tag + f"w:{store._token}")) == 1
     store.close()

@@ -41,9 +41,6 @@ CLOCKS = {"on": (0, time(12)), "after": (1, time(0, 30)), "first-week": (8, time
 UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
           "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
 UNIQUE |= {"previous_day_" + n for n in list(UNIQUE)}
-#: A first-week figure of day T needs activity bits of T-36..T-1; a user's 48-day bitmap
-#: ends at their last active day (at most today), so T >= today - 11 is always recomputed.
-FIRST_WEEK_RECOMPUTED_DAYS = 11
 
 
 @pytest.fixture(scope="module")
@@ -150,13 +147,6 @@ def check_store(store: Store, values: list[bytes | None], now: datetime, zone: s
         if day_number(d) <= today:
             got_day = as_of_day(compute(store.read(day_number(d), previous=True)))
             want_day = expected_as_of(values, now, d, zone)
-            if day_number(d) - 1 < today - FIRST_WEEK_RECOMPUTED_DAYS:
-                # Folded long after the day: the 48-day activity bitmaps no longer hold
-                # that day's first weeks (a live store computed them in time and kept
-                # them), so only the first-week figures of recent days can be checked.
-                for name in ("first_week_active_ratio", "previous_day_first_week_active_ratio"):
-                    got_day.pop(name, None)
-                    want_day.pop(name, None)
             assert_matches(got_day, want_day, unique_tol, f"as of {d}")
 
 

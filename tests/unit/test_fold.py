@@ -29,8 +29,9 @@ def test_activity_grouped_per_day_and_user() -> None:
     assert w.hll == {TODAY: {"u1", "u2"}, TODAY - 1: {"u1"}}
     plan = w.shards[0]
     assert plan.totals == {"e:activity": 4}
-    assert plan.activity["u1"][1] == {TODAY, TODAY - 1}
-    assert plan.activity["u2"][1] == {TODAY}
+    assert plan.activity == {TODAY: ["u1", "u2"], TODAY - 1: ["u1"]}
+    assert plan.users == {"u1": KEYS.user_shard_bucket("u1")[1],
+                          "u2": KEYS.user_shard_bucket("u2")[1]}
     assert w.last_offset == {"t/0": 3}
 
 
@@ -112,8 +113,9 @@ def test_fold_is_order_independent(raw: list[tuple[int, str, int, str]], rnd: ob
     for shard in a.shards:
         pa, pb = a.shards[shard], b.shards[shard]
         assert pa.totals == pb.totals
-        assert {u: d for u, (_, d) in pa.activity.items()} == {
-            u: d for u, (_, d) in pb.activity.items()}
+        assert {d: sorted(u) for d, u in pa.activity.items()} == {
+            d: sorted(u) for d, u in pb.activity.items()}
+        assert pa.users == pb.users
         assert Counter((d, f) for d, f, _ in pa.counters) == Counter(
             (d, f) for d, f, _ in pb.counters)
         assert Counter(c[:5] for c in pa.customer) == Counter(c[:5] for c in pb.customer)
