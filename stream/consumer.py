@@ -22,8 +22,8 @@ from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
 from .collector import Health
-from .events import PROCESSING_ERROR, DeadLetter, decode_batch
-from .fold import BatchWrites, Message, fold
+from .events import PROCESSING_ERROR, DeadLetter
+from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
 from .keys import KeySpace
 from .settings import Settings
 from .store import Conflict, Store
@@ -128,6 +128,11 @@ class AiokafkaSource:
 
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
+
+
+#: A batch between fetch and apply: per partition (message count, last offset), the
+#: prepared values, the local day, and the writes once folded (None: not yet).
+_Batch = tuple[dict[tuple[str, int], tuple[int, int]], Prepared, int, BatchWrites | None]
 
 
 def src_of(topic: str, partition: int) -> str:
@@ -253,53 +258,63 @@ class Worker:
         until = time.monotonic() + PROCESS_SLICE_SECONDS
         batch = self._prepare(records)
         while batch is not None:
-            kept, messages, today, writes = batch
+            runs, prepared, today, writes = batch
             started = time.perf_counter()
             batch = None
             ahead = self._stop is None or not self._stop.is_set()
-            ok, batch = await self._apply(messages, today, writes,
+            ok, batch = await self._apply(prepared, today, writes,
                                           ahead and time.monotonic() < until)
             if not ok:
                 return
             self.health.apply_seconds.observe(time.perf_counter() - started)
-            self.health.batch_size.observe(len(kept))
+            self.health.batch_size.observe(len(prepared.values))
             per_topic: dict[str, int] = {}
             done = self._done
-            for r in kept:
-                per_topic[r.topic] = per_topic.get(r.topic, 0) + 1
-                key = (r.topic, r.partition)
-                if done.get(key, -1) < r.offset:
-                    done[key] = r.offset
+            for (topic, partition), (count, last) in runs.items():
+                per_topic[topic] = per_topic.get(topic, 0) + count
+                if done.get((topic, partition), -1) < last:
+                    done[(topic, partition)] = last
             for topic, n in per_topic.items():
                 self.health.processed.labels(topic).inc(n)
-            self.health.folded(len(kept))
+            self.health.folded(len(prepared.values))
 
-    def _prepare(self, records: list[Record]) -> tuple[
-        list[Record], list[Message], int, BatchWrites | None
-    ] | None:
-        """Decode a batch: the records kept, their messages and the local day."""
+    def _prepare(self, records: list[Record]) -> _Batch | None:
+        """A batch ready to fold: per kept partition (message count, last offset), the
+        values and offsets in runs of one partition each, and the local day."""
         assigned = self.source.assignment()
-        # Records of a partition revoked while we waited belong to its new owner now.
-        kept = [r for r in records if (r.topic, r.partition) in assigned]
-        if not kept:
+        srcs = self._srcs
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        runs: list[tuple[str, int, int]] = []
+        counts: dict[tuple[str, int], tuple[int, int]] = {}
+        i, n = 0, len(records)
+        while i < n:
+            # the client hands over each partition's messages together, offsets rising
+            tp = (records[i].topic, records[i].partition)
+            j = i + 1
+            while j < n and records[j].partition == tp[1] and records[j].topic == tp[0]:
+                j += 1
+            # Records of a partition revoked while we waited belong to its new owner now.
+            if tp in assigned:
+                run = records[i:j]
+                src = srcs.get(tp)
+                if src is None:
+                    src = srcs[tp] = src_of(*tp)
+                runs.append((src, len(values), len(values) + len(run)))
+                values += [r.value for r in run]
+                offsets += [r.offset for r in run]
+                count, last = counts.get(tp, (0, -1))
+                counts[tp] = (count + len(run), max(last, run[-1].offset))
+            i = j
+        if not values:
             return None
         now = utc_now()
-        now_ms = ms(now)
-        lateness = self._lateness_ms
-        srcs = self._srcs
-        messages = []
-        # One decode call for the whole batch: msgspec decodes the values as one array.
-        items = decode_batch([r.value for r in kept], now_ms, lateness)
-        for r, item in zip(kept, items, strict=True):
-            src = srcs.get((r.topic, r.partition))
-            if src is None:
-                src = srcs[(r.topic, r.partition)] = src_of(r.topic, r.partition)
-            messages.append(Message(src, r.offset, item, r.value))
-        return kept, messages, self.days.today(now), None
+        prepared = Prepared(values, offsets, runs, ms(now), self._lateness_ms)
+        return counts, prepared, self.days.today(now), None
 
-    async def _apply(self, messages: list[Message], today: int,
+    async def _apply(self, prepared: Prepared, today: int,
                      writes: BatchWrites | None = None, ahead: bool = False) -> tuple[
-        bool, tuple[list[Record], list[Message], int, BatchWrites | None] | None
+        bool, _Batch | None
     ]:
         """Apply the batch (folded already when `writes` is given). False when it was
         dropped to be re-read (offset conflict). With `ahead`, the next buffered batch is
@@ -307,7 +322,8 @@ class Worker:
         nxt = None
         try:
             if writes is None:
-                writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
+                writes = fold_prepared(prepared, self.keys, self.days, today, self.applied,
+                                       self.seen)
             if writes.dead:
                 await self._dead_letter(writes.dead)
             applying = asyncio.ensure_future(
@@ -326,9 +342,9 @@ class Worker:
             raise
         except Exception:
             log.exception("batch of %d messages failed; retrying message by message",
-                          len(messages))
+                          len(prepared.values))
             try:
-                await self._one_by_one(messages, today)
+                await self._one_by_one(prepared.messages(), today)
             except Conflict as exc:  # raised in this handler, the clause above misses it
                 log.warning("%s; reloading offsets from Redis and re-reading", exc)
                 self.seen.clear()
@@ -341,9 +357,7 @@ class Worker:
         self.seen.update(writes.new_pairs)
         return True, nxt
 
-    async def _fold_ahead(self, current: BatchWrites) -> tuple[
-        list[Record], list[Message], int, BatchWrites | None
-    ] | None:
+    async def _fold_ahead(self, current: BatchWrites) -> _Batch | None:
         """The next batch, if the client has one buffered, decoded and folded (not folded
         if folding fails: `_apply` then folds it again and handles the error)."""
         try:
@@ -357,14 +371,15 @@ class Worker:
         batch = self._prepare(records) if records else None
         if batch is None:
             return None
-        kept, messages, today, _ = batch
+        runs, prepared, today, _ = batch
         # Pairs of the batch in flight are not in `seen` yet: repeating them costs a
         # no-op write, never a wrong one.
         try:
-            writes = fold(messages, self.keys, self.days, today, self.applied, self.seen)
+            writes = fold_prepared(prepared, self.keys, self.days, today, self.applied,
+                                   self.seen)
         except Exception:
-            return kept, messages, today, None
-        return kept, messages, today, writes
+            return runs, prepared, today, None
+        return runs, prepared, today, writes
 
     async def _one_by_one(self, messages: list[Message], today: int) -> None:
         """Isolate a message that makes the fold fail (a bug, or data Redis refuses) and

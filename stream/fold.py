@@ -19,9 +19,14 @@ from typing import Any
 
 import msgspec
 
-from .events import EVENT_TYPES, DeadLetter, Event
+from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
 from .keys import KeySpace
 from .timebuckets import DayMapper
+
+try:  # the optional compiled shortcut for plain activity messages (stream/_fastfold.c)
+    from . import _fastfold
+except ImportError:  # pragma: no cover - no C compiler where it was installed
+    _fastfold = None  # type: ignore[assignment]
 
 SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
@@ -111,6 +116,84 @@ def _places(keys: KeySpace) -> dict[str, tuple[int, int]]:
     return _PLACE_CACHES.setdefault((keys.shards, keys.buckets), {})
 
 
+@dataclass(slots=True)
+class Prepared:
+    """A consumed batch before decoding: the values and offsets of its messages, in runs
+    of one partition each: `runs` holds (src, start, stop) index ranges, offsets rising
+    within a run. `now_ms` is the processor's clock and `lateness_ms` the accepted age,
+    both in milliseconds, as for `events.decode`."""
+
+    values: list[bytes | None]
+    offsets: list[int]
+    runs: list[tuple[str, int, int]]
+    now_ms: int
+    lateness_ms: int
+
+    def messages(self, indices: Iterable[int] | None = None) -> list[Message]:
+        """The decoded messages at `indices` (default all), in that order."""
+        idx = list(range(len(self.values))) if indices is None else list(indices)
+        src_at = [""] * len(self.values)
+        for src, start, stop in self.runs:
+            src_at[start:stop] = [src] * (stop - start)
+        values, offsets = self.values, self.offsets
+        items = decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)
+        return [Message(src_at[i], offsets[i], item, values[i])
+                for i, item in zip(idx, items, strict=True)]
+
+
+def fold_prepared(
+    batch: Prepared,
+    keys: KeySpace,
+    days: DayMapper,
+    today: int,
+    applied: Mapping[tuple[str, int], int],
+    seen: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+    dead_letter_shard: int = 0,
+    compiled: bool = True,
+) -> BatchWrites:
+    """`fold(batch.messages(), ...)`, the same writes, but with the compiled shortcut (when
+    built, and unless `compiled` is False) folding the plain activity messages straight
+    from their bytes: no decoded struct or `Message` per message. Whatever it does not
+    take (other types, unusual formatting, bad input, redeliveries) goes through the
+    Python decode and fold into the same writes. Activity writes are sets, idempotent
+    and order-free, so splitting the batch this way changes nothing."""
+    out = BatchWrites()
+    if _fastfold is None or not compiled or keys.segments or not batch.values:
+        return fold(batch.messages(), keys, days, today, applied, seen, dead_letter_shard, out)
+    plans = [ShardPlan() for _ in range(keys.shards)]
+    utc = days.utc
+    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, keys.buckets, utc,
+           {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
+           today - keys.bitmap_days, seen if isinstance(seen, set) else set(seen), out.hll,
+           [p.activity for p in plans], [p.users for p in plans], out.new_pairs)
+    ceilings: dict[str, int] = {}
+    for (src, _), off in applied.items():
+        ceilings[src] = max(ceilings.get(src, off), off)
+    left: list[int] = []
+    for src, start, stop in batch.runs:
+        taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
+                                              ceilings.get(src, -1), ctx)
+        left += rest
+        if stop > start:
+            last = max(batch.offsets[start:stop])
+            if out.last_offset.get(src, -1) < last:
+                out.last_offset[src] = last
+        for shard, n in enumerate(taken):
+            if n:
+                totals = plans[shard].totals
+                totals[_ACTIVITY] = totals.get(_ACTIVITY, 0) + n
+                out.folded += n
+    for shard, plan in enumerate(plans):
+        if plan.totals:
+            out.shards[shard] = plan
+    if left:
+        fold(batch.messages(left), keys, days, today, applied, seen, dead_letter_shard, out)
+    return out
+
+
+_ACTIVITY = _TYPE_FIELDS[0]
+
+
 def fold(
     messages: Iterable[Message],
     keys: KeySpace,
@@ -119,6 +202,7 @@ def fold(
     applied: Mapping[tuple[str, int], int],
     seen: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
     dead_letter_shard: int = 0,
+    into: BatchWrites | None = None,
 ) -> BatchWrites:
     """Fold decoded messages into the writes they imply.
 
@@ -126,8 +210,9 @@ def fold(
     (missing = none): a message at or below it is skipped, which is how a redelivered
     batch changes nothing. `seen` holds (user_id, day) activity pairs known to be in
     Redis already; they need neither a PFADD nor a bitmap update. Days older than the
-    store's retention get no HyperLogLog write (the key would already have expired)."""
-    out = BatchWrites()
+    store's retention get no HyperLogLog write (the key would already have expired).
+    With `into`, the writes are added to those it holds already."""
+    out = BatchWrites() if into is None else into
     batch_ids: set[str] = set()
     shards = out.shards
     hll = out.hll

@@ -42,6 +42,17 @@ class DayMapper:
         self._cache: dict[int, int] = {}
         self._max_cache = max_cache
 
+    @property
+    def utc(self) -> bool:
+        """True when local days are UTC days (no cache needed)."""
+        return self._utc
+
+    @property
+    def slot_cache(self) -> dict[int, int]:
+        """The cache behind `day_of_ms`: 15-minute slot (epoch ms // 900000) -> local
+        day. Read by the compiled fold, which calls `day_of_ms` on a miss."""
+        return self._cache
+
     def day_of_ms(self, ts_ms: int) -> int:
         """Local day number of the instant `ts_ms` (epoch milliseconds)."""
         if self._utc:

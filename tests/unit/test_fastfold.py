@@ -1,0 +1,186 @@
+"""The compiled fold of plain activity messages (stream/_fastfold.c) against the pure
+Python decode and fold it stands in for: on any batch, the same writes.
+
+Batches mix plain activity events in every syntactic variant the shortcut takes or must
+refuse (field order, whitespace, `ts` shapes, props, escapes, extra or repeated fields,
+bad dates, out-of-window times), other event types, bad input, redeliveries below the
+applied offsets and (user, day) pairs already known.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import fold as fold_module
+from stream.fold import BatchWrites, Prepared, fold_prepared
+from stream.keys import KeySpace
+from stream.timebuckets import DayMapper
+
+pytestmark = pytest.mark.skipif(fold_module._fastfold is None,
+                                reason="the compiled fold is not built")
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+NOW_MS = int(NOW.timestamp() * 1000)
+LATENESS_MS = 400 * 86_400_000
+USERS = [f"user-{i}" for i in range(6)] + ["ü-non-ascii", "quote\"d"]
+
+
+def _rfc3339(ts_ms: int, variant: int, frac_digits: int) -> str:
+    t = datetime.fromtimestamp(ts_ms / 1000, tz=UTC)
+    if variant == 1:
+        t = t.astimezone(timezone(timedelta(hours=2)))
+    elif variant == 2:
+        t = t.astimezone(timezone(-timedelta(hours=5, minutes=30)))
+    s = t.strftime("%Y-%m-%dT%H:%M:%S")
+    if frac_digits:
+        s += "." + f"{t.microsecond:06d}{ts_ms % 7}"[:frac_digits]
+    off = t.strftime("%z")
+    return s + ("Z" if variant == 0 else f"{off[:3]}:{off[3:]}")
+
+
+@st.composite
+def _ts(draw: st.DrawFn) -> Any:
+    age_ms = draw(st.one_of(
+        st.integers(0, 50 * 86_400_000),
+        st.sampled_from([LATENESS_MS, LATENESS_MS + 1, -5 * 60_000, -5 * 60_000 - 1,
+                         -10 * 60_000, 60 * 86_400_000])))
+    ts_ms = NOW_MS - age_ms
+    shape = draw(st.integers(0, 12))
+    if shape <= 4:
+        return ts_ms
+    if shape <= 9:
+        return _rfc3339(ts_ms, shape % 3, draw(st.sampled_from([0, 1, 3, 6, 7])))
+    return draw(st.sampled_from([
+        "2026-02-30T10:00:00Z", "2026-13-01T10:00:00Z", "2026-11-20T24:00:00Z",
+        "2026-11-20T10:00:60Z", "2026-11-20t10:00:00z", "2026-11-20T10:00:00+24:00",
+        "2026-11-20T10:00:00+05:75", "2026-11-20T10:00:00", "2026-11-20T10:00:00.Z",
+        "2024-02-29T23:59:59.999+01:00", "0000-01-01T00:00:00Z", 1.5e12, -1, True,
+        "2026-11-21T10:00:00.123456789-00:00"]))
+
+
+_RAW = st.sampled_from([
+    b"", b"{", b"[]", b"null", b'{"event_id":"x","type":"activity","user_id":"u","ts":0123}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000.0}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"ts":1}',
+    b'{"event_id":"x","type":"activ\\u0069ty","user_id":"u","ts":1763812800000}',
+    b'{"event_id":"x","type":"activity","user_id":"a\\"b","ts":1763812800000}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"extra":[1]}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"score":7}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000}{}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,}',
+    b'{"event_id":"x","type":"activity","user_id":"\xff","ts":1763812800000}',
+    b' \t{"event_id":"x" , "type" : "activity","user_id":"u","ts":1763812800000}\r\n',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"props":{"a":1}}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"props":[]}',
+    b'{"event_id":"x","type":"activity","user_id":"u","ts":1763812800000,"props":{}}',
+    None,
+])
+
+
+@st.composite
+def _value(draw: st.DrawFn) -> bytes | None:
+    kind = draw(st.integers(0, 9))
+    if kind == 9:
+        return draw(_RAW)
+    user = draw(st.sampled_from(USERS))
+    fields: dict[str, Any] = {
+        "event_id": draw(st.sampled_from(["e1", "e2", "e3", "", "x" * 128, "x" * 129])),
+        "type": "activity" if kind < 7 else draw(st.sampled_from(
+            ["signup", "cancellation", "visit", "Activity"])),
+        "user_id": draw(st.sampled_from([user, user, user, "", "u" * 256, "u" * 257])),
+        "ts": draw(_ts()),
+    }
+    if fields["type"] == "visit":
+        fields["campaign"] = "spring"
+    props = draw(st.integers(0, 3))
+    if props == 1:
+        fields["props"] = {"platform": "ios"}
+    elif props == 2:
+        fields["props"] = None
+    keys = draw(st.permutations(list(fields)))
+    sep = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))
+    body = json.dumps({k: fields[k] for k in keys}, separators=sep, ensure_ascii=False)
+    return body.encode()
+
+
+@st.composite
+def _batches(draw: st.DrawFn) -> tuple[Prepared, dict[tuple[str, int], int], set[Any]]:
+    values: list[bytes | None] = []
+    offsets: list[int] = []
+    runs = []
+    applied: dict[tuple[str, int], int] = {}
+    for p in range(draw(st.integers(1, 3))):
+        src = f"t/{p}"
+        first = draw(st.integers(0, 5))
+        n = draw(st.integers(0, 30))
+        runs.append((src, len(values), len(values) + n))
+        values += [draw(_value()) for _ in range(n)]
+        offsets += list(range(first, first + n))
+        if draw(st.booleans()):
+            applied[(src, 0)] = first + draw(st.integers(-1, 5))
+    today = NOW_MS // 86_400_000
+    seen = {(u, today - k) for u in USERS[:3] for k in range(3) if draw(st.booleans())}
+    return Prepared(values, offsets, runs, NOW_MS, LATENESS_MS), applied, seen
+
+
+def _normal(w: BatchWrites) -> dict[str, Any]:
+    return {
+        "hll": w.hll,
+        "totals": {s: p.totals for s, p in w.shards.items()},
+        "activity": {s: {d: Counter(u) for d, u in p.activity.items()}
+                     for s, p in w.shards.items()},
+        "users": {s: p.users for s, p in w.shards.items()},
+        "customer": {s: p.customer for s, p in w.shards.items()},
+        "counters": {s: p.counters for s, p in w.shards.items()},
+        "new_pairs": Counter(w.new_pairs),
+        "dead": [(m.src, m.offset, m.item) for m in w.dead],
+        "last_offset": w.last_offset,
+        "folded": w.folded,
+    }
+
+
+@settings(max_examples=300, deadline=None)
+@given(_batches(), st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
+       st.sampled_from([1, 3]), st.sampled_from([90, 32]))
+def test_compiled_fold_equals_python_fold(
+        batch: tuple[Prepared, dict[tuple[str, int], int], set[Any]], zone: str,
+        shards: int, retention: int) -> None:
+    prepared, applied, seen = batch
+    keys = KeySpace(shards=shards, buckets=16, retention_days=retention)
+    today = DayMapper(zone).today(NOW)
+    fast = fold_prepared(prepared, keys, DayMapper(zone), today, applied, seen)
+    slow = fold_prepared(prepared, keys, DayMapper(zone), today, applied, seen,
+                         compiled=False)
+    assert _normal(fast) == _normal(slow)
+
+
+def test_the_shortcut_takes_the_common_shapes() -> None:
+    """Guards the test above against a shortcut that takes nothing (equal, but useless)."""
+    ts = NOW_MS - 3_600_000
+    plain = [
+        {"event_id": "a1", "type": "activity", "user_id": "u1", "ts": ts},
+        {"event_id": "a2", "type": "activity", "user_id": "u2", "ts": _rfc3339(ts, 0, 3),
+         "props": {"platform": "web"}},
+        {"user_id": "u3", "ts": _rfc3339(ts, 1, 0), "type": "activity", "event_id": "a3"},
+    ]
+    values: list[bytes | None] = [json.dumps(e).encode() for e in plain]
+    values.append(b'{"event_id":"s1","type":"signup","user_id":"u1","ts":%d}' % ts)
+    prepared = Prepared(values, [0, 1, 2, 3], [("t/0", 0, 4)], NOW_MS, LATENESS_MS)
+    keys = KeySpace(shards=1, buckets=16)
+    days = DayMapper("UTC")
+    ctx = (NOW_MS, LATENESS_MS, 1, 16, True, {}, days.day_of_ms, 0, 0, set(), {}, [{}],
+           [{}], [])
+    assert fold_module._fastfold is not None
+    taken, left = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 4, -1,
+                                                      ctx)
+    assert taken == [3] and left == [3]
+    w = fold_prepared(prepared, keys, days, days.today(NOW), {})
+    assert w.shards[0].totals == {"e:activity": 3, "e:signup": 1}
+    assert w.hll == {(ts // 86_400_000): {"u1", "u2", "u3"}}
