@@ -19,10 +19,10 @@
  * event, with the same user and time; tests/unit/test_fastfold.py checks the two agree.
  *
  * For each message it takes, it applies the activity branch of fold.fold: the user's
- * shard and bucket (CRC-32, as keys.user_hash), the local day, the (user, day) pair
- * skipped when `seen` holds it or when the day's HyperLogLog set of this batch holds the
- * user, else added to that set, to the shard's activity list of the day and users map,
- * and to `new_pairs`.
+ * shard (CRC-32, as keys.user_hash), the local day, the (user, day) pair skipped when
+ * `seen` maps the user to that day or when the day's HyperLogLog set of this batch holds
+ * the user, else added to that set, to the shard's activity list of the day, and to
+ * `new_days` (user -> the latest such day).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -240,9 +240,9 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  * values/offsets: the batch's lists; [start, stop) one partition's run of them.
  * ceiling: messages at or below this offset are left to the Python path (its exact
  *          per-shard redelivery check).
- * ctx: (now_ms, lateness_ms, shards, buckets, utc, slot_cache, day_of, oldest_hll_day,
- *       oldest_bit_day, seen, hll, activities, users, new_pairs)
- *       activities/users: per shard, the plan's `activity` dict and `users` dict.
+ * ctx: (now_ms, lateness_ms, shards, utc, slot_cache, day_of, oldest_hll_day,
+ *       oldest_bit_day, seen, hll, activities, new_days)
+ *       activities: per shard, the plan's `activity` dict.
  * Returns a list of messages taken per shard, and the indices left to Python. */
 static PyObject *fold_activity(PyObject *self, PyObject *args) {
     PyObject *values, *offsets, *ctx;
@@ -252,18 +252,16 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
                           &start, &stop, &ceiling, &PyTuple_Type, &ctx))
         return NULL;
     long long now_ms, lateness_ms, oldest_hll, oldest_bit;
-    long shards, buckets;
+    long shards;
     int utc;
-    PyObject *slot_cache, *day_of, *seen, *hll, *activities, *users, *new_pairs;
-    if (!PyArg_ParseTuple(ctx, "LLllpO!OLLO!O!O!O!O!", &now_ms, &lateness_ms, &shards,
-                          &buckets, &utc, &PyDict_Type, &slot_cache, &day_of, &oldest_hll,
-                          &oldest_bit, &PySet_Type, &seen, &PyDict_Type, &hll,
-                          &PyList_Type, &activities, &PyList_Type, &users, &PyList_Type,
-                          &new_pairs))
+    PyObject *slot_cache, *day_of, *seen, *hll, *activities, *new_days;
+    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!", &now_ms, &lateness_ms, &shards, &utc,
+                          &PyDict_Type, &slot_cache, &day_of, &oldest_hll, &oldest_bit,
+                          &PyDict_Type, &seen, &PyDict_Type, &hll, &PyList_Type,
+                          &activities, &PyDict_Type, &new_days))
         return NULL;
     if (start < 0 || stop > PyList_GET_SIZE(values) || stop > PyList_GET_SIZE(offsets) ||
-        shards < 1 || buckets < 1 || PyList_GET_SIZE(activities) != shards ||
-        PyList_GET_SIZE(users) != shards) {
+        shards < 1 || PyList_GET_SIZE(activities) != shards) {
         PyErr_SetString(PyExc_ValueError, "fold_activity: inconsistent arguments");
         return NULL;
     }
@@ -275,11 +273,17 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     if (!counts) goto fail;
     /* the last day's set and list, as consecutive messages are mostly of the same day */
     for (Py_ssize_t i = start; i < stop; i++) {
+        if ((i - start) % 512 == 511) {
+            /* A moment for other threads: the worker's Redis thread waits for the GIL to
+             * go on, and a whole batch here takes milliseconds. */
+            Py_BEGIN_ALLOW_THREADS
+            Py_END_ALLOW_THREADS
+        }
         PyObject *value = PyList_GET_ITEM(values, i);
         long long offset = PyLong_AsLongLong(PyList_GET_ITEM(offsets, i));
         if (offset == -1 && PyErr_Occurred()) goto fail_counts;
-        span user;
-        int64_t ts;
+        span user = {NULL, 0};
+        int64_t ts = 0;
         if (offset <= ceiling || !PyBytes_Check(value) ||
             !parse_activity(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &user, &ts) ||
             ts < oldest_ms || ts > newest_ms) {
@@ -293,7 +297,6 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         }
         uint32_t h = (uint32_t)crc32(0L, (const Bytef *)user.p, (uInt)user.n);
         long shard = (long)(h % (uint32_t)shards);
-        long bucket = (long)((h / (uint32_t)shards) % (uint32_t)buckets);
         counts[shard]++;
         int64_t day;
         if (utc) {
@@ -315,12 +318,16 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             if (day == -1 && PyErr_Occurred()) goto fail_counts;
         }
         PyObject *u = PyUnicode_FromStringAndSize(user.p, user.n);
-        PyObject *dayobj = PyLong_FromLongLong(day);
-        PyObject *pair = (u && dayobj) ? PyTuple_Pack(2, u, dayobj) : NULL;
-        if (!pair) goto fail_item;
-        int known = PySet_Contains(seen, pair);
-        if (known < 0) goto fail_item;
-        if (known) goto next;
+        PyObject *dayobj = u ? PyLong_FromLongLong(day) : NULL;
+        if (!dayobj) goto fail_item;
+        PyObject *known = PyDict_GetItemWithError(seen, u);
+        if (known) {
+            long long kd = PyLong_AsLongLong(known);
+            if (kd == -1 && PyErr_Occurred()) goto fail_item;
+            if (kd == day) goto next;
+        } else if (PyErr_Occurred()) {
+            goto fail_item;
+        }
         if (day >= oldest_hll) {
             PyObject *members = PyDict_GetItemWithError(hll, dayobj);
             if (!members) {
@@ -351,21 +358,17 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
                 Py_DECREF(list);
             }
             if (PyList_Append(list, u) < 0) goto fail_item;
-            PyObject *b = PyLong_FromLong(bucket);
-            if (!b || PyDict_SetItem(PyList_GET_ITEM(users, shard), u, b) < 0) {
-                Py_XDECREF(b);
-                goto fail_item;
-            }
-            Py_DECREF(b);
         }
-        if (PyList_Append(new_pairs, pair) < 0) goto fail_item;
+        PyObject *latest = PyDict_GetItemWithError(new_days, u);
+        if (!latest && PyErr_Occurred()) goto fail_item;
+        if (!latest || PyLong_AsLongLong(latest) < day) {
+            if (PyErr_Occurred() || PyDict_SetItem(new_days, u, dayobj) < 0) goto fail_item;
+        }
     next:
-        Py_DECREF(pair);
         Py_DECREF(u);
         Py_DECREF(dayobj);
         continue;
     fail_item:
-        Py_XDECREF(pair);
         Py_XDECREF(u);
         Py_XDECREF(dayobj);
         goto fail_counts;

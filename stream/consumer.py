@@ -152,7 +152,9 @@ class Worker:
         self.producer = producer
         self.health = health
         self.applied: dict[tuple[str, int], int] = {}
-        self.seen: set[tuple[str, int]] = set()
+        #: user_id -> a day whose activity of the user is in Redis (a cache: skipping a
+        #: known (user, day) saves its writes; most repeats are the same user and day)
+        self.seen: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._srcs: dict[tuple[str, int], str] = {}
         self._done: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset done
@@ -354,7 +356,7 @@ class Worker:
         self._applied_through(writes.last_offset)
         if len(self.seen) > SEEN_LIMIT:
             self.seen.clear()
-        self.seen.update(writes.new_pairs)
+        self.seen.update(writes.new_days)
         return True, nxt
 
     async def _fold_ahead(self, current: BatchWrites) -> _Batch | None:

@@ -63,8 +63,8 @@ class ShardPlan:
     - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
     - `activity`: day -> users newly active that day in this batch (each once), for the
       day's activity bitmap
-    - `users`: user_id -> bucket, of every user in `activity` or `customer`: the store
-      turns them into the users' bit numbers
+    - `users`: user_id -> bucket of every user in `customer` (those in `activity` have
+      theirs computed by the store when it needs it): the store gives users bit numbers
     - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
       kind is `(SIGNUP, value of each dimension...)`
     - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score;
@@ -83,7 +83,8 @@ class ShardPlan:
 @dataclass(slots=True)
 class BatchWrites:
     """Everything one batch writes. `hll` maps day -> user ids active that day;
-    `new_pairs` lists the (user_id, day) pairs recorded, to remember once applied;
+    `new_days` maps user_id -> the latest day recorded for the user, to remember once
+    applied (the caller's `seen`);
     `dead` lists the messages to dead-letter; `last_offset` maps src -> highest offset.
     With segments: `shll` maps (dimension index, value, day) -> user ids active that day;
     `pending` lists (dimension index, raw value) pairs the registry must decide, in the
@@ -93,7 +94,7 @@ class BatchWrites:
     shll: dict[tuple[int, str, int], set[str]] = field(default_factory=dict)
     pending: dict[tuple[int, str], None] = field(default_factory=dict)
     shards: dict[int, ShardPlan] = field(default_factory=dict)
-    new_pairs: list[tuple[str, int]] = field(default_factory=list)
+    new_days: dict[str, int] = field(default_factory=dict)
     dead: list[Message] = field(default_factory=list)
     last_offset: dict[str, int] = field(default_factory=dict)
     folded: int = 0
@@ -147,7 +148,7 @@ def fold_prepared(
     days: DayMapper,
     today: int,
     applied: Mapping[tuple[str, int], int],
-    seen: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+    seen: Mapping[str, int] | None = None,
     dead_letter_shard: int = 0,
     compiled: bool = True,
 ) -> BatchWrites:
@@ -162,10 +163,10 @@ def fold_prepared(
         return fold(batch.messages(), keys, days, today, applied, seen, dead_letter_shard, out)
     plans = [ShardPlan() for _ in range(keys.shards)]
     utc = days.utc
-    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, keys.buckets, utc,
+    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
            {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
-           today - keys.bitmap_days, seen if isinstance(seen, set) else set(seen), out.hll,
-           [p.activity for p in plans], [p.users for p in plans], out.new_pairs)
+           today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
+           out.hll, [p.activity for p in plans], out.new_days)
     ceilings: dict[str, int] = {}
     for (src, _), off in applied.items():
         ceilings[src] = max(ceilings.get(src, off), off)
@@ -200,7 +201,7 @@ def fold(
     days: DayMapper,
     today: int,
     applied: Mapping[tuple[str, int], int],
-    seen: set[tuple[str, int]] | frozenset[tuple[str, int]] = frozenset(),
+    seen: Mapping[str, int] | None = None,
     dead_letter_shard: int = 0,
     into: BatchWrites | None = None,
 ) -> BatchWrites:
@@ -208,11 +209,14 @@ def fold(
 
     `applied[(src, shard)]` is the last offset of `src` already applied in `shard`
     (missing = none): a message at or below it is skipped, which is how a redelivered
-    batch changes nothing. `seen` holds (user_id, day) activity pairs known to be in
-    Redis already; they need neither a PFADD nor a bitmap update. Days older than the
-    store's retention get no HyperLogLog write (the key would already have expired).
+    batch changes nothing. `seen` maps a user to a day whose activity of the user is
+    known to be in Redis already: that (user, day) needs neither a PFADD nor a bit.
+    Days older than the store's retention get no HyperLogLog write (the key would
+    already have expired).
     With `into`, the writes are added to those it holds already."""
     out = BatchWrites() if into is None else into
+    known = seen or {}
+    new_days = out.new_days
     batch_ids: set[str] = set()
     shards = out.shards
     hll = out.hll
@@ -290,8 +294,7 @@ def fold(
                         if members is None:
                             members = shll[(i, vals[i], day)] = set()
                         members.add(user)
-            pair = (user, day)
-            if pair in seen:
+            if known.get(user) == day:
                 continue
             if day >= oldest_hll_day:
                 members = hll.get(day)
@@ -306,8 +309,8 @@ def fold(
                     plan.activity[day] = [user]
                 else:
                     users.append(user)
-                plan.users[user] = bucket
-            out.new_pairs.append(pair)
+            if new_days.get(user, day - 1) < day:
+                new_days[user] = day
             continue
         # A repeat inside this batch: the earlier message wins, whatever the two types
         # (the Lua script claims customer events and counters in separate loops, so the

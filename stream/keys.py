@@ -19,7 +19,7 @@ Layout (`P` is the key prefix, default `es`):
     same Lua call as the batch's writes: this is what makes counters exact under
     redelivery.
   - `P:{Ps}:n:<bucket>` hash user_id -> the user's bit number in the shard, and
-    `P:{Ps}:seq` the last number given (numbers start at 0 and are never reused). Only
+    `P:{Ps}:seq` the next number to give (numbers start at 0 and are never reused). Only
     stream/lua/nums.lua gives numbers; a worker caches them, and `P:{Ps}:w:<token>` (its
     witness, a counter bumped by each of its nums.lua calls, expiring after a week idle)
     lets the apply script refuse numbers that Redis no longer holds (lost writes).

@@ -47,7 +47,7 @@ def scan(store: Store, today: int) -> tuple[list[int], float]:
     totals = [0] * (2 * PER_DAY)
     spent = 0.0
     for shard in range(keys.shards):
-        # numbers given so far: 0 .. seq - 1
+        # numbers given so far: 0 .. seq - 1 (`seq` is the next one)
         seq = int(store.client.get(keys.tag(shard) + "seq") or 0)
         for first in range(0, (seq + 7) // 8, SLICE):
             last = first + SLICE - 1

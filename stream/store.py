@@ -94,9 +94,12 @@ class Store:
         self._claim_src = _script("claim.lua")
         self._nums_src = _script("nums.lua")
         self._fw_src = _script("firstweek.lua")
+        self._hll_src = _script("hll.lua")
         self._apply_sha = self._claim_sha = self._nums_sha = self._fw_sha = ""
-        #: user_id -> bit number in its shard (numbers are never reused: safe to cache)
-        self._nums: dict[str, int] = {}
+        self._hll_sha = ""
+        #: user_id -> bit number in its shard, as a decimal string (the form the apply
+        #: script passes on to Redis); numbers are never reused: safe to cache
+        self._nums: dict[str, str] = {}
         #: shard -> the witness count of this store's latest nums.lua call there
         self._witness: dict[int, int] = {}
         self._token = secrets.token_hex(8)
@@ -111,6 +114,7 @@ class Store:
         self._claim_sha = _first(self.client.script_load(self._claim_src))
         self._nums_sha = _first(self.client.script_load(self._nums_src))
         self._fw_sha = _first(self.client.script_load(self._fw_src))
+        self._hll_sha = _first(self.client.script_load(self._hll_src))
 
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
@@ -180,11 +184,11 @@ class Store:
         for attempt in range(STALE_ATTEMPTS):
             self._resolve(writes, pending)
             pipe = _Replayable(self.client)
-            if attempt == 0:
+            if attempt == 0 and writes.hll:
+                flat: list[Any] = []
                 for day, members in writes.hll.items():
-                    key = keys.dau(day)
-                    pipe.pfadd(key, *members)
-                    pipe.expireat(key, keys.day_expire_at(day))
+                    flat += (keys.dau(day), keys.day_expire_at(day), list(members))
+                _evalsha(pipe, self._hll_sha, flat[0], _encode(flat))
                 seg = keys.segments or None
                 if seg is not None:
                     self._segment_writes(writes, pipe, seg)
@@ -219,25 +223,33 @@ class Store:
         """Make sure every user of the plans of `shards` has its bit number cached: one
         nums.lua call per shard with unknown users, in one round trip."""
         nums = self._nums
-        need = [(shard, writes.shards[shard].users) for shard in shards
-                if shard in writes.shards and writes.shards[shard].users]
-        asks = [(shard, [u for u in users if u not in nums]) for shard, users in need]
+        plans = [(shard, writes.shards[shard]) for shard in shards
+                 if shard in writes.shards and (writes.shards[shard].activity
+                                                or writes.shards[shard].users)]
+
+        def missing(plan: ShardPlan) -> list[str]:
+            # a user active on several days of the batch is asked for once
+            return list(dict.fromkeys([u for us in plan.activity.values() for u in us
+                                       if u not in nums] + [u for u in plan.users
+                                                            if u not in nums]))
+
+        asks = [(shard, missing(plan)) for shard, plan in plans]
         if len(nums) + sum(len(u) for _, u in asks) > NUMS_MAX:
             self._forget_numbers()
         for _ in range(STALE_ATTEMPTS):
             if not nums:
-                asks = [(shard, list(users)) for shard, users in need]
+                asks = [(shard, missing(plan)) for shard, plan in plans]
             asks = [(shard, unknown) for shard, unknown in asks
                     if unknown or shard not in self._witness]
             if not asks:
                 return
             pipe = _Replayable(self.client)
+            bucket_of = self.keys.user_shard_bucket
             for shard, unknown in asks:
-                buckets = writes.shards[shard].users
                 args: list[Any] = [self.keys.tag(shard), self._token, WITNESS_TTL,
                                    self._witness.get(shard, "")]
                 for u in unknown:
-                    args += (buckets[u], u)
+                    args += (bucket_of(u)[1], u)
                 _evalsha(pipe, self._nums_sha, self.keys.offsets(shard), *args)
             results = self._execute(pipe)
             if any(int(r[0]) == 0 for r in results):
@@ -247,7 +259,7 @@ class Store:
                 continue
             for (shard, unknown), (_, witness, numbers) in zip(asks, results, strict=True):
                 self._witness[shard] = int(witness)
-                nums.update(zip(unknown, (int(n) for n in numbers), strict=True))
+                nums.update(zip(unknown, map(_s, numbers), strict=True))
             return
         raise _StaleNumbers(f"bit numbers still stale after {STALE_ATTEMPTS} attempts")
 
@@ -265,7 +277,8 @@ class Store:
             expected = applied.get((src, shard), -1)
             o += (src, expected, max(expected, last))
         plan = writes.shards.get(shard) or ShardPlan()
-        witness = {"w": self._token, "wc": self._witness[shard]} if plan.users else {}
+        witness = ({"w": self._token, "wc": self._witness[shard]}
+                   if plan.users or plan.activity else {})
         return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
                             self.keys.retention_days, self._nums, self.keys.segments or None)
 
@@ -485,22 +498,13 @@ def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
     pipe.execute_command("EVALSHA", sha, 1, key, *args)
 
 
-_BITS_PER_CALL = 1500
-
-
 def _encode_plan(
     plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
-    nums: Mapping[str, int], seg: Segments | None = None,
+    nums: Mapping[str, str], seg: Segments | None = None,
 ) -> bytes:
-    # BITFIELD's arguments ready-made: msgpack decodes them in C, so the script runs no
-    # Lua loop per user; chunks stay under the stack limit of a Lua call (~8000 values).
     b: list[Any] = []
     for day, users in plan.activity.items():
-        for i in range(0, len(users), _BITS_PER_CALL):
-            args: list[Any] = []
-            for u in users[i:i + _BITS_PER_CALL]:
-                args += ("SET", "u1", nums[u], 1)
-            b += (day, args)
+        b += (day, [nums[u] for u in users])
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
         c += (user, bucket, ts, kind, day, nums[user], claim.digest, claim.origin)

@@ -8,8 +8,8 @@
 --   t   key prefix of the shard, e.g. "es:{es0}:"
 --   o   flat list: src, expected offset (-1 = none), new offset, ...
 --   e   map totals field -> increment
---   b   flat list: day, BITFIELD arguments setting the bits of users newly active that
---       day ({'SET', 'u1', number, 1, ...}), day, ... (a day may come more than once)
+--   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
+--       (numbers as decimal strings: Redis would format a Lua number for every call)
 --   c   flat list: user, bucket, ts_ms, kind, day, bit number, digest, origin, ...
 --       (customer events)
 --   w, wc  the caller's witness token and its expected count (lua/nums.lua): the bit
@@ -160,11 +160,19 @@ local function apply_diff(old, new, n1, n2, hkey)
 end
 
 
--- 5. Activity: one BITFIELD per day and chunk of users; setting a bit twice is harmless.
+-- 5. Activity: one BITFIELD per day and chunk of users (a call's arguments are bounded
+--    by Lua's stack); setting a bit twice is harmless.
 local b = plan.b
 for i = 1, #b, 2 do
-  local key = tag .. 'a:' .. b[i]
-  redis.call('BITFIELD', key, unpack(b[i + 1]))
+  local key, nums = tag .. 'a:' .. b[i], b[i + 1]
+  for j = 1, #nums, 1500 do
+    local args, k = {}, 0
+    for n = j, math.min(j + 1499, #nums) do
+      args[k + 1] = 'SET'; args[k + 2] = 'u1'; args[k + 3] = nums[n]; args[k + 4] = '1'
+      k = k + 4
+    end
+    redis.call('BITFIELD', key, unpack(args))
+  end
   redis.call('EXPIREAT', key, bitmap_expiry(b[i]))
 end
 
@@ -232,7 +240,7 @@ for i = 1, #c, 8 do
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
     if c[i + 3] == 0 then
       local sg = tag .. 'sg:' .. c[i + 4]
-      redis.call('SETBIT', sg, c[i + 5], 1)
+      redis.call('SETBIT', sg, c[i + 5], '1')
       redis.call('EXPIREAT', sg, bitmap_expiry(c[i + 4]))
     end
     if cs then

@@ -292,7 +292,7 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
     # The store learns numbers for the next batch's users...
     pending = fold(batch(later, 5), store.keys, days, today, applied)
     store._resolve(pending, [0])
-    given = sorted(store._nums[u] for u in later)
+    given = sorted(int(store._nums[u]) for u in later)
     assert given == [5, 6, 7, 8, 9]
     # ... then Redis loses exactly those writes (the offsets of the first batch survive)
     for u in later:
@@ -303,7 +303,7 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
     other = Store(store.client, store.keys, store.params)
     other.load_scripts()
     other.apply(fold(batch(theirs, 0, "t/1"), store.keys, days, today, {}), {}, today)
-    assert sorted(other._nums[u] for u in theirs) == [5, 6, 7, 8, 9]
+    assert sorted(int(other._nums[u]) for u in theirs) == [5, 6, 7, 8, 9]
     # the store's next batch: the users it has numbers for, and a new one
     store.apply(fold(batch([*later, "x0"], 5), store.keys, days, today, applied), applied,
                 today)

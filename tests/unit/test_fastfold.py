@@ -111,7 +111,7 @@ def _value(draw: st.DrawFn) -> bytes | None:
 
 
 @st.composite
-def _batches(draw: st.DrawFn) -> tuple[Prepared, dict[tuple[str, int], int], set[Any]]:
+def _batches(draw: st.DrawFn) -> tuple[Prepared, dict[tuple[str, int], int], dict[str, int]]:
     values: list[bytes | None] = []
     offsets: list[int] = []
     runs = []
@@ -126,7 +126,7 @@ def _batches(draw: st.DrawFn) -> tuple[Prepared, dict[tuple[str, int], int], set
         if draw(st.booleans()):
             applied[(src, 0)] = first + draw(st.integers(-1, 5))
     today = NOW_MS // 86_400_000
-    seen = {(u, today - k) for u in USERS[:3] for k in range(3) if draw(st.booleans())}
+    seen = {u: today - draw(st.integers(0, 2)) for u in USERS[:4] if draw(st.booleans())}
     return Prepared(values, offsets, runs, NOW_MS, LATENESS_MS), applied, seen
 
 
@@ -139,7 +139,7 @@ def _normal(w: BatchWrites) -> dict[str, Any]:
         "users": {s: p.users for s, p in w.shards.items()},
         "customer": {s: p.customer for s, p in w.shards.items()},
         "counters": {s: p.counters for s, p in w.shards.items()},
-        "new_pairs": Counter(w.new_pairs),
+        "new_days": w.new_days,
         "dead": [(m.src, m.offset, m.item) for m in w.dead],
         "last_offset": w.last_offset,
         "folded": w.folded,
@@ -150,7 +150,7 @@ def _normal(w: BatchWrites) -> dict[str, Any]:
 @given(_batches(), st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
        st.sampled_from([1, 3]), st.sampled_from([90, 32]))
 def test_compiled_fold_equals_python_fold(
-        batch: tuple[Prepared, dict[tuple[str, int], int], set[Any]], zone: str,
+        batch: tuple[Prepared, dict[tuple[str, int], int], dict[str, int]], zone: str,
         shards: int, retention: int) -> None:
     prepared, applied, seen = batch
     keys = KeySpace(shards=shards, buckets=16, retention_days=retention)
@@ -175,8 +175,7 @@ def test_the_shortcut_takes_the_common_shapes() -> None:
     prepared = Prepared(values, [0, 1, 2, 3], [("t/0", 0, 4)], NOW_MS, LATENESS_MS)
     keys = KeySpace(shards=1, buckets=16)
     days = DayMapper("UTC")
-    ctx = (NOW_MS, LATENESS_MS, 1, 16, True, {}, days.day_of_ms, 0, 0, set(), {}, [{}],
-           [{}], [])
+    ctx = (NOW_MS, LATENESS_MS, 1, True, {}, days.day_of_ms, 0, 0, {}, {}, [{}], {})
     assert fold_module._fastfold is not None
     taken, left = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 4, -1,
                                                       ctx)
