@@ -20,9 +20,9 @@ Layout (`P` is the key prefix, default `es`):
     redelivery.
   - `P:{Ps}:n:<bucket>` hash user_id -> the user's bit number in the shard, and
     `P:{Ps}:seq` the next number to give (numbers start at 0 and are never reused). Only
-    stream/lua/nums.lua gives numbers; a worker caches them, and `P:{Ps}:w:<token>` (its
-    witness, a counter bumped by each of its nums.lua calls, expiring after a week idle)
-    lets the apply script refuse numbers that Redis no longer holds (lost writes).
+    stream/lua/apply.lua gives numbers; a worker caches them, and `P:{Ps}:w:<token>` (its
+    witness, a counter bumped by each of its calls that got numbers, expiring after a
+    week idle) lets the apply script refuse numbers Redis no longer holds (lost writes).
   - `P:{Ps}:a:<day>` bitmap: bit n set = the user numbered n was active on that local
     day; `P:{Ps}:sg:<day>` bitmap: ... had a signup dated that day. Kept as long as the
     other per-day keys, and at least BITMAP_DAYS days: they give first-week

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.resources
 import secrets
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +30,8 @@ _encode = msgspec.msgpack.Encoder().encode
 #: Users whose bit number a store remembers (the cache is cleared when it passes this):
 #: about 100 bytes each.
 NUMS_MAX = 300_000
-#: Seconds a witness key (lua/nums.lua) outlives its worker's last call: a week.
+#: Seconds a witness key (lua/apply.lua) outlives its store's last call that got
+#: numbers: a week.
 WITNESS_TTL = 7 * 86_400
 #: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
 STALE_ATTEMPTS = 3
@@ -92,15 +93,15 @@ class Store:
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self._apply_src = _script("apply.lua")
         self._claim_src = _script("claim.lua")
-        self._nums_src = _script("nums.lua")
         self._fw_src = _script("firstweek.lua")
         self._hll_src = _script("hll.lua")
-        self._apply_sha = self._claim_sha = self._nums_sha = self._fw_sha = ""
+        self._apply_sha = self._claim_sha = self._fw_sha = ""
         self._hll_sha = ""
         #: user_id -> bit number in its shard, as a decimal string (the form the apply
         #: script passes on to Redis); numbers are never reused: safe to cache
         self._nums: dict[str, str] = {}
-        #: shard -> the witness count of this store's latest nums.lua call there
+        #: shard -> the witness count of this store's latest apply call there that gave it
+        #: numbers (lua/apply.lua)
         self._witness: dict[int, int] = {}
         self._token = secrets.token_hex(8)
         self._segments_script: Any = None
@@ -112,7 +113,6 @@ class Store:
         # target_nodes here); a replica promoted later answers NOSCRIPT, see _execute.
         self._apply_sha = _first(self.client.script_load(self._apply_src))
         self._claim_sha = _first(self.client.script_load(self._claim_src))
-        self._nums_sha = _first(self.client.script_load(self._nums_src))
         self._fw_sha = _first(self.client.script_load(self._fw_src))
         self._hll_sha = _first(self.client.script_load(self._hll_src))
 
@@ -181,8 +181,9 @@ class Store:
             self._claim_elsewhere(writes, id_params)
         pending = list(range(keys.shards))
         count = 0
+        if len(self._nums) > NUMS_MAX:
+            self._forget_numbers()
         for attempt in range(STALE_ATTEMPTS):
-            self._resolve(writes, pending)
             pipe = _Replayable(self.client)
             if attempt == 0 and writes.hll:
                 flat: list[Any] = []
@@ -207,6 +208,11 @@ class Store:
                     stale.append(shard)
                 else:
                     count += int(result[1])
+                    if int(result[2]) >= 0:
+                        self._witness[shard] = int(result[2])
+                        given = result[3]
+                        self._nums.update(zip(map(_s, given[::2]), map(_s, given[1::2]),
+                                              strict=True))
             if conflict is not None:
                 raise conflict
             if not stale:
@@ -218,50 +224,6 @@ class Store:
             pending = stale
         raise _StaleNumbers(f"shards {pending}: bit numbers still stale after "
                             f"{STALE_ATTEMPTS} attempts")
-
-    def _resolve(self, writes: BatchWrites, shards: list[int]) -> None:
-        """Make sure every user of the plans of `shards` has its bit number cached: one
-        nums.lua call per shard with unknown users, in one round trip."""
-        nums = self._nums
-        plans = [(shard, writes.shards[shard]) for shard in shards
-                 if shard in writes.shards and (writes.shards[shard].activity
-                                                or writes.shards[shard].users)]
-
-        def missing(plan: ShardPlan) -> list[str]:
-            # a user active on several days of the batch is asked for once
-            return list(dict.fromkeys([u for us in plan.activity.values() for u in us
-                                       if u not in nums] + [u for u in plan.users
-                                                            if u not in nums]))
-
-        asks = [(shard, missing(plan)) for shard, plan in plans]
-        if len(nums) + sum(len(u) for _, u in asks) > NUMS_MAX:
-            self._forget_numbers()
-        for _ in range(STALE_ATTEMPTS):
-            if not nums:
-                asks = [(shard, missing(plan)) for shard, plan in plans]
-            asks = [(shard, unknown) for shard, unknown in asks
-                    if unknown or shard not in self._witness]
-            if not asks:
-                return
-            pipe = _Replayable(self.client)
-            bucket_of = self.keys.user_shard_bucket
-            for shard, unknown in asks:
-                args: list[Any] = [self.keys.tag(shard), self._token, WITNESS_TTL,
-                                   self._witness.get(shard, "")]
-                for u in unknown:
-                    args += (bucket_of(u)[1], u)
-                _evalsha(pipe, self._nums_sha, self.keys.offsets(shard), *args)
-            results = self._execute(pipe)
-            if any(int(r[0]) == 0 for r in results):
-                # Redis lost some of this store's earlier calls: its numbers may have been
-                # given again. Forget them all and ask afresh.
-                self._forget_numbers()
-                continue
-            for (shard, unknown), (_, witness, numbers) in zip(asks, results, strict=True):
-                self._witness[shard] = int(witness)
-                nums.update(zip(unknown, map(_s, numbers), strict=True))
-            return
-        raise _StaleNumbers(f"bit numbers still stale after {STALE_ATTEMPTS} attempts")
 
     def _forget_numbers(self) -> None:
         self._nums.clear()
@@ -277,10 +239,10 @@ class Store:
             expected = applied.get((src, shard), -1)
             o += (src, expected, max(expected, last))
         plan = writes.shards.get(shard) or ShardPlan()
-        witness = ({"w": self._token, "wc": self._witness[shard]}
-                   if plan.users or plan.activity else {})
+        witness = {"w": self._token, "wc": self._witness.get(shard, -1), "wt": WITNESS_TTL}
         return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
-                            self.keys.retention_days, self._nums, self.keys.segments or None)
+                            self.keys.retention_days, self._nums, self.keys.user_shard_bucket,
+                            self.keys.segments or None)
 
     def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
         """Resolve the batch's unknown segment values in the registry (first values win),
@@ -500,14 +462,33 @@ def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
 
 def _encode_plan(
     plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
-    nums: Mapping[str, str], seg: Segments | None = None,
+    nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]],
+    seg: Segments | None = None,
 ) -> bytes:
+    """The apply script's argument for one shard (lua/apply.lua lists the fields). Users
+    without a number in `nums` go to `u` (with their bucket, by `place_of`) and the
+    script gives or finds theirs."""
     b: list[Any] = []
+    bu: list[Any] = []
+    asked: dict[str, int] = {}
     for day, users in plan.activity.items():
-        b += (day, [nums[u] for u in users])
+        got = list(map(nums.get, users))
+        if None in got:  # rare once the cache is warm: split known from unknown
+            missing = [user for user, n in zip(users, got, strict=True) if n is None]
+            got = [n for n in got if n is not None]
+            bu += (day, missing)
+            for user in missing:
+                asked.setdefault(user, place_of(user)[1])
+        b += (day, got)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
-        c += (user, bucket, ts, kind, day, nums[user], claim.digest, claim.origin)
+        number = nums.get(user)
+        if number is None:
+            asked[user] = bucket
+        c += (user, bucket, ts, kind, day, number or "", claim.digest, claim.origin)
+    ask: list[Any] = []
+    for user, bucket in asked.items():
+        ask += (bucket, user)
     n: list[Any] = []
     for day, fld, claim in plan.counters:
         n += (day, fld, claim.digest, claim.origin)
@@ -516,8 +497,9 @@ def _encode_plan(
         _segment_plan(seg, c, n, extra)
     # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
     # totals map must still be a map for `pairs`.
-    return _encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "c": c, "n": n,
-                    "r": retention, "bd": max(retention, BITMAP_DAYS), **params, **extra})
+    return _encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "bu": bu, "u": ask,
+                    "c": c, "n": n, "r": retention, "bd": max(retention, BITMAP_DAYS),
+                    **params, **extra})
 
 
 def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:

@@ -10,10 +10,12 @@
 --   e   map totals field -> increment
 --   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
 --       (numbers as decimal strings: Redis would format a Lua number for every call)
---   c   flat list: user, bucket, ts_ms, kind, day, bit number, digest, origin, ...
---       (customer events)
---   w, wc  the caller's witness token and its expected count (lua/nums.lua): the bit
---       numbers of `b` and `c` are only trusted if Redis still holds that count
+--   bu  flat list: day, {users newly active that day whose number the caller lacks}, ...
+--   u   flat list: bucket, user, ... of every user the caller has no number for
+--   c   flat list: user, bucket, ts_ms, kind, day, bit number ('' when the caller has
+--       none), digest, origin, ...  (customer events)
+--   w, wc, wt  the caller's witness token, its expected count (-1: the caller has no
+--       number cached) and seconds the witness outlives the caller's last call
 --   n   flat list: day, field, digest, origin, ...        (per-day counters)
 --   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
 --   r   retention days of per-day keys, bd of the activity and signup bitmaps
@@ -21,8 +23,17 @@
 --       value; empty for a cancellation); counter fields of `n` are then lists
 --       {field, segment field...}, the segment fields going to `scnt:<day>`
 -- An empty digest means the id was already claimed for this message in another shard.
--- Returns {1, applied_events}; when an offset does not match, {0, src, stored}; when the
--- witness does not match (Redis lost the writes that gave the numbers), {2}.
+-- Returns {1, applied_events, witness count (-1: unchanged), {user, number, ...} given
+-- or found for `u`}; when an offset does not match, {0, src, stored}; when the witness
+-- does not match, {2} (nothing written).
+--
+-- Bit numbers: each user gets one in its shard (`n:<bucket>`, from `seq`), never
+-- reused, so callers cache them. The witness `w:<token>` counts the calls of one caller
+-- that gave it numbers: writes land in Redis in order, so while Redis holds the count of
+-- the caller's latest such call it holds every number the caller caches. If Redis lost
+-- writes (restarted from an older file, a lagging replica took over), the count is
+-- behind, those numbers may have been given again, and the call is refused: the caller
+-- forgets its numbers and asks afresh.
 
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
@@ -40,10 +51,8 @@ for i = 1, #o, 3 do
     return {0, o[i], curn}
   end
 end
-if plan.w then
-  local seen = redis.call('GET', tag .. 'w:' .. plan.w)
-  if tonumber(seen) ~= plan.wc then return {2} end
-end
+local witness = tag .. 'w:' .. plan.w
+if plan.wc >= 0 and tonumber(redis.call('GET', witness)) ~= plan.wc then return {2} end
 for i = 1, #o, 3 do
   redis.call('HSET', offkey, o[i], string.format('%d', o[i + 2]))
 end
@@ -160,11 +169,37 @@ local function apply_diff(old, new, n1, n2, hkey)
 end
 
 
--- 5. Activity: one BITFIELD per day and chunk of users (a call's arguments are bounded
+-- 5. Numbers for the users the caller has none for: HSETNX first, one call for a new
+--    user (the usual case), two for one given earlier.
+local num, given = {}, {}
+local u = plan.u
+if #u > 0 then
+  local seq = tag .. 'seq'
+  local next_n = tonumber(redis.call('GET', seq) or '0')
+  local first = next_n
+  for i = 1, #u, 2 do
+    local n = string.format('%d', next_n)
+    if redis.call('HSETNX', tag .. 'n:' .. u[i], u[i + 1], n) == 1 then
+      next_n = next_n + 1
+    else
+      n = redis.call('HGET', tag .. 'n:' .. u[i], u[i + 1])
+    end
+    num[u[i + 1]] = n
+    given[#given + 1] = u[i + 1]
+    given[#given + 1] = n
+  end
+  if next_n > first then redis.call('SET', seq, string.format('%d', next_n)) end
+end
+local bu = plan.bu
+local unknown = {}
+for i = 1, #bu, 2 do unknown[bu[i]] = bu[i + 1] end
+
+-- 6. Activity: one BITFIELD per day and chunk of users (a call's arguments are bounded
 --    by Lua's stack); setting a bit twice is harmless.
 local b = plan.b
 for i = 1, #b, 2 do
   local key, nums = tag .. 'a:' .. b[i], b[i + 1]
+  for _, user in ipairs(unknown[b[i]] or {}) do nums[#nums + 1] = num[user] end
   for j = 1, #nums, 1500 do
     local args, k = {}, 0
     for n = j, math.min(j + 1499, #nums) do
@@ -217,7 +252,7 @@ local function seg_churn_steps(rec, srec)
   return out
 end
 
--- 6. Signups and cancellations.
+-- 7. Signups and cancellations.
 local c = plan.c
 local cs = plan.cs
 local scust = tag .. 'scust'
@@ -240,7 +275,7 @@ for i = 1, #c, 8 do
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
     if c[i + 3] == 0 then
       local sg = tag .. 'sg:' .. c[i + 4]
-      redis.call('SETBIT', sg, c[i + 5], '1')
+      redis.call('SETBIT', sg, c[i + 5] ~= '' and c[i + 5] or num[user], '1')
       redis.call('EXPIREAT', sg, bitmap_expiry(c[i + 4]))
     end
     if cs then
@@ -265,7 +300,7 @@ for i = 1, #c, 8 do
   end
 end
 
--- 7. Per-day counters (visits, conversions, survey answers), summed before writing.
+-- 8. Per-day counters (visits, conversions, survey answers), summed before writing.
 local n = plan.n
 local sums, expires = {}, {}
 for i = 1, #n, 4 do
@@ -301,4 +336,9 @@ for key, per in pairs(sums) do
   redis.call('EXPIREAT', key, expires[key])
 end
 
-return {1, applied}
+local count = -1
+if #given > 0 then
+  count = redis.call('INCR', witness)
+  redis.call('EXPIRE', witness, plan.wt)
+end
+return {1, applied, count, given}

@@ -62,7 +62,7 @@ async def test_conflict_while_isolating_a_failed_batch_reloads_offsets() -> None
     worker = Worker(Settings(max_lateness_days=3650), store, source, None,  # type: ignore[arg-type]
                     Health(CollectorRegistry()))
     worker.applied[("t/0", 0)] = 7
-    worker.seen.add(("u", 1))
+    worker.seen["u"] = 1
     await worker.process([record(8), record(9)])  # must not raise
     assert source.seeks == [("t", 0, 4)]
     assert worker.applied == {("t/0", 0): 3}

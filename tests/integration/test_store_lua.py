@@ -246,8 +246,9 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
     look, ws, wl, xs, xl = keys.id_generations(today)
     body = _encode_plan(w.shards.get(1) or type(next(iter(w.shards.values())))(),
                         keys.tag(1), ["t/0", 9, 19],
-                        {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl},
-                        keys.retention_days, {})
+                        {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl,
+                         "w": "t", "wc": -1, "wt": 60},
+                        keys.retention_days, {}, keys.user_shard_bucket)
     client.evalsha(store._apply_sha, 1, keys.offsets(1), body)
     # Restart: resume at the lowest shard's offset, redelivered in other boundaries.
     applied = store.load_offsets(["t/0"])
@@ -267,11 +268,11 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
 
 
 def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
-    """Redis lost the writes that gave this store its cached bit numbers (restarted from
-    an older file) while keeping the batch offsets, and another worker got the same
-    numbers for other users: the store's next call for numbers (for a new user, whose
-    call count would match again) and the apply script both refuse the stale numbers,
-    the store asks again, and every user keeps a bit of its own."""
+    """Redis lost a batch that gave this store bit numbers (restarted from an older
+    file: the batch's offsets, bits and numbers are gone together), and another worker
+    then got the same numbers for its own users: the apply script refuses the store's
+    stale numbers, the store forgets them and asks again, and every user keeps a bit of
+    its own."""
     store = make_store(redis_url)
     days = DayMapper("UTC")
     today = days.today(NOW)
@@ -283,40 +284,37 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
         return [Message(src, first + i, decode(v, ms(NOW), LATENESS_MS), v)
                 for i, v in enumerate(raw)]
 
+    def number(user: str) -> int:
+        return int(store.client.hget(tag + f"n:{store.keys.user_shard_bucket(user)[1]}", user))
+
     mine = [f"u{i}" for i in range(5)]
     later = [f"v{i}" for i in range(5)]
     theirs = [f"w{i}" for i in range(5)]
-    applied: dict[tuple[str, int], int] = {}
-    store.apply(fold(batch(mine, 0), store.keys, days, today, applied), applied, today)
+    store.apply(fold(batch(mine, 0), store.keys, days, today, {}), {}, today)
     applied = store.load_offsets(["t/0"])
-    # The store learns numbers for the next batch's users...
-    pending = fold(batch(later, 5), store.keys, days, today, applied)
-    store._resolve(pending, [0])
-    given = sorted(int(store._nums[u]) for u in later)
-    assert given == [5, 6, 7, 8, 9]
-    # ... then Redis loses exactly those writes (the offsets of the first batch survive)
+    store.apply(fold(batch(later, 5), store.keys, days, today, applied), applied, today)
+    assert sorted(int(store._nums[u]) for u in later) == [5, 6, 7, 8, 9]
+    # Redis loses the second batch: its offsets, its bits, its numbers, the witness.
+    store.client.hset(store.keys.offsets(0), "t/0", 4)
     for u in later:
         store.client.hdel(tag + f"n:{store.keys.user_shard_bucket(u)[1]}", u)
+        store.client.setbit(tag + f"a:{today}", number_of := int(store._nums[u]), 0)
+        assert number_of >= 5
     store.client.set(tag + "seq", 5)
     store.client.set(tag + f"w:{store._token}", 1)
-    # ... and another worker gets those numbers for its own users.
+    # Another worker gets those numbers for its own users.
     other = Store(store.client, store.keys, store.params)
     other.load_scripts()
     other.apply(fold(batch(theirs, 0, "t/1"), store.keys, days, today, {}), {}, today)
     assert sorted(int(other._nums[u]) for u in theirs) == [5, 6, 7, 8, 9]
-    # the store's next batch: the users it has numbers for, and a new one
+    # The store re-reads from Redis's offsets: its cache still has the lost numbers.
+    applied = store.load_offsets(["t/0"])
     store.apply(fold(batch([*later, "x0"], 5), store.keys, days, today, applied), applied,
                 today)
     assert store.load_offsets(["t/0"]) == {("t/0", 0): 10}
-    numbers = [int(store.client.hget(tag + f"n:{store.keys.user_shard_bucket(u)[1]}", u))
-               for u in [*mine, *later, "x0", *theirs]]
+    numbers = [number(u) for u in [*mine, *later, "x0", *theirs]]
     assert sorted(numbers) == list(range(16))
+    assert all(store._nums[u] == str(number(u)) for u in [*later, "x0"])
     bitmap = store.client.get(tag + f"a:{today}")
     assert sum(bin(b).count("1") for b in bitmap) == 16
-    # and when the store asks for nothing new, the apply script itself refuses
-    store.client.set(tag + f"w:{store._token}", 0)
-    applied = store.load_offsets(["t/0"])
-    store.apply(fold(batch(mine, 11), store.keys, days, today, applied), applied, today)
-    assert store.load_offsets(["t/0"]) == {("t/0", 0): 15}
-    assert int(store.client.get(tag + f"w:{store._token}")) == 1
     store.close()
