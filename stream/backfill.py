@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from .collector import Health
-from .consumer import Record, Worker
+from .consumer import Record, Run, Worker, runs_of
 from .settings import Settings
 from .store import Store
 from .timebuckets import ms
@@ -115,7 +115,7 @@ class BackfillSource:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
         self._report()
         if self._stop.is_set():
             return []
@@ -137,7 +137,7 @@ class BackfillSource:
                 # the position skips what records do not show (transaction markers)
                 self.pos[key] = max(self.pos[key], await self._consumer.position(tp))
         self._check_done()
-        return out
+        return runs_of(out)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         return self.end.get((topic, partition))

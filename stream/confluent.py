@@ -31,7 +31,7 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, libversion
 
-from .consumer import Record
+from .consumer import Record, Run, runs_of
 from .settings import Settings
 
 log = logging.getLogger("stream.kafka")
@@ -134,7 +134,7 @@ class ConfluentSource:
         finally:
             self._thread.shutdown(wait=False)
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
         if self._error is not None:
             if timeout_ms == 0:  # the worker's fetch ahead: let the main loop raise it
                 return []
@@ -159,7 +159,7 @@ class ConfluentSource:
         self._job = None
         if job.moved:
             records = self._drop_moved(records, job.moved)
-        return records
+        return runs_of(records)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater (cached from fetch responses), not ListOffsets: some brokers

@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
@@ -59,12 +60,53 @@ class Record:
     value: bytes | None
 
 
+#: Consecutive messages of one partition, offsets rising: (topic, partition, messages),
+#: each message with at least `offset` and `value` (a `Record`, or the client's own).
+Run = tuple[str, int, Sequence[Any]]
+
+
+def runs_of(records: list[Record]) -> list[Run]:
+    """`records` (each partition's in order) as runs of one partition each."""
+    runs: list[Run] = []
+    i, n = 0, len(records)
+    while i < n:
+        topic, partition = records[i].topic, records[i].partition
+        j = i + 1
+        while j < n and records[j].partition == partition and records[j].topic == topic:
+            j += 1
+        runs.append((topic, partition, records[i:j]))
+        i = j
+    return runs
+
+
+def _raw_value(value: bytes | None) -> bytes | None:
+    """The worker's aiokafka value "deserializer": marks its consumer for `_light_record`."""
+    return value
+
+
+_consumer_record = PartitionRecords._consumer_record
+
+
+def _light_record(self: PartitionRecords, tp: TopicPartition, record: Any) -> Any:
+    """aiokafka builds a ConsumerRecord of eleven fields per message (its size fields,
+    headers tuple...), a good part of its per-message cost; the worker reads only the
+    offset and the value, which aiokafka's own record already has. So for the worker's
+    consumer (marked by `_raw_value`) that record is handed over as it is; every other
+    consumer in the process gets ConsumerRecords as usual."""
+    if self._value_deserializer is _raw_value:
+        return record
+    return _consumer_record(self, tp, record)
+
+
+PartitionRecords._consumer_record = _light_record
+
+
 class Source(Protocol):
     """What the worker needs from a Kafka client; aiokafka's is `AiokafkaSource`."""
 
     async def start(self, on_assigned: Any, on_revoked: Any) -> None: ...
     async def stop(self) -> None: ...
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]: ...
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]: ...
     def highwater(self, topic: str, partition: int) -> int | None: ...
     def seek(self, topic: str, partition: int, offset: int) -> None: ...
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None: ...
@@ -99,6 +141,7 @@ class AiokafkaSource:
             max_poll_records=settings.batch_max,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
+            value_deserializer=_raw_value,
             **settings.kafka_options(),
         )
 
@@ -109,10 +152,9 @@ class AiokafkaSource:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Record]:
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
         data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        # aiokafka's ConsumerRecord has every field of `Record`: no copy per message.
-        return [m for msgs in data.values() for m in msgs]
+        return [(tp.topic, tp.partition, msgs) for tp, msgs in data.items() if msgs]
 
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater, not ListOffsets: some brokers answer "latest" wrongly.
@@ -248,7 +290,7 @@ class Worker:
             self.seen.clear()
             await self._resume(assigned)
 
-    async def process(self, records: list[Record]) -> None:
+    async def process(self, records: list[Run]) -> None:
         """Decode, fold and apply `records`, then any records the client has buffered
         meanwhile (for up to PROCESS_SLICE_SECONDS); retries Redis until it succeeds.
 
@@ -280,7 +322,7 @@ class Worker:
                 self.health.processed.labels(topic).inc(n)
             self.health.folded(len(prepared.values))
 
-    def _prepare(self, records: list[Record]) -> _Batch | None:
+    def _prepare(self, fetched: list[Run]) -> _Batch | None:
         """A batch ready to fold: per kept partition (message count, last offset), the
         values and offsets in runs of one partition each, and the local day."""
         assigned = self.source.assignment()
@@ -289,25 +331,19 @@ class Worker:
         offsets: list[int] = []
         runs: list[tuple[str, int, int]] = []
         counts: dict[tuple[str, int], tuple[int, int]] = {}
-        i, n = 0, len(records)
-        while i < n:
-            # the client hands over each partition's messages together, offsets rising
-            tp = (records[i].topic, records[i].partition)
-            j = i + 1
-            while j < n and records[j].partition == tp[1] and records[j].topic == tp[0]:
-                j += 1
+        for topic, partition, run in fetched:
+            tp = (topic, partition)
             # Records of a partition revoked while we waited belong to its new owner now.
-            if tp in assigned:
-                run = records[i:j]
-                src = srcs.get(tp)
-                if src is None:
-                    src = srcs[tp] = src_of(*tp)
-                runs.append((src, len(values), len(values) + len(run)))
-                values += [r.value for r in run]
-                offsets += [r.offset for r in run]
-                count, last = counts.get(tp, (0, -1))
-                counts[tp] = (count + len(run), max(last, run[-1].offset))
-            i = j
+            if tp not in assigned or not run:
+                continue
+            src = srcs.get(tp)
+            if src is None:
+                src = srcs[tp] = src_of(*tp)
+            runs.append((src, len(values), len(values) + len(run)))
+            values += [r.value for r in run]
+            offsets += [r.offset for r in run]
+            count, last = counts.get(tp, (0, -1))
+            counts[tp] = (count + len(run), max(last, run[-1].offset))
         if not values:
             return None
         now = utc_now()

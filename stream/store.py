@@ -190,9 +190,8 @@ class Store:
                 for day, members in writes.hll.items():
                     flat += (keys.dau(day), keys.day_expire_at(day), list(members))
                 _evalsha(pipe, self._hll_sha, flat[0], _encode(flat))
-                seg = keys.segments or None
-                if seg is not None:
-                    self._segment_writes(writes, pipe, seg)
+            if attempt == 0 and keys.segments:
+                self._segment_writes(writes, pipe, keys.segments)
             for shard in pending:
                 _evalsha(pipe, self._apply_sha, keys.offsets(shard),
                          self._shard_body(writes, shard, applied, id_params))

@@ -8,7 +8,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from stream.collector import Health
-from stream.consumer import Record, Worker
+from stream.consumer import Record, Worker, runs_of
 from stream.keys import KeySpace
 from stream.settings import Settings
 from stream.store import Conflict
@@ -63,7 +63,7 @@ async def test_conflict_while_isolating_a_failed_batch_reloads_offsets() -> None
                     Health(CollectorRegistry()))
     worker.applied[("t/0", 0)] = 7
     worker.seen["u"] = 1
-    await worker.process([record(8), record(9)])  # must not raise
+    await worker.process(runs_of([record(8), record(9)]))  # must not raise
     assert source.seeks == [("t", 0, 4)]
     assert worker.applied == {("t/0", 0): 3}
     assert not worker.seen
