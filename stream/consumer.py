@@ -40,8 +40,9 @@ TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
              redis.exceptions.MasterDownError, redis.exceptions.OutOfMemoryError, OSError)
 #: While idle, how often the worker checks that Redis still holds the offsets it applied.
 OFFSET_AUDIT_SECONDS = 5.0
-#: (user_id, day) pairs remembered as already in Redis, at most; then the memory is reset.
-SEEN_LIMIT = 500_000
+#: Users whose latest recorded (user, day) is remembered, at most (~150 bytes each); then
+#: the memory is reset.
+SEEN_LIMIT = 150_000
 #: Longest time `Worker.process` keeps taking buffered batches before returning to the
 #: main loop (lag, commits, shutdown and rebalances are handled between calls).
 PROCESS_SLICE_SECONDS = 1.0

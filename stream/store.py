@@ -8,6 +8,7 @@ fetching the next batch meanwhile.
 from __future__ import annotations
 
 import importlib.resources
+import itertools
 import secrets
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -27,9 +28,9 @@ from .timebuckets import month_so_far, rolling
 _encode = msgspec.msgpack.Encoder().encode
 
 
-#: Users whose bit number a store remembers (the cache is cleared when it passes this):
-#: about 100 bytes each.
-NUMS_MAX = 300_000
+#: Users whose bit number a store remembers, at most: about 150 bytes each. Past it the
+#: older half is forgotten (a forgotten user's number is found again in Redis).
+NUMS_MAX = 150_000
 #: Seconds a witness key (lua/apply.lua) outlives its store's last call that got
 #: numbers: a week.
 WITNESS_TTL = 7 * 86_400
@@ -182,7 +183,9 @@ class Store:
         pending = list(range(keys.shards))
         count = 0
         if len(self._nums) > NUMS_MAX:
-            self._forget_numbers()
+            # dicts keep insertion order: the first half is the oldest
+            for user in list(itertools.islice(self._nums, len(self._nums) // 2)):
+                del self._nums[user]
         for attempt in range(STALE_ATTEMPTS):
             pipe = _Replayable(self.client)
             if attempt == 0 and writes.hll:

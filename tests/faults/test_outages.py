@@ -50,7 +50,6 @@ def test_redis_unreachable_for_30s(broker: TansuBroker, redis_server: RedisServe
         produce_all(broker.bootstrap, truth.messages[:half])
         wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 120)
         wait_until(lambda: worker.get("/readyz")[0] == 200, 30, "ready")
-        before = applied_offsets(redis_server.url)
         errors_before = sample(worker, "engagement_redis_errors_total") or 0
         pid = worker.proc.pid if worker.proc else None
 
@@ -74,7 +73,8 @@ def test_redis_unreachable_for_30s(broker: TansuBroker, redis_server: RedisServe
             assert seen_errors, "engagement_redis_errors never grew"
         finally:
             redis_server.resume()
-        assert applied_offsets(redis_server.url) == before  # nothing applied meanwhile
+        # (Redis applies the batch the worker sent while it was stopped as soon as it
+        # resumes, so its offsets are not compared with `before` here.)
         wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 120)
         wait_lag_zero([worker])
         wait_until(lambda: worker.get("/readyz")[0] == 200, 30, "ready again")
