@@ -515,7 +515,7 @@ def memory_per_user(users: int, days: int, seed: int = 5) -> dict[str, Any]:
         base = int(client.info("memory")["used_memory"])
         mapper = DayMapper("UTC")
         applied: dict[tuple[str, int], int] = {}
-        seen: set[tuple[str, int]] = set()
+        seen: dict[str, int] = {}
         offset = 0
         batch: list[Message] = []
 

@@ -172,9 +172,10 @@ def _store_mismatch(settings: Settings) -> str | None:
 
 
 def _worker(settings: Settings) -> int:
-    from .app import Stalled, run_worker
+    from .app import Stalled, limit_malloc_arenas, run_worker
     from .store import StoreMismatch
 
+    limit_malloc_arenas()
     mismatch = _store_mismatch(settings)
     if mismatch is not None:
         print(f"engagement-stream: {mismatch}", file=sys.stderr)

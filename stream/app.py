@@ -4,6 +4,8 @@ and `demo` commands and by tests that run a worker in-process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import gc
 import logging
 import os
@@ -124,6 +126,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         _watchdog(health, stop, settings.shutdown_seconds if install_signals else None))
     upkeep = asyncio.create_task(maintenance_loop(fold_store, settings.timezone, stop))
     scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
+    collector_task = asyncio.create_task(_collect_garbage(stop))
     _tune_gc()
     try:
         await worker.run(stop)
@@ -133,6 +136,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         watchdog.cancel()
         upkeep.cancel()
         scanner.cancel()
+        collector_task.cancel()
         await producer.stop()
         server.stop()
         figures_collector.stop()
@@ -140,6 +144,20 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         scrape_store.close()
     if health.stalled_for() >= 2 * health.stall_seconds:
         raise Stalled(f"no progress for {health.stalled_for():.0f}s with lag; exiting")
+
+
+def limit_malloc_arenas() -> None:
+    """At most two glibc malloc arenas. glibc gives threads arenas of their own (up to
+    8 per core), and the worker's threads (the Redis calls, the figures refresh, one per
+    scrape) each left freed memory behind in theirs: at a steady 5000 events/s the
+    worker's RSS crept up by 1-2 MB a minute; with two arenas it stays nearly flat. The
+    worker command calls it before any thread starts; a no-op where the C library is not
+    glibc."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").mallopt(_M_ARENA_MAX, 2)
+
+
+_M_ARENA_MAX = -8
 
 
 def _tune_gc() -> None:
@@ -154,6 +172,22 @@ def _tune_gc() -> None:
     # call, read the reply) while the event loop decodes the next batch: with the default
     # 5 ms switch interval each of those moments waited up to 5 ms.
     sys.setswitchinterval(0.0005)
+
+
+#: Seconds between full garbage collections (see `_collect_garbage`).
+GC_EVERY_SECONDS = 30.0
+
+
+async def _collect_garbage(stop: asyncio.Event) -> None:
+    """A full collection every GC_EVERY_SECONDS. With the raised thresholds of `_tune_gc`
+    the oldest generation is almost never collected on its own, and the event loop's
+    reference cycles (tasks, futures, exceptions) pile up there: worker memory grew by
+    about 2 MB a minute at a steady 5000 events/s. The start-up objects are frozen, so a
+    collection scans only what came later: milliseconds."""
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=GC_EVERY_SECONDS)
+        gc.collect()
 
 
 class Stalled(Exception):
