@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from . import figures
 from .collector import FiguresCollector, Health
 from .consumer import AiokafkaSource, Source, Worker, _GiveUp
+from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
@@ -128,6 +129,10 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
     collector_task = asyncio.create_task(_collect_garbage(stop))
     _tune_gc()
+    if not compiled_fold_available():
+        log.warning("the compiled fold (stream/_fastfold.c) is not built: every message "
+                    "takes the pure Python path, several times slower; reinstall with a C "
+                    "compiler and zlib's headers")
     try:
         await worker.run(stop)
     except _GiveUp as exc:  # stopped while Redis or the dead-letter topic was unavailable

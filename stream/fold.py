@@ -117,6 +117,11 @@ def _places(keys: KeySpace) -> dict[str, tuple[int, int]]:
     return _PLACE_CACHES.setdefault((keys.shards, keys.buckets), {})
 
 
+def compiled_fold_available() -> bool:
+    """True when the compiled shortcut (stream/_fastfold.c) was built and imports."""
+    return _fastfold is not None
+
+
 @dataclass(slots=True)
 class Prepared:
     """A consumed batch before decoding: the values and offsets of its messages, in runs

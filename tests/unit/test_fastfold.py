@@ -23,8 +23,15 @@ from stream.fold import BatchWrites, Prepared, fold_prepared
 from stream.keys import KeySpace
 from stream.timebuckets import DayMapper
 
-pytestmark = pytest.mark.skipif(fold_module._fastfold is None,
-                                reason="the compiled fold is not built")
+
+def test_the_compiled_fold_is_built() -> None:
+    """scripts/install.sh installs a compiler: without the extension every message would
+    take the Python path, and the tests below would be skipped."""
+    assert fold_module.compiled_fold_available()
+
+
+needs_extension = pytest.mark.skipif(fold_module._fastfold is None,
+                                     reason="the compiled fold is not built")
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 NOW_MS = int(NOW.timestamp() * 1000)
@@ -146,6 +153,7 @@ def _normal(w: BatchWrites) -> dict[str, Any]:
     }
 
 
+@needs_extension
 @settings(max_examples=300, deadline=None)
 @given(_batches(), st.sampled_from(["UTC", "Europe/Berlin", "Asia/Kolkata"]),
        st.sampled_from([1, 3]), st.sampled_from([90, 32]))
@@ -161,6 +169,7 @@ def test_compiled_fold_equals_python_fold(
     assert _normal(fast) == _normal(slow)
 
 
+@needs_extension
 def test_the_shortcut_takes_the_common_shapes() -> None:
     """Guards the test above against a shortcut that takes nothing (equal, but useless)."""
     ts = NOW_MS - 3_600_000
