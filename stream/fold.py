@@ -63,19 +63,15 @@ class ShardPlan:
     - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
     - `activity`: day -> users newly active that day in this batch (each once), for the
       day's activity bitmap
-    - `users`: user_id -> bucket of every user in `customer` (those in `activity` have
-      theirs computed by the store when it needs it): the store gives users bit numbers
     - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
       kind is `(SIGNUP, value of each dimension...)`
     - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score;
       with segments `(field, kind, value of each dimension...)` with kind `v`, `c`,
       `nps<score>` or `csat<score>`
-    - `new_pairs`: (user_id, day) pairs this plan records, for the caller's cache
     """
 
     totals: dict[str, int] = field(default_factory=dict)
     activity: dict[int, list[str]] = field(default_factory=dict)
-    users: dict[str, int] = field(default_factory=dict)
     customer: list[tuple[str, int, int, int, int, Claim]] = field(default_factory=list)
     counters: list[tuple[int, str, Claim]] = field(default_factory=list)
 
@@ -336,7 +332,6 @@ def fold(
             if seg is not None and code == 1:
                 kind = (SIGNUP, *values_of(item.props))
             plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))  # type: ignore[arg-type]
-            plan.users[user] = bucket
         elif code == 5:
             name = f"{item.survey}:{item.score}"
             fld: str | tuple[str, ...] = name

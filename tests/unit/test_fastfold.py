@@ -143,7 +143,6 @@ def _normal(w: BatchWrites) -> dict[str, Any]:
         "totals": {s: p.totals for s, p in w.shards.items()},
         "activity": {s: {d: Counter(u) for d, u in p.activity.items()}
                      for s, p in w.shards.items()},
-        "users": {s: p.users for s, p in w.shards.items()},
         "customer": {s: p.customer for s, p in w.shards.items()},
         "counters": {s: p.counters for s, p in w.shards.items()},
         "new_days": w.new_days,

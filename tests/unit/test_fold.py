@@ -30,7 +30,6 @@ def test_activity_grouped_per_day_and_user() -> None:
     plan = w.shards[0]
     assert plan.totals == {"e:activity": 4}
     assert plan.activity == {TODAY: ["u1", "u2"], TODAY - 1: ["u1"]}
-    assert plan.users == {}  # buckets of active users: the store computes those it needs
     assert w.new_days == {"u1": TODAY, "u2": TODAY}
     assert w.last_offset == {"t/0": 3}
 
@@ -115,7 +114,6 @@ def test_fold_is_order_independent(raw: list[tuple[int, str, int, str]], rnd: ob
         assert pa.totals == pb.totals
         assert {d: sorted(u) for d, u in pa.activity.items()} == {
             d: sorted(u) for d, u in pb.activity.items()}
-        assert pa.users == pb.users
         assert Counter((d, f) for d, f, _ in pa.counters) == Counter(
             (d, f) for d, f, _ in pb.counters)
         assert Counter(c[:5] for c in pa.customer) == Counter(c[:5] for c in pb.customer)
