@@ -168,9 +168,7 @@ def fold_prepared(
            {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
            today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
            out.hll, [p.activity for p in plans], out.new_days)
-    ceilings: dict[str, int] = {}
-    for (src, _), off in applied.items():
-        ceilings[src] = max(ceilings.get(src, off), off)
+    ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
         taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
@@ -194,6 +192,15 @@ def fold_prepared(
 
 
 _ACTIVITY = _TYPE_FIELDS[0]
+
+
+def _ceilings(applied: Mapping[tuple[str, int], int]) -> dict[str, int]:
+    """src -> the highest offset of it that any shard has applied: messages above it,
+    nearly all of them, need no per-shard redelivery check."""
+    out: dict[str, int] = {}
+    for (src, _), off in applied.items():
+        out[src] = max(out.get(src, off), off)
+    return out
 
 
 def fold(
@@ -227,11 +234,7 @@ def fold(
     day_of = days.day_of_ms
     place_of = keys.user_shard_bucket
     places = _places(keys)
-    # The highest offset per partition that any shard has applied: messages above it,
-    # nearly all of them, need no per-shard check.
-    ceiling: dict[str, int] = {}
-    for (src, _), off in applied.items():
-        ceiling[src] = max(ceiling.get(src, off), off)
+    ceiling = _ceilings(applied)
     seg = keys.segments or None
     if seg is not None:
         dims = seg.dims
