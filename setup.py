@@ -8,5 +8,7 @@ setup(
     ext_modules=[
         Extension("stream._fastfold", ["stream/_fastfold.c"], libraries=["z"],
                   extra_compile_args=["-O2"], optional=True),
+        Extension("stream._recordbatch", ["stream/_recordbatch.c"],
+                  extra_compile_args=["-O2"], optional=True),
     ],
 )

@@ -12,16 +12,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import redis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.consumer.fetcher import PartitionRecords
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
+from . import fetched
 from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter
 from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
@@ -61,9 +61,9 @@ class Record:
     value: bytes | None
 
 
-#: Consecutive messages of one partition, offsets rising: (topic, partition, messages),
-#: each message with at least `offset` and `value` (a `Record`, or the client's own).
-Run = tuple[str, int, Sequence[Any]]
+#: Consecutive messages of one partition, offsets rising: (topic, partition, values,
+#: offsets), a value bytes or None.
+Run = tuple[str, int, list[bytes | None], list[int]]
 
 
 def runs_of(records: list[Record]) -> list[Run]:
@@ -75,31 +75,13 @@ def runs_of(records: list[Record]) -> list[Run]:
         j = i + 1
         while j < n and records[j].partition == partition and records[j].topic == topic:
             j += 1
-        runs.append((topic, partition, records[i:j]))
+        runs.append((topic, partition, [r.value for r in records[i:j]],
+                     [r.offset for r in records[i:j]]))
         i = j
     return runs
 
 
-def _raw_value(value: bytes | None) -> bytes | None:
-    """The worker's aiokafka value "deserializer": marks its consumer for `_light_record`."""
-    return value
-
-
-_consumer_record = PartitionRecords._consumer_record
-
-
-def _light_record(self: PartitionRecords, tp: TopicPartition, record: Any) -> Any:
-    """aiokafka builds a ConsumerRecord of eleven fields per message (its size fields,
-    headers tuple...), a good part of its per-message cost; the worker reads only the
-    offset and the value, which aiokafka's own record already has. So for the worker's
-    consumer (marked by `_raw_value`) that record is handed over as it is; every other
-    consumer in the process gets ConsumerRecords as usual."""
-    if self._value_deserializer is _raw_value:
-        return record
-    return _consumer_record(self, tp, record)
-
-
-PartitionRecords._consumer_record = _light_record
+fetched.install()
 
 
 class Source(Protocol):
@@ -142,7 +124,7 @@ class AiokafkaSource:
             max_poll_records=settings.batch_max,
             fetch_max_bytes=64 * 1024 * 1024,
             max_partition_fetch_bytes=8 * 1024 * 1024,
-            value_deserializer=_raw_value,
+            value_deserializer=fetched.raw_value,
             **settings.kafka_options(),
         )
 
@@ -155,7 +137,14 @@ class AiokafkaSource:
 
     async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
         data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        return [(tp.topic, tp.partition, msgs) for tp, msgs in data.items() if msgs]
+        runs: list[Run] = []
+        for tp, got in data.items():
+            if isinstance(got, fetched.Chunk):
+                runs.append((tp.topic, tp.partition, got.values, got.offsets))
+            elif got:  # read_committed: aiokafka's records
+                runs.append((tp.topic, tp.partition, [r.value for r in got],
+                             [r.offset for r in got]))
+        return runs
 
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater, not ListOffsets: some brokers answer "latest" wrongly.
@@ -323,7 +312,7 @@ class Worker:
                 self.health.processed.labels(topic).inc(n)
             self.health.folded(len(prepared.values))
 
-    def _prepare(self, fetched: list[Run]) -> _Batch | None:
+    def _prepare(self, got: list[Run]) -> _Batch | None:
         """A batch ready to fold: per kept partition (message count, last offset), the
         values and offsets in runs of one partition each, and the local day."""
         assigned = self.source.assignment()
@@ -332,19 +321,19 @@ class Worker:
         offsets: list[int] = []
         runs: list[tuple[str, int, int]] = []
         counts: dict[tuple[str, int], tuple[int, int]] = {}
-        for topic, partition, run in fetched:
+        for topic, partition, run_values, run_offsets in got:
             tp = (topic, partition)
             # Records of a partition revoked while we waited belong to its new owner now.
-            if tp not in assigned or not run:
+            if tp not in assigned or not run_offsets:
                 continue
             src = srcs.get(tp)
             if src is None:
                 src = srcs[tp] = src_of(*tp)
-            runs.append((src, len(values), len(values) + len(run)))
-            values += [r.value for r in run]
-            offsets += [r.offset for r in run]
+            runs.append((src, len(values), len(values) + len(run_offsets)))
+            values += run_values
+            offsets += run_offsets
             count, last = counts.get(tp, (0, -1))
-            counts[tp] = (count + len(run), max(last, run[-1].offset))
+            counts[tp] = (count + len(run_offsets), max(last, run_offsets[-1]))
         if not values:
             return None
         now = utc_now()

@@ -1,0 +1,168 @@
+"""The worker's list-at-once reading of fetched record sets (stream/fetched.py, with the
+compiled reader stream/_recordbatch.c) against aiokafka's own reader.
+
+Record sets are built with aiokafka's batch builder (an implementation of the format
+independent of ours): batches with keys, headers, null and empty values, large values,
+gzip-compressed batches, control batches, a batch cut off at the end (as a fetch of
+limited size ends), fetch offsets inside a batch, and any `max_records`. Whatever the
+mix, the worker must get exactly the (offset, value) pairs aiokafka's reader yields, and
+resume at the same next offset.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import pytest
+from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
+from aiokafka.errors import CorruptRecordException
+from aiokafka.record._crc32c import crc as crc32c
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
+from aiokafka.record.memory_records import MemoryRecords
+from aiokafka.structs import TopicPartition
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from stream import fetched
+from stream.fetched import Chunk, FetchedRecords, raw_value
+
+TP = TopicPartition("t", 0)
+GZIP = 1
+CONTROL = 0x20
+
+
+def test_the_compiled_reader_is_built() -> None:
+    """scripts/install.sh installs a compiler: without the reader every message would go
+    through aiokafka's, and the comparisons below would not test it."""
+    assert fetched.compiled_reader_available()
+
+
+def batch(base: int, records: list[tuple[bytes | None, bytes | None, list[Any]]],
+          codec: int = 0, control: bool = False, gap: int = 0) -> bytes:
+    """One record batch at `base`; `gap` leaves offsets unused between records (as
+    compaction does)."""
+    builder = DefaultRecordBatchBuilder(2, codec, 0, -1, -1, -1, 10 * 1024 * 1024)
+    for i, (key, value, headers) in enumerate(records):
+        builder.append(i * (gap + 1), timestamp=1_700_000_000_000 + i, key=key, value=value,
+                       headers=headers)
+    data = bytearray(builder.build())
+    struct.pack_into(">q", data, 0, base)
+    if control:
+        attributes = struct.unpack_from(">h", data, 21)[0] | CONTROL
+        struct.pack_into(">h", data, 21, attributes)
+        struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+def library_read(data: bytes, fetch_offset: int) -> tuple[list[tuple[int, Any]], int]:
+    """aiokafka's reader, as a consumer without `raw_value` uses it."""
+    pr = PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, None, True,
+                          READ_UNCOMMITTED)
+    got = [(r.offset, r.value) for r in pr]
+    return got, pr.next_fetch_offset
+
+
+def worker_read(data: bytes, fetch_offset: int, limit: int) -> tuple[
+    list[tuple[int, Any]], int, int
+]:
+    """The worker's reader, `limit` messages a call as `getall(max_records)` asks."""
+    records = FetchedRecords(data)
+    pr = PartitionRecords(TP, records, [], fetch_offset, None, raw_value, True,
+                          READ_UNCOMMITTED)
+    got: list[tuple[int, Any]] = []
+    calls = 0
+    while True:
+        chunk = Chunk()
+        done = fetched._take(pr, records, chunk, limit)
+        calls += 1
+        assert len(chunk) <= limit
+        assert len(chunk.values) == len(chunk.offsets)
+        got += zip(chunk.offsets, chunk.values, strict=True)
+        if done:
+            return got, pr.next_fetch_offset, calls
+        assert calls < 10_000
+
+
+values = st.one_of(st.none(), st.binary(max_size=40),
+                   st.binary(min_size=300, max_size=3000))
+record = st.tuples(st.one_of(st.none(), st.binary(max_size=10)), values,
+                   st.lists(st.tuples(st.text(max_size=5), st.one_of(st.none(),
+                                                                     st.binary(max_size=8))),
+                            max_size=2))
+batch_spec = st.tuples(st.lists(record, min_size=1, max_size=12),
+                       st.sampled_from(["plain", "plain", "plain", "gzip", "control"]),
+                       st.integers(0, 2))
+
+
+def record_set(specs: list[Any]) -> tuple[bytes, int]:
+    """The batches one after the other; returns the data and the first batch's next
+    offset."""
+    data, base, first_next = b"", 0, 0
+    for recs, kind, gap in specs:
+        if kind == "control":
+            recs = recs[:1]
+        data += batch(base, recs, codec=GZIP if kind == "gzip" else 0,
+                      control=kind == "control", gap=gap)
+        base += (len(recs) - 1) * (gap + 1) + 1
+        first_next = first_next or base
+    return data, first_next
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(batch_spec, min_size=1, max_size=6), st.integers(0, 200),
+       st.integers(1, 40), st.integers(0, 60))
+def test_same_messages_as_aiokafka(specs: list[Any], start: int, limit: int,
+                                   cut: int) -> None:
+    data, first_next = record_set(specs)
+    # A broker answers from the batch holding the fetch offset.
+    fetch_offset = start % first_next
+    # A fetch of limited size ends inside its last batch: that one is not read.
+    data = data[:len(data) - cut] if cut < len(data) else data
+    expected, expected_next = library_read(data, fetch_offset)
+    got, next_offset, _ = worker_read(data, fetch_offset, limit)
+    assert got == expected
+    assert next_offset == expected_next
+
+
+def test_plain_batches_are_read_by_the_compiled_reader() -> None:
+    """Whole batches in one call, the values as bytes objects of their own."""
+    recs = [(b"k", f"v{i}".encode(), [("h", b"x")]) for i in range(5)]
+    data = batch(100, recs) + batch(105, [(None, None, []), (None, b"", [])])
+    values: list[bytes | None] = []
+    offsets: list[int] = []
+    assert fetched._recordbatch is not None
+    status, pos, nxt = fetched._recordbatch.read(data, 0, 100, 1000, True, values, offsets)
+    assert (status, pos, nxt) == (0, len(data), 107)
+    assert offsets == [100, 101, 102, 103, 104, 105, 106]
+    assert values == [b"v0", b"v1", b"v2", b"v3", b"v4", None, b""]
+
+
+def test_compressed_batches_go_to_aiokafka() -> None:
+    plain = batch(0, [(None, b"a", []), (None, b"b", [])])
+    data = plain + batch(2, [(None, b"c", []), (None, b"d", [])], codec=GZIP) + \
+        batch(4, [(None, b"e", [])])
+    assert fetched._recordbatch is not None
+    status, pos, nxt = fetched._recordbatch.read(data, 0, 0, 1000, True, [], [])
+    assert (status, pos, nxt) == (2, len(plain), 2)
+    got, next_offset, _ = worker_read(data, 0, 1000)
+    assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d"), (4, b"e")]
+    assert next_offset == 5
+
+
+def test_a_corrupt_batch_raises_after_what_came_before() -> None:
+    good = batch(0, [(None, b"a", []), (None, b"b", [])])
+    bad = bytearray(batch(2, [(None, b"c", [])]))
+    bad[-2] ^= 0xFF  # inside the record: the CRC no longer matches
+    data = good + bytes(bad)
+    records = FetchedRecords(data)
+    pr = PartitionRecords(TP, records, [], 0, None, raw_value, True, READ_UNCOMMITTED)
+    first = Chunk()
+    assert not fetched._take(pr, records, first, 100)
+    assert first.offsets == [0, 1]
+    with pytest.raises(CorruptRecordException):
+        fetched._take(pr, records, Chunk(), 100)
+    # The fetch position stays at the corrupt batch, so it is fetched again.
+    assert pr.next_fetch_offset == 2
+    with pytest.raises(CorruptRecordException):
+        library_read(data, 0)
