@@ -10,5 +10,7 @@ setup(
                   extra_compile_args=["-O2"], optional=True),
         Extension("stream._recordbatch", ["stream/_recordbatch.c"],
                   extra_compile_args=["-O2"], optional=True),
+        Extension("stream._redisformats", ["stream/_redisformats.c"],
+                  extra_compile_args=["-O2"], optional=True),
     ],
 )

@@ -107,6 +107,10 @@ class KeySpace:
     def dau(self, day: int) -> str:
         return f"{self.prefix}:{{h}}:dau:{day}"
 
+    def scratch(self) -> str:
+        """A key scripts use and delete within one call, in the daily keys' slot."""
+        return f"{self.prefix}:{{h}}:scratch"
+
     def seg_registry(self, dim: str) -> str:
         return f"{self.prefix}:{{h}}:seg:{dim}"
 

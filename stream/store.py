@@ -27,10 +27,22 @@ from .timebuckets import month_so_far, rolling
 
 _encode = msgspec.msgpack.Encoder().encode
 
+try:
+    from . import _redisformats
+except ImportError:  # built by `pip install` when a C compiler is present
+    _redisformats = None  # type: ignore[assignment]
 
-#: Users whose bit number a store remembers, at most: about 150 bytes each. Past it the
-#: older half is forgotten (a forgotten user's number is found again in Redis).
-NUMS_MAX = 150_000
+
+#: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
+#: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
+#: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
+#: per user, BITOP about a microsecond per 10 kB.
+FRAGMENT_BYTES_PER_USER = 8
+#: Users whose bit number a store remembers, at most: about 150 bytes each (75 MB at
+#: most). Past it the older half is forgotten; a forgotten user's number is found again
+#: in Redis, at two commands in the apply call and no bitmap fragment for the user, so
+#: the cache should hold the users active in a few days (a worker's share of them).
+NUMS_MAX = 500_000
 #: Seconds a witness key (lua/apply.lua) outlives its store's last call that got
 #: numbers: a week.
 WITNESS_TTL = 7 * 86_400
@@ -104,6 +116,9 @@ class Store:
         #: shard -> the witness count of this store's latest apply call there that gave it
         #: numbers (lua/apply.lua)
         self._witness: dict[int, int] = {}
+        #: shard -> the highest bit number this store was given there (about the length
+        #: of that shard's activity bitmaps, in bits)
+        self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
         self._segments_script: Any = None
 
@@ -189,15 +204,12 @@ class Store:
         for attempt in range(STALE_ATTEMPTS):
             pipe = _Replayable(self.client)
             if attempt == 0 and writes.hll:
-                flat: list[Any] = []
-                for day, members in writes.hll.items():
-                    flat += (keys.dau(day), keys.day_expire_at(day), list(members))
-                _evalsha(pipe, self._hll_sha, flat[0], _encode(flat))
+                self._queue_hll(pipe, writes.hll)
             if attempt == 0 and keys.segments:
                 self._segment_writes(writes, pipe, keys.segments)
             for shard in pending:
                 _evalsha(pipe, self._apply_sha, keys.offsets(shard),
-                         self._shard_body(writes, shard, applied, id_params))
+                         *self._shard_args(writes, shard, applied, id_params))
             results = self._execute(pipe)
             stale = []
             conflict: Conflict | None = None
@@ -213,6 +225,10 @@ class Store:
                     if int(result[2]) >= 0:
                         self._witness[shard] = int(result[2])
                         given = result[3]
+                        if given:
+                            top = max(map(int, given[1::2]))
+                            if top > self._top.get(shard, -1):
+                                self._top[shard] = top
                         self._nums.update(zip(map(_s, given[::2]), map(_s, given[1::2]),
                                               strict=True))
             if conflict is not None:
@@ -227,12 +243,29 @@ class Store:
         raise _StaleNumbers(f"shards {pending}: bit numbers still stale after "
                             f"{STALE_ATTEMPTS} attempts")
 
+    def _queue_hll(self, pipe: _Replayable, hll: Mapping[int, set[str]]) -> None:
+        """Queue the batch's daily HyperLogLog adds: as dense HyperLogLogs merged by
+        lua/hll.lua (Redis then hashes nothing), or as PFADDs without the compiled
+        formats."""
+        keys = self.keys
+        if _redisformats is None:
+            for day, members in hll.items():
+                pipe.pfadd(keys.dau(day), *members)
+                pipe.expireat(keys.dau(day), keys.day_expire_at(day))
+            return
+        flat: list[Any] = []
+        for day, members in hll.items():
+            flat += (keys.dau(day), keys.day_expire_at(day), _redisformats.hll_dense(members))
+        _evalsha(pipe, self._hll_sha, keys.scratch(), *flat)
+
     def _forget_numbers(self) -> None:
         self._nums.clear()
         self._witness.clear()
+        self._top.clear()
 
-    def _shard_body(self, writes: BatchWrites, shard: int,
-                    applied: Mapping[tuple[str, int], int], id_params: dict[str, Any]) -> bytes:
+    def _shard_args(self, writes: BatchWrites, shard: int,
+                    applied: Mapping[tuple[str, int], int], id_params: dict[str, Any]
+                    ) -> list[bytes]:
         o: list[Any] = []
         for src, last in writes.last_offset.items():
             # A shard may already be past this batch (an earlier run crashed between
@@ -244,6 +277,7 @@ class Store:
         witness = {"w": self._token, "wc": self._witness.get(shard, -1), "wt": WITNESS_TTL}
         return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
                             self.keys.retention_days, self._nums, self.keys.user_shard_bucket,
+                            self._top.get(shard, -1),
                             self.keys.segments or None)
 
     def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
@@ -464,23 +498,36 @@ def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
 
 def _encode_plan(
     plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
-    nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]],
+    nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]], top: int = -1,
     seg: Segments | None = None,
-) -> bytes:
-    """The apply script's argument for one shard (lua/apply.lua lists the fields). Users
+) -> list[bytes]:
+    """The apply script's arguments for one shard (lua/apply.lua lists the fields). Users
     without a number in `nums` go to `u` (with their bucket, by `place_of`) and the
-    script gives or finds theirs."""
+    script gives or finds theirs. A day's known numbers go as a bitmap fragment (`bf`)
+    instead of a list when the day's whole bitmap, about `top` bits, is at most
+    FRAGMENT_BYTES_PER_USER bytes per number: Redis then ORs it in with one BITOP."""
     b: list[Any] = []
+    bf: list[Any] = []
+    fragments: list[bytes] = []
     bu: list[Any] = []
     asked: dict[str, int] = {}
     for day, users in plan.activity.items():
-        got = list(map(nums.get, users))
-        if None in got:  # rare once the cache is warm: split known from unknown
-            missing = [user for user, n in zip(users, got, strict=True) if n is None]
-            got = [n for n in got if n is not None]
+        looked = list(map(nums.get, users))
+        got: list[str]
+        if None in looked:  # rare once the cache is warm: split known from unknown
+            missing = [user for user, n in zip(users, looked, strict=True) if n is None]
+            got = [n for n in looked if n is not None]
             bu += (day, missing)
             for user in missing:
                 asked.setdefault(user, place_of(user)[1])
+        else:
+            got = looked  # type: ignore[assignment]  # no None in it
+        if (_redisformats is not None and got
+                and top // 8 + 1 <= FRAGMENT_BYTES_PER_USER * len(got)):
+            first, fragment = _redisformats.bitmap(got)
+            fragments.append(fragment)
+            bf += (day, first, len(fragments) + 1)
+            got = []
         b += (day, got)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
@@ -499,9 +546,9 @@ def _encode_plan(
         _segment_plan(seg, c, n, extra)
     # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
     # totals map must still be a map for `pairs`.
-    return _encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "bu": bu, "u": ask,
-                    "c": c, "n": n, "r": retention, "bd": max(retention, BITMAP_DAYS),
-                    **params, **extra})
+    return [_encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "bf": bf, "bu": bu,
+                     "u": ask, "c": c, "n": n, "r": retention,
+                     "bd": max(retention, BITMAP_DAYS), **params, **extra}), *fragments]
 
 
 def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:

@@ -10,6 +10,9 @@
 --   e   map totals field -> increment
 --   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
 --       (numbers as decimal strings: Redis would format a Lua number for every call)
+--   bf  flat list: day, first byte, i, day, ...: ARGV[i] is a bitmap fragment (the bytes
+--       from the first byte on, with the bits of more users newly active that day set;
+--       in ARGV as msgpack here would turn bytes into a type cmsgpack does not read)
 --   bu  flat list: day, {users newly active that day whose number the caller lacks}, ...
 --   u   flat list: bucket, user, ... of every user the caller has no number for
 --   c   flat list: user, bucket, ts_ms, kind, day, bit number ('' when the caller has
@@ -209,6 +212,18 @@ for i = 1, #b, 2 do
     redis.call('BITFIELD', key, unpack(args))
   end
   redis.call('EXPIREAT', key, bitmap_expiry(b[i]))
+end
+-- Fragments: OR-ed in whole (BITOP's cost is the bitmap's length, not the users').
+local bf = plan.bf
+if #bf > 0 then
+  local scratch = tag .. 'scratch'
+  for i = 1, #bf, 3 do
+    local key = tag .. 'a:' .. bf[i]
+    redis.call('SETRANGE', scratch, bf[i + 1], ARGV[bf[i + 2]])
+    redis.call('BITOP', 'OR', key, key, scratch)
+    redis.call('DEL', scratch)
+    redis.call('EXPIREAT', key, bitmap_expiry(bf[i]))
+  end
 end
 
 -- Churn by segment (STREAM_SEGMENTS): a customer at 00:00 of w counts in the segment of

@@ -1,17 +1,22 @@
--- hll.lua: one batch's PFADDs into the daily HyperLogLogs, from one msgpack argument.
--- A script rather than PFADD commands in the pipeline only for cost: the client then
--- encodes the members once (msgpack) instead of packing each as a command argument.
--- PFADD is idempotent, so this runs outside the atomic apply call.
+-- hll.lua: merge one batch's daily HyperLogLogs, built by the worker in Redis's dense
+-- encoding (stream/_redisformats.c), into the daily keys: one PFMERGE per day instead of
+-- a PFADD argument per member. PFMERGE is idempotent like PFADD, so this runs outside the
+-- atomic apply call; it is a script so the scratch key never outlives it (and no other
+-- client can write it in between).
 --
--- KEYS[1]  one of the keys written (routes the call: they all share the {h} hash tag)
--- ARGV[1]  msgpack list: key, unix expiry, {member, ...}, key, ...
+-- KEYS[1]  scratch key, in the slot of the daily keys (they share the {h} hash tag)
+-- ARGV     key, unix expiry, dense HyperLogLog, key, ...
 
-local plan = cmsgpack.unpack(ARGV[1])
-for i = 1, #plan, 3 do
-  local key, members = plan[i], plan[i + 2]
-  for j = 1, #members, 4000 do
-    redis.call('PFADD', key, unpack(members, j, math.min(j + 3999, #members)))
+local tmp = KEYS[1]
+for i = 1, #ARGV, 3 do
+  local key = ARGV[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('SET', key, ARGV[i + 2])
+  else
+    redis.call('SET', tmp, ARGV[i + 2])
+    redis.call('PFMERGE', key, tmp)
+    redis.call('DEL', tmp)
   end
-  redis.call('EXPIREAT', key, plan[i + 1])
+  redis.call('EXPIREAT', key, ARGV[i + 1])
 end
-return #plan / 3
+return #ARGV / 3

@@ -18,6 +18,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream import store as store_module
 from stream.events import decode
 from stream.figures import compute
 from stream.fold import Message, fold
@@ -137,11 +138,20 @@ def assert_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
             assert got[name] == value, name
 
 
+@pytest.mark.parametrize("writes", ["fragments", "lists", "commands"])
 @settings(max_examples=80, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow,
                                  HealthCheck.large_base_example])
-@given(histories(), st.randoms(use_true_random=False))
-def test_lua_fold_matches_oracle(redis_url: str, values: list[bytes], rnd: random.Random) -> None:
+@given(values=histories(), rnd=st.randoms(use_true_random=False))
+def test_lua_fold_matches_oracle(redis_url: str, values: list[bytes], rnd: random.Random,
+                                 writes: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`writes`: how activity reaches Redis. Small stores send a day's known bit numbers
+    as bitmap fragments; "lists" forces the per-number BITFIELD path large stores take;
+    "commands" is a build without the compiled formats (PFADD, and number lists)."""
+    if writes == "lists":
+        monkeypatch.setattr(store_module, "FRAGMENT_BYTES_PER_USER", 0)
+    elif writes == "commands":
+        monkeypatch.setattr(store_module, "_redisformats", None)
     store = make_store(redis_url)
     try:
         order = apply_all(store, values, rnd)
@@ -244,12 +254,12 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
     # Only shard 1 gets batch 10..19 (the process died before shard 0's call).
     w = fold(msgs[10:], keys, days, today, applied)
     look, ws, wl, xs, xl = keys.id_generations(today)
-    body = _encode_plan(w.shards.get(1) or type(next(iter(w.shards.values())))(),
+    args = _encode_plan(w.shards.get(1) or type(next(iter(w.shards.values())))(),
                         keys.tag(1), ["t/0", 9, 19],
                         {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl,
                          "w": "t", "wc": -1, "wt": 60},
                         keys.retention_days, {}, keys.user_shard_bucket)
-    client.evalsha(store._apply_sha, 1, keys.offsets(1), body)
+    client.evalsha(store._apply_sha, 1, keys.offsets(1), *args)
     # Restart: resume at the lowest shard's offset, redelivered in other boundaries.
     applied = store.load_offsets(["t/0"])
     assert store.resume_offset(applied, "t/0") == 10

@@ -1,0 +1,6 @@
+"""Types of the optional compiled Redis formats (stream/_redisformats.c)."""
+
+from collections.abc import Iterable, Sequence
+
+def hll_dense(members: Iterable[str]) -> bytes: ...
+def bitmap(numbers: Sequence[str | int]) -> tuple[int, bytes]: ...
