@@ -162,6 +162,9 @@ class Run:
     rss_max: int = 0
     cpu_seconds: float = 0.0
     redis_cpu: float = 0.0
+    #: Redis time per command over the run (INFO commandstats: command -> microseconds;
+    #: a script's own commands count both in it and in the EVALSHA running them)
+    redis_commands: dict[str, int] = field(default_factory=dict)
 
     def time_at(self, count: float) -> float:
         prev = (self.samples[0][0], 0)
@@ -347,6 +350,7 @@ def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float,
     `name` "bc" runs it on confluent-kafka instead of aiokafka."""
     run = Run(name, total)
     cpu0 = _redis_cpu(env.redis)
+    env.redis.config_resetstat()
     worker = Worker(env, prefix, group, env.topic,
                     {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name]})
     stop = threading.Event()
@@ -363,6 +367,10 @@ def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float,
     finally:
         stop.set()
     run.redis_cpu = _redis_cpu(env.redis) - cpu0
+    stats = env.redis.info("commandstats")
+    run.redis_commands = dict(sorted(
+        ((k.removeprefix("cmdstat_"), int(v["usec"])) for k, v in stats.items()),
+        key=lambda kv: -kv[1]))
     return run, worker
 
 
@@ -646,9 +654,15 @@ def main() -> None:
                 runs[name] = {"rate": run.rate, "rss_max_mb": run.rss_max / 2**20,
                               "cpu_seconds": run.cpu_seconds, "redis_cpu_seconds": run.redis_cpu,
                               "events": run.total}
+                if run.redis_commands:
+                    runs[name]["redis_command_usec"] = run.redis_commands
                 print(f"round {r + 1} {name:>3}: {run.rate:>11,.0f} events/s  "
                       f"(rss max {run.rss_max / 2**20:.0f} MB, cpu {run.cpu_seconds:.1f}s, "
                       f"redis cpu {run.redis_cpu:.1f}s)", flush=True)
+                if run.redis_commands:
+                    top = list(run.redis_commands.items())[:6]
+                    print("          redis time: " + ", ".join(
+                        f"{k} {v / 1e6:.2f}s" for k, v in top), flush=True)
             rounds.append(runs)
         result["rounds"] = rounds
         names = [n for n in only if all(n in rr for rr in rounds)]
