@@ -11,14 +11,17 @@ goes through aiokafka's own reader, so the result is the same either way; only t
 time differs. Every other consumer in the process is served by aiokafka as usual.
 
 This leans on aiokafka internals (`Fetcher`'s `MemoryRecords`, `FetchResult.getall`,
-`PartitionRecords`' fields), checked against aiokafka 0.11-0.14 (the versions
-pyproject.toml allows); tests/integration cover it against a real broker.
+`PartitionRecords`' fields), the same from aiokafka 0.11 to 0.14; `install` leaves
+aiokafka alone when they are missing. tests/unit/test_recordbatch.py compares the result
+with aiokafka's own reader, and the worker's integration tests run it against a broker.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import aiokafka
 from aiokafka.consumer import fetcher as _fetcher
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
 from aiokafka.errors import CorruptRecordException
@@ -28,6 +31,8 @@ try:
     from . import _recordbatch
 except ImportError:  # built by `pip install` when a C compiler is present
     _recordbatch = None  # type: ignore[assignment]
+
+log = logging.getLogger("stream.worker")
 
 _DONE, _FULL, _LIBRARY, _BAD_CRC = 0, 1, 2, 3
 
@@ -147,8 +152,22 @@ def _light_record(self: PartitionRecords, tp: Any, record: Any) -> Any:
     return _consumer_record(self, tp, record)
 
 
-def install() -> None:
-    """Patch aiokafka (idempotent). Consumers without `raw_value` are not affected."""
+#: What the patch relies on in aiokafka; without any of it aiokafka is left as it is (the
+#: worker then reads ConsumerRecords, only slower).
+_NEEDED = ((_fetcher, "MemoryRecords"), (FetchResult, "getall"),
+           (FetchResult, "check_assignment"), (FetchResult, "has_more"),
+           (FetchResult, "_update_position"), (PartitionRecords, "_unpack_records"),
+           (PartitionRecords, "_consumer_record"))
+
+
+def install() -> bool:
+    """Patch aiokafka (idempotent); False when this aiokafka lacks what it relies on.
+    Consumers without `raw_value` are not affected."""
+    if not all(hasattr(owner, name) for owner, name in _NEEDED):
+        log.warning("aiokafka %s is not one the worker's fast record reading knows; "
+                    "using aiokafka's records", aiokafka.__version__)
+        return False
     _fetcher.MemoryRecords = FetchedRecords
     FetchResult.getall = _getall_chunk
     PartitionRecords._consumer_record = _light_record
+    return True
