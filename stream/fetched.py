@@ -90,6 +90,20 @@ class FetchedRecords:
 
 def _take(pr: PartitionRecords, records: FetchedRecords, chunk: Chunk, limit: int) -> bool:
     """Append up to `limit` messages of `pr` to `chunk`; True when none are left."""
+    try:
+        done = _read(pr, records, chunk, limit)
+    except BaseException:
+        done = True
+        raise
+    finally:
+        if done:
+            # The generator aiokafka made up front holds `pr` and `pr` holds it: a cycle
+            # that would keep the fetched bytes (megabytes) until a full collection.
+            pr._records_iterator = None
+    return done
+
+
+def _read(pr: PartitionRecords, records: FetchedRecords, chunk: Chunk, limit: int) -> bool:
     if records.pos < len(records.data):
         if _recordbatch is None:
             records.rest_to_library()

@@ -11,7 +11,9 @@ resume at the same next offset.
 
 from __future__ import annotations
 
+import gc
 import struct
+import weakref
 from typing import Any
 
 import pytest
@@ -166,3 +168,22 @@ def test_a_corrupt_batch_raises_after_what_came_before() -> None:
     assert pr.next_fetch_offset == 2
     with pytest.raises(CorruptRecordException):
         library_read(data, 0)
+
+
+def test_read_record_sets_are_freed_without_the_cycle_collector() -> None:
+    """aiokafka's PartitionRecords and the generator it makes up front refer to each
+    other; once the worker has read everything, nothing may keep the fetched bytes (a few
+    megabytes per partition and fetch) waiting for a full garbage collection."""
+    data = batch(0, [(None, b"x" * 100, [])] * 50)
+    gc.disable()
+    try:
+        records = FetchedRecords(data)
+        pr = PartitionRecords(TP, records, [], 0, None, raw_value, True, READ_UNCOMMITTED)
+        chunk = Chunk()
+        assert fetched._take(pr, records, chunk, 1000)
+        assert len(chunk) == 50
+        gone = weakref.ref(pr)
+        del pr, records
+        assert gone() is None
+    finally:
+        gc.enable()
