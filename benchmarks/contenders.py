@@ -63,13 +63,22 @@ class Progress:
         return False
 
 
-async def _aiokafka_loop(args: argparse.Namespace, parse: bool) -> None:
+async def _aiokafka_loop(args: argparse.Namespace, parse: bool, raw: bool = False) -> None:
+    """(a), (a2), and with `raw` (ar): the worker's own record reading (stream/fetched.py,
+    a value list and an offset list per partition) under the same count-only loop."""
     from aiokafka import AIOKafkaConsumer
 
+    extra: dict[str, Any] = {}
+    if raw:
+        from stream import fetched
+
+        fetched.install()
+        extra["value_deserializer"] = fetched.raw_value
     consumer = AIOKafkaConsumer(
         args.topic, bootstrap_servers=args.bootstrap, group_id=args.group,
         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=10_000,
         fetch_max_bytes=64 * 1024 * 1024, max_partition_fetch_bytes=8 * 1024 * 1024,
+        **extra,
     )
     await consumer.start()
     progress = Progress(args.total)
@@ -176,7 +185,7 @@ def _quix(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=["a", "a2", "ck", "c", "d"])
+    p.add_argument("name", choices=["a", "a2", "ar", "ck", "c", "d"])
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--group", required=True)
@@ -184,8 +193,8 @@ def main() -> None:
     p.add_argument("--redis", default="")
     p.add_argument("--prefix", default="bench")
     args = p.parse_args()
-    if args.name in ("a", "a2"):
-        asyncio.run(_aiokafka_loop(args, parse=args.name == "a2"))
+    if args.name in ("a", "a2", "ar"):
+        asyncio.run(_aiokafka_loop(args, parse=args.name == "a2", raw=args.name == "ar"))
     elif args.name == "ck":
         _confluent_loop(args)
     elif args.name == "c":

@@ -596,8 +596,8 @@ def main() -> None:
     p.add_argument("--days", type=int, default=30, help="days the events span (30)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput runs; "
                    "medians are reported (default 1)")
-    p.add_argument("--only", default="a,a2,ck,bc,b,d,c",
-                   help="throughput contenders to run (default a,a2,ck,bc,b,d,c)")
+    p.add_argument("--only", default="a,a2,ar,ck,bc,b,d,c",
+                   help="throughput contenders to run (default a,a2,ar,ck,bc,b,d,c)")
     p.add_argument("--naive-events", type=int, default=50_000,
                    help="events the naive faust agent (c) consumes: at ~3k/s the whole "
                         "set would take minutes; its rate is steady (default 50000)")
@@ -668,7 +668,7 @@ def main() -> None:
         names = [n for n in only if all(n in rr for rr in rounds)]
         rates = {n: statistics.median(rr[n]["rate"] for rr in rounds) for n in names}
         ratios = {}
-        for mine, other in [("b", o) for o in ("a", "a2", "c", "d", "ck")] + [
+        for mine, other in [("b", o) for o in ("a", "a2", "ar", "c", "d", "ck")] + [
                 ("bc", o) for o in ("ck", "a", "b", "d", "c")]:
             if mine in names and other in names:
                 ratios[f"{mine}/{other}"] = statistics.median(
@@ -748,6 +748,7 @@ def _soak_summary(samples: list[tuple[float, int]], soak: dict[str, Any]) -> dic
 
 def _print_table(result: dict[str, Any]) -> None:
     labels = {"a": "(a) aiokafka getmany, count only", "a2": "(a2) aiokafka + json.loads",
+              "ar": "(a-r) aiokafka + the worker's record reading, count only",
               "ck": "(a') confluent-kafka consume, count only",
               "b": "(b) engagement-stream worker, end to end",
               "bc": "(b-confluent) the worker on confluent-kafka",

@@ -1,0 +1,95 @@
+"""Redis's cost of the worker's writes, without Kafka: the benchmark's activity events
+folded and applied in batches by the worker's own fold and store, into a private
+redis-server; prints Redis CPU per event and Redis's time per command.
+
+    python -m benchmarks.redis_apply                       # 1M events of 200k users
+    python -m benchmarks.redis_apply --events 300000 --users 60000
+
+Batches are 10k messages, 2.5k from each of 4 partitions (keyed by user), as the worker
+takes them; (user, day) pairs already written are remembered as the worker does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import zlib
+
+import redis
+
+from benchmarks.run import activity_events
+from stream.fold import Prepared, fold_prepared
+from stream.keys import KeySpace
+from stream.localservers import RedisServer
+from stream.store import Store, StoreParams
+from stream.timebuckets import DayMapper, ms, utc_now
+
+PARTITIONS = 4
+PER_PARTITION = 2_500
+LATENESS_MS = 400 * 86_400_000
+
+
+def _cpu(client: redis.Redis) -> float:
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", type=int, default=1_000_000, help="activity events (1M)")
+    p.add_argument("--users", type=int, default=200_000, help="distinct users (200k)")
+    p.add_argument("--days", type=int, default=30, help="days the events span (30)")
+    args = p.parse_args()
+    now = utc_now()
+    events = activity_events(args.events, args.users, args.days, ms(now))
+    parts: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
+    for key, value in events:
+        parts[zlib.crc32(key) % PARTITIONS].append(value)
+    with RedisServer() as server:
+        client = redis.Redis.from_url(server.url)
+        keys = KeySpace(shards=1, buckets=4096)
+        store = Store(client, keys, StoreParams("UTC", 1, 4096))
+        store.load_scripts()
+        store.check_meta()
+        days = DayMapper("UTC")
+        today = days.today(now)
+        applied: dict[tuple[str, int], int] = {}
+        seen: dict[str, int] = {}
+        client.config_resetstat()
+        cpu0 = _cpu(client)
+        fold_s = apply_s = 0.0
+        pos = [0] * PARTITIONS
+        while any(pos[i] < len(parts[i]) for i in range(PARTITIONS)):
+            values: list[bytes | None] = []
+            offsets: list[int] = []
+            runs: list[tuple[str, int, int]] = []
+            for i in range(PARTITIONS):
+                chunk = parts[i][pos[i]:pos[i] + PER_PARTITION]
+                runs.append((f"t/{i}", len(values), len(values) + len(chunk)))
+                offsets += range(pos[i], pos[i] + len(chunk))
+                values += chunk
+                pos[i] += len(chunk)
+            t0 = time.perf_counter()
+            writes = fold_prepared(Prepared(values, offsets, runs, ms(now), LATENESS_MS),
+                                   keys, days, today, applied, seen)
+            t1 = time.perf_counter()
+            store.apply(writes, applied, today)
+            apply_s += time.perf_counter() - t1
+            fold_s += t1 - t0
+            for src, last in writes.last_offset.items():
+                applied[(src, 0)] = last
+            seen.update(writes.new_days)
+        cpu = _cpu(client) - cpu0
+        stats = client.info("commandstats")
+        n = args.events
+        print(f"{n:,} events of {args.users:,} users: Redis CPU {1e6 * cpu / n:.2f} us/event; "
+              f"worker fold {1e6 * fold_s / n:.2f} us/event, apply call "
+              f"{1e6 * apply_s / n:.2f} us/event (wall)")
+        top = sorted(stats.items(), key=lambda kv: -int(kv[1]["usec"]))[:6]
+        print("Redis time per event by command: " + ", ".join(
+            f"{k.removeprefix('cmdstat_')} {int(v['usec']) / n:.2f} us" for k, v in top))
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
