@@ -2,8 +2,9 @@
 #   docker build -t engagement-stream .
 #   docker run --rm engagement-stream worker        (settings: STREAM_* environment variables)
 
-# Build stage: the wheel, with the compiled fold (stream/_fastfold.c) that needs a C
-# compiler and zlib's headers; the runtime image needs neither.
+# Build stage: the wheel, with the compiled parts (stream/_fastfold.c, _recordbatch.c,
+# _redisformats.c) that need a C compiler and zlib's headers; the runtime image needs
+# neither.
 FROM python:3.11-slim AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends gcc libc6-dev zlib1g-dev \
@@ -21,11 +22,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY --from=build /wheels /wheels
-# The import check fails the build if the compiled fold is missing: without it the
+# The import check fails the build if a compiled part is missing: without them the
 # worker still works, several times slower.
 RUN pip install /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import stream._fastfold" \
+ && python -c "import stream._fastfold, stream._recordbatch, stream._redisformats" \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin stream
 
 USER 10001

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything engagement-stream needs on a Debian/Ubuntu machine:
 # redis-server (and prometheus for the rule tests and the demo's graphs; with --dev also
-# chromium for the browser test; gcc and zlib's headers for the compiled fold) from the
+# chromium for the browser test; gcc and zlib's headers for the compiled parts) from the
 # distribution, then a virtualenv in .venv with the package and, with --dev, the test
 # tools.
 # Safe to run again: it only installs what is missing.
@@ -25,7 +25,8 @@ need=()
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
-# The compiled fold (stream/_fastfold.c) needs a C compiler and zlib's headers.
+# The compiled parts (stream/_fastfold.c, _recordbatch.c, _redisformats.c) need a C
+# compiler, and the fold zlib's headers.
 command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # The browser test loads the demo's Prometheus pages in headless Chromium.

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 from . import figures
 from .collector import FiguresCollector, Health
 from .consumer import AiokafkaSource, Source, Worker, _GiveUp
+from .fetched import compiled_reader_available
 from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
@@ -28,7 +29,7 @@ from .maintenance import maintenance_loop
 from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
-from .store import Store, StoreParams, connect
+from .store import Store, StoreParams, compiled_formats_available, connect
 from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream")
@@ -129,10 +130,15 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
     collector_task = asyncio.create_task(_collect_garbage(stop))
     _tune_gc()
-    if not compiled_fold_available():
-        log.warning("the compiled fold (stream/_fastfold.c) is not built: every message "
-                    "takes the pure Python path, several times slower; reinstall with a C "
-                    "compiler and zlib's headers")
+    missing = [part for part, built in (
+        ("stream/_fastfold.c (the fold of activity messages)", compiled_fold_available()),
+        ("stream/_recordbatch.c (Kafka record reading)", compiled_reader_available()),
+        ("stream/_redisformats.c (HyperLogLogs and bitmaps)", compiled_formats_available()),
+    ) if not built]
+    if missing:
+        log.warning("not built: %s; the pure Python paths do the same work several times "
+                    "slower. Reinstall with a C compiler and zlib's headers",
+                    ", ".join(missing))
     try:
         await worker.run(stop)
     except _GiveUp as exc:  # stopped while Redis or the dead-letter topic was unavailable

@@ -33,6 +33,11 @@ except ImportError:  # built by `pip install` when a C compiler is present
     _redisformats = None  # type: ignore[assignment]
 
 
+def compiled_formats_available() -> bool:
+    """Whether stream/_redisformats.c is built (else PFADDs and bit-number lists)."""
+    return _redisformats is not None
+
+
 #: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
 #: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
 #: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
