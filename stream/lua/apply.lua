@@ -214,11 +214,14 @@ for i = 1, #b, 2 do
   redis.call('EXPIREAT', key, bitmap_expiry(b[i]))
 end
 -- Fragments: OR-ed in whole (BITOP's cost is the bitmap's length, not the users').
+-- The scratch key is deleted before each use as well: a call that failed half-way (out
+-- of memory) may have left one, whose bytes outside the new fragment would be ORed in.
 local bf = plan.bf
 if #bf > 0 then
   local scratch = tag .. 'scratch'
   for i = 1, #bf, 3 do
     local key = tag .. 'a:' .. bf[i]
+    redis.call('DEL', scratch)
     redis.call('SETRANGE', scratch, bf[i + 1], ARGV[bf[i + 2]])
     redis.call('BITOP', 'OR', key, key, scratch)
     redis.call('DEL', scratch)

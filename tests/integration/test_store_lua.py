@@ -328,3 +328,30 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
     bitmap = store.client.get(tag + f"a:{today}")
     assert sum(bin(b).count("1") for b in bitmap) == 16
     store.close()
+
+
+def test_a_scratch_key_left_over_adds_no_bits(redis_url: str) -> None:
+    """Known users' bits go as a bitmap fragment through a scratch key. One left over by
+    a call that failed half-way (Redis out of memory) must not be ORed into a day."""
+    store = make_store(redis_url)
+    days = DayMapper("UTC")
+    today = days.today(NOW)
+    tag = store.keys.tag(0)
+    users = [f"u{i}" for i in range(10)]
+
+    def batch(when: datetime, first: int) -> list[Message]:
+        raw = [json.dumps({"event_id": f"e-{u}-{first}", "type": "activity", "user_id": u,
+                           "ts": ms(when)}).encode() for u in users]
+        return [Message("t/0", first + i, decode(v, ms(NOW), LATENESS_MS), v)
+                for i, v in enumerate(raw)]
+
+    store.apply(fold(batch(NOW, 0), store.keys, days, today, {}), {}, today)
+    assert all(u in store._nums for u in users)  # known now: the next batch is a fragment
+    store.client.set(tag + "scratch", b"\xff" * 64)
+    applied = store.load_offsets(["t/0"])
+    yesterday = NOW - timedelta(days=1)
+    store.apply(fold(batch(yesterday, 10), store.keys, days, today, applied), applied, today)
+    assert store.client.bitcount(tag + f"a:{today - 1}") == 10
+    assert store.client.bitcount(tag + f"a:{today}") == 10
+    assert not store.client.exists(tag + "scratch")
+    store.close()
