@@ -38,6 +38,11 @@ def compiled_formats_available() -> bool:
     return _redisformats is not None
 
 
+#: A day's new members of a batch go to Redis as a dense HyperLogLog (12 kB, merged at
+#: a fixed cost) from this many on, as PFADD members (about 14 bytes and a hash each)
+#: below it: what travels to Redis, its replicas and its append-only file stays small
+#: for the small batches of a quiet stream.
+HLL_DENSE_MIN = 500
 #: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
 #: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
 #: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
@@ -249,19 +254,20 @@ class Store:
                             f"{STALE_ATTEMPTS} attempts")
 
     def _queue_hll(self, pipe: _Replayable, hll: Mapping[int, set[str]]) -> None:
-        """Queue the batch's daily HyperLogLog adds: as dense HyperLogLogs merged by
-        lua/hll.lua (Redis then hashes nothing), or as PFADDs without the compiled
-        formats."""
+        """Queue the batch's daily HyperLogLog adds: a day of at least HLL_DENSE_MIN
+        members as a dense HyperLogLog merged by lua/hll.lua (Redis then hashes nothing),
+        a smaller one (or all without the compiled formats) as a PFADD."""
         keys = self.keys
-        if _redisformats is None:
-            for day, members in hll.items():
-                pipe.pfadd(keys.dau(day), *members)
-                pipe.expireat(keys.dau(day), keys.day_expire_at(day))
-            return
         flat: list[Any] = []
         for day, members in hll.items():
-            flat += (keys.dau(day), keys.day_expire_at(day), _redisformats.hll_dense(members))
-        _evalsha(pipe, self._hll_sha, keys.scratch(), *flat)
+            key, expire_at = keys.dau(day), keys.day_expire_at(day)
+            if _redisformats is not None and len(members) >= HLL_DENSE_MIN:
+                flat += (key, expire_at, _redisformats.hll_dense(members))
+            else:
+                pipe.pfadd(key, *members)
+                pipe.expireat(key, expire_at)
+        if flat:
+            _evalsha(pipe, self._hll_sha, keys.scratch(), *flat)
 
     def _forget_numbers(self) -> None:
         self._nums.clear()

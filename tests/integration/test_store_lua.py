@@ -146,9 +146,13 @@ def assert_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
 def test_lua_fold_matches_oracle(redis_url: str, values: list[bytes], rnd: random.Random,
                                  writes: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """`writes`: how activity reaches Redis. Small stores send a day's known bit numbers
-    as bitmap fragments; "lists" forces the per-number BITFIELD path large stores take;
-    "commands" is a build without the compiled formats (PFADD, and number lists)."""
-    if writes == "lists":
+    as bitmap fragments, here with every day's HyperLogLog merged dense as large batches
+    do; "lists" forces the per-number BITFIELD path large stores take, with PFADDs as
+    small batches do; "commands" is a build without the compiled formats (PFADD, and
+    number lists)."""
+    if writes == "fragments":
+        monkeypatch.setattr(store_module, "HLL_DENSE_MIN", 1)
+    elif writes == "lists":
         monkeypatch.setattr(store_module, "FRAGMENT_BYTES_PER_USER", 0)
     elif writes == "commands":
         monkeypatch.setattr(store_module, "_redisformats", None)
