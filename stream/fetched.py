@@ -84,7 +84,8 @@ class FetchedRecords:
 
     def rest_to_library(self) -> None:
         """From `pos` on, aiokafka's reader reads (the generator it iterates asks us)."""
-        self._records = MemoryRecords(self.data[self.pos:])
+        if self.pos:  # at 0 the reader made up front is still unread: no copy
+            self._records = MemoryRecords(self.data[self.pos:])
         self.pos = len(self.data)
 
 
@@ -119,8 +120,9 @@ def _read(pr: PartitionRecords, records: FetchedRecords, chunk: Chunk, limit: in
                 records.pos = len(records.data)  # re-fetched from this batch on
                 raise CorruptRecordException(f"Invalid CRC - {pr._tp}")
             if status == _LIBRARY:
+                # aiokafka's generator has not run yet (it only runs from here on), so it
+                # will read the rest from `records`
                 records.rest_to_library()
-                pr._records_iterator = pr._unpack_records()
             else:
                 return True
     # aiokafka's reader, for what the compiled one left. Its generator updates

@@ -187,3 +187,15 @@ def test_read_record_sets_are_freed_without_the_cycle_collector() -> None:
         assert gone() is None
     finally:
         gc.enable()
+
+
+def test_without_the_compiled_reader_aiokafka_reads_it_all(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    data, _ = record_set([([(None, b"a", []), (b"k", None, [])], "plain", 0),
+                          ([(None, b"b", [])], "gzip", 1),
+                          ([(None, b"c", [("h", b"1")])], "plain", 0)])
+    monkeypatch.setattr(fetched, "_recordbatch", None)
+    for limit in (1, 2, 100):
+        got, next_offset, _ = worker_read(data, 0, limit)
+        assert (got, next_offset) == library_read(data, 0)
+        assert [v for _, v in got] == [b"a", None, b"b", b"c"]
