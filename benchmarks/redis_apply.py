@@ -17,7 +17,7 @@ import zlib
 
 import redis
 
-from benchmarks.run import activity_events
+from benchmarks.run import _redis_cpu, activity_events
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
 from stream.localservers import RedisServer
@@ -27,11 +27,6 @@ from stream.timebuckets import DayMapper, ms, utc_now
 PARTITIONS = 4
 PER_PARTITION = 2_500
 LATENESS_MS = 400 * 86_400_000
-
-
-def _cpu(client: redis.Redis) -> float:
-    info = client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
 
 def main() -> None:
@@ -56,7 +51,7 @@ def main() -> None:
         applied: dict[tuple[str, int], int] = {}
         seen: dict[str, int] = {}
         client.config_resetstat()
-        cpu0 = _cpu(client)
+        cpu0 = _redis_cpu(client)
         fold_s = apply_s = 0.0
         pos = [0] * PARTITIONS
         while any(pos[i] < len(parts[i]) for i in range(PARTITIONS)):
@@ -79,7 +74,7 @@ def main() -> None:
             for src, last in writes.last_offset.items():
                 applied[(src, 0)] = last
             seen.update(writes.new_days)
-        cpu = _cpu(client) - cpu0
+        cpu = _redis_cpu(client) - cpu0
         stats = client.info("commandstats")
         n = args.events
         print(f"{n:,} events of {args.users:,} users: Redis CPU {1e6 * cpu / n:.2f} us/event; "
