@@ -49,7 +49,7 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
     params = StoreParams(settings.timezone, settings.shards, settings.user_buckets)
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
                      **client_options)
-    return Store(client, keys, params)
+    return Store(client, keys, params, campaign_max_series=settings.campaign_max_series)
 
 
 def read_figures(store: Store, settings: Settings, day: int | None = None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import campaigns
 from .events import DEAD_LETTER_REASONS, EVENT_TYPES
 
 #: Promoters answer 9-10, detractors 0-6 (passives 7-8 count only in the total).
@@ -31,7 +32,8 @@ class RawFigures:
       sum of its entries at days <= x
     - `first_week`: (cohort, participants) of the first-week figure
     - `window_counters`: per-day counters summed over the rolling 30 days
-      (`v:<campaign>`, `c:<campaign>`, `nps:<score>`, `csat:<score>`)
+      (`v:<campaign>`, `c:<campaign>`, `nps:<score>`, `csat:<score>`); the store may
+      give only the top campaigns and `v:other`/`c:other` holding the rest's sums
     - `totals`: all-time counters `e:<type>`, `dl:<reason>`
     - `previous`: the same numbers for the day before (its own `prev_*`, `totals` and
       `previous` left empty), when read with them: the `previous_day_*` figures
@@ -52,6 +54,8 @@ class RawFigures:
     segments: SegmentRaw | None = None
     #: the latest user scan (`P:scan`, stream/scan.py): days-active and lifecycle counts
     scan: dict[str, str] = field(default_factory=dict)
+    #: campaigns with a `conversion_ratio` series of their own (stream/campaigns.py)
+    campaign_max_series: int = campaigns.DEFAULT_MAX_SERIES
 
 
 @dataclass(slots=True)
@@ -158,11 +162,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     for name, figure in optional.items():
         if figure is not None:
             out[name] = figure
-    out["conversion_ratio"] = {
-        campaign: conversions.get(campaign, 0) / n
-        for campaign, n in sorted(visits.items())
-        if n > 0
-    }
+    out["conversion_ratio"] = campaigns.ratios(visits, conversions, raw.campaign_max_series)
     totals = raw.totals
     out["events_total"] = {t: totals.get(f"e:{t}", 0) for t in EVENT_TYPES}
     out["dead_letter_total"] = {

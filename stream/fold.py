@@ -19,6 +19,7 @@ from typing import Any
 
 import msgspec
 
+from . import campaigns
 from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
 from .keys import KeySpace
 from .timebuckets import DayMapper
@@ -65,7 +66,8 @@ class ShardPlan:
       day's activity bitmap
     - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
       kind is `(SIGNUP, value of each dimension...)`
-    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign, `nps:`/`csat:` + score;
+    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign (`other` for a name
+      longer than campaigns.NAME_MAX), `nps:`/`csat:` + score;
       with segments `(field, kind, value of each dimension...)` with kind `v`, `c`,
       `nps<score>` or `csat<score>`
     """
@@ -279,6 +281,11 @@ def fold(
                 places.clear()
             place = places[user] = place_of(user)
         shard, bucket = place
+        if item.type_code == 2 or item.type_code == 3:  # visit, conversion
+            # A campaign's counters live in one shard (its top campaigns are then those of
+            # the store, stream/campaigns.py); before the check below, which must ask the
+            # shard the writes go to whether it applied this message already.
+            shard = campaigns.shard_of(campaigns.stored_name(item.campaign or ""), keys.shards)
         if m.offset <= ceiling.get(src, -1) and m.offset <= applied.get((src, shard), -1):
             continue
         out.folded += 1
@@ -343,7 +350,7 @@ def fold(
             plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
         else:  # visit (2) or conversion (3)
             prefix = "v:" if code == 2 else "c:"
-            name = prefix + (item.campaign or "")
+            name = prefix + campaigns.stored_name(item.campaign or "")
             fld = name
             if seg is not None:
                 fld = (name, prefix[0], *values_of(item.props))

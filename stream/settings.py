@@ -80,6 +80,10 @@ class Settings(BaseSettings):
     segment_max_values: int = Field(20, ge=1, le=1000,
                                     description="values per segment dimension; later ones "
                                                 "count as `other`")
+    campaign_max_series: int = Field(500, ge=0, le=100_000,
+                                     description="campaigns with a conversion-ratio series "
+                                                 "of their own (most visits over 30 days); "
+                                                 "the others count as `other`")
 
     @field_validator("timezone")
     @classmethod

@@ -19,6 +19,7 @@ import msgspec
 import redis
 import redis.cluster
 
+from . import campaigns
 from .figures import RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
@@ -58,6 +59,11 @@ NUMS_MAX = 500_000
 WITNESS_TTL = 7 * 86_400
 #: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
 STALE_ATTEMPTS = 3
+#: Fields of the per-day `cnt:` hashes read for the window figures besides the campaigns'
+#: (which lua/campaigns.lua reads from its rolling windows): the survey answers. A read
+#: asks for these by name rather than for the whole hash, which holds every campaign.
+WINDOW_FIELDS: tuple[str, ...] = (*(f"nps:{s}" for s in range(11)),
+                                  *(f"csat:{s}" for s in range(1, 6)))
 
 
 def _script(name: str) -> str:
@@ -109,8 +115,10 @@ Client = redis.Redis | redis.cluster.RedisCluster
 class Store:
     """The engagement store in one Redis (or one Redis Cluster)."""
 
-    def __init__(self, client: Client, keys: KeySpace, params: StoreParams) -> None:
+    def __init__(self, client: Client, keys: KeySpace, params: StoreParams,
+                 campaign_max_series: int = campaigns.DEFAULT_MAX_SERIES) -> None:
         self.client = client
+        self.campaign_max_series = campaign_max_series
         self.keys = keys
         self.params = params
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
@@ -120,6 +128,8 @@ class Store:
         self._hll_src = _script("hll.lua")
         self._apply_sha = self._claim_sha = self._fw_sha = ""
         self._hll_sha = ""
+        self._campaigns_src = _script("campaigns.lua")
+        self._campaigns_sha = ""
         #: user_id -> bit number in its shard, as a decimal string (the form the apply
         #: script passes on to Redis); numbers are never reused: safe to cache
         self._nums: dict[str, str] = {}
@@ -141,6 +151,7 @@ class Store:
         self._claim_sha = _first(self.client.script_load(self._claim_src))
         self._fw_sha = _first(self.client.script_load(self._fw_src))
         self._hll_sha = _first(self.client.script_load(self._hll_src))
+        self._campaigns_sha = _first(self.client.script_load(self._campaigns_src))
 
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
@@ -396,7 +407,7 @@ class Store:
             pipe.hgetall(k.cust(shard))
             pipe.hgetall(k.totals(shard))
             for d in days_read:
-                pipe.hgetall(k.counters(shard, d))
+                pipe.hmget(k.counters(shard, d), *WINDOW_FIELDS)
         for shard in range(k.shards):
             _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
@@ -425,14 +436,51 @@ class Store:
             _add_into(raw.totals, res[i + 1])
             for j, d in enumerate(days_read):
                 if d >= window[0]:
-                    _add_into(raw.window_counters, res[i + 2 + j])
+                    _add_into(raw.window_counters, _window_fields(res[i + 2 + j]))
                 if raw.previous is not None and d <= today - 1:
-                    _add_into(raw.previous.window_counters, res[i + 2 + j])
+                    _add_into(raw.previous.window_counters, _window_fields(res[i + 2 + j]))
             i += 2 + len(days_read)
         raw.scan = scan
+        self._read_campaigns(raw, days_read)
         if k.segments:
             raw.segments = self._read_segments(today, k.segments)
         return raw
+
+    def _read_campaigns(self, raw: RawFigures, days_read: list[int]) -> None:
+        """Add the campaigns' visits and conversions to the window counters of `raw` (and
+        of `raw.previous`): the top campaigns of lua/campaigns.lua's rolling windows, and
+        the sums of the rest as `v:other`, `c:other`. So a read costs O(max series) however
+        many campaign names the stream carries. For a day the windows are already past (a
+        past day, or a clock behind another worker's), the per-day counters are summed
+        instead, every campaign of them."""
+        k = self.keys
+        today = raw.today
+        raw.campaign_max_series = self.campaign_max_series
+        if raw.previous is not None:
+            raw.previous.campaign_max_series = self.campaign_max_series
+        pipe = _Replayable(self.client)
+        for shard in range(k.shards):
+            _evalsha(pipe, self._campaigns_sha, k.offsets(shard), k.tag(shard), today,
+                     self.campaign_max_series)
+        results = self._execute(pipe)
+        if all(int(r[0]) == 1 for r in results):
+            for r in results:
+                _add_top(raw.window_counters, r[1])
+                if raw.previous is not None:
+                    _add_top(raw.previous.window_counters, r[2])
+            return
+        pipe = _Replayable(self.client)
+        for shard in range(k.shards):
+            for d in days_read:
+                pipe.hgetall(k.counters(shard, d))
+        res = iter(self._execute(pipe))
+        for _ in range(k.shards):
+            for d in days_read:
+                fields = {f: v for f, v in next(res).items() if _s(f)[:2] in ("v:", "c:")}
+                if d > today - 30:
+                    _add_into(raw.window_counters, fields)
+                if raw.previous is not None and d <= today - 1:
+                    _add_into(raw.previous.window_counters, fields)
 
     def _read_segments(self, today: int, seg: Segments) -> SegmentRaw:
         """The raw numbers behind the segment figures (two round trips: the registries,
@@ -585,6 +633,25 @@ def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, An
                               for j, (d, v) in enumerate(zip(dims, fld[2:], strict=True)))]
     extra["cs"] = cs
     extra["sd"] = list(dims)
+
+
+def _window_fields(values: list[Any]) -> dict[str, Any]:
+    """An HMGET reply of WINDOW_FIELDS as a hash of the fields present."""
+    return {f: v for f, v in zip(WINDOW_FIELDS, values, strict=True) if v is not None}
+
+
+def _add_top(into: dict[str, int], top: list[Any]) -> None:
+    """Add one shard's window of lua/campaigns.lua: each top campaign's `v:`, `c:`, and
+    the window's totals less theirs to `v:other`, `c:other`."""
+    rest_v, rest_c = int(top[0]), int(top[1])
+    for i in range(2, len(top), 3):
+        name, v, c = _s(top[i]), int(top[i + 1]), int(top[i + 2])
+        into["v:" + name] = into.get("v:" + name, 0) + v
+        into["c:" + name] = into.get("c:" + name, 0) + c
+        rest_v -= v
+        rest_c -= c
+    into["v:" + campaigns.OTHER] = into.get("v:" + campaigns.OTHER, 0) + rest_v
+    into["c:" + campaigns.OTHER] = into.get("c:" + campaigns.OTHER, 0) + rest_c
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:

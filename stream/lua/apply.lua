@@ -321,6 +321,7 @@ end
 -- 8. Per-day counters (visits, conversions, survey answers), summed before writing.
 local n = plan.n
 local sums, expires = {}, {}
+local cdays = {}
 for i = 1, #n, 4 do
   if claim(n[i + 2], n[i + 3], false) then
     local key = tag .. 'cnt:' .. n[i]
@@ -329,6 +330,7 @@ for i = 1, #n, 4 do
       per = {}
       sums[key] = per
       expires[key] = (n[i] + plan.r + 2) * 86400
+      cdays[key] = n[i]
     end
     local f = n[i + 1]
     if type(f) == 'table' then  -- with segments: {field, segment fields...}
@@ -352,6 +354,31 @@ for key, per in pairs(sums) do
   end
   -- after the writes: EXPIREAT on a key that does not exist yet does nothing
   redis.call('EXPIREAT', key, expires[key])
+end
+
+-- 9. The rolling campaign windows of lua/campaigns.lua, once it has started them:
+--    window k (0 or 1) holds the visits and conversions of the 30 days ending
+--    `anchor - k`; a day's counts inside a window go there too, in this same atomic call,
+--    so a window always equals the sum of its days' `cnt:` hashes.
+local anchor = tonumber(redis.call('HGET', tag .. 'cw:0', '@'))
+if anchor then
+  for key, day in pairs(cdays) do
+    for k = 0, 1 do
+      if day <= anchor - k and day > anchor - k - 30 then
+        local cw = tag .. 'cw:' .. k
+        for f, v in pairs(sums[key]) do
+          local kind = string.sub(f, 1, 2)
+          if kind == 'v:' then
+            redis.call('HINCRBY', cw, '#v', v)
+            redis.call('ZINCRBY', tag .. 'cwv:' .. k, v, string.sub(f, 3))
+          elseif kind == 'c:' then
+            redis.call('HINCRBY', cw, '#c', v)
+            redis.call('HINCRBY', cw, f, v)
+          end
+        end
+      end
+    end
+  end
 end
 
 local count = -1

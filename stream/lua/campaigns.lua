@@ -1,0 +1,100 @@
+-- campaigns.lua: bring one shard's rolling campaign windows to `today`, then return the
+-- top campaigns of each, so a figure read never reads every campaign's per-day counters
+-- (a stream of 100k campaign names would make that 6M hash fields a read).
+--
+-- KEYS[1]  the shard's offsets hash (routes the call; every key here shares its tag)
+-- ARGV[1]  key prefix of the shard, e.g. "es:{es0}:"
+-- ARGV[2]  today (local day number)
+-- ARGV[3]  max series: campaigns to return per window
+--
+-- Window k (0 or 1) is the 30 days ending `anchor - k`: `cw:<k>` hash ('#v', '#c' the
+-- window's visits and conversions of every campaign; 'c:<name>' a campaign's
+-- conversions; '@' in `cw:0`: the anchor day) and `cwv:<k>` sorted set (name -> visits).
+-- lua/apply.lua adds each batch's counts of days inside a window; this script moves the
+-- windows a day at a time (add the day that enters, subtract the one that leaves: four
+-- `cnt:` hashes a day), or builds them afresh from the `cnt:` hashes when none is kept
+-- yet or they are more than 15 days behind (then building costs fewer reads).
+--
+-- Returns {0} when the windows are already past `today` (the caller then sums the per-day
+-- counters itself), else {1, top0, top1}, each top {visits, conversions, name, visits,
+-- conversions, ...}: the window's totals, then at most `max series` campaigns with at
+-- least one visit, most visits first, ties by name (byte order of UTF-8 is code point
+-- order), never `other` nor a name longer than 128 characters (stream/campaigns.py).
+
+local tag = ARGV[1]
+local today = tonumber(ARGV[2])
+local max_series = tonumber(ARGV[3])
+local h0 = tag .. 'cw:0'
+
+local function add_day(k, day, sign)
+  local cw, cwv = tag .. 'cw:' .. k, tag .. 'cwv:' .. k
+  local flat = redis.call('HGETALL', tag .. 'cnt:' .. day)
+  for i = 1, #flat, 2 do
+    local f = flat[i]
+    local kind = string.sub(f, 1, 2)
+    local v = sign * tonumber(flat[i + 1])
+    if kind == 'v:' then
+      redis.call('HINCRBY', cw, '#v', v)
+      local name = string.sub(f, 3)
+      if tonumber(redis.call('ZINCRBY', cwv, v, name)) <= 0 then
+        redis.call('ZREM', cwv, name)
+      end
+    elseif kind == 'c:' then
+      redis.call('HINCRBY', cw, '#c', v)
+      if redis.call('HINCRBY', cw, f, v) <= 0 then redis.call('HDEL', cw, f) end
+    end
+  end
+end
+
+local anchor = tonumber(redis.call('HGET', h0, '@'))
+if anchor and anchor > today then return {0} end
+if anchor == nil or today - anchor > 15 then
+  redis.call('DEL', h0, tag .. 'cw:1', tag .. 'cwv:0', tag .. 'cwv:1')
+  for k = 0, 1 do
+    for day = today - k - 29, today - k do add_day(k, day, 1) end
+  end
+else
+  for a = anchor + 1, today do
+    for k = 0, 1 do
+      add_day(k, a - k, 1)
+      add_day(k, a - k - 30, -1)
+    end
+  end
+end
+redis.call('HSET', h0, '@', today)
+
+-- characters, not bytes: the UTF-8 continuation bytes are not counted
+local function chars(s) return #s - select(2, string.gsub(s, '[\128-\191]', '')) end
+
+local function top(k)
+  local cw, cwv = tag .. 'cw:' .. k, tag .. 'cwv:' .. k
+  local out = {tonumber(redis.call('HGET', cw, '#v') or '0'),
+               tonumber(redis.call('HGET', cw, '#c') or '0')}
+  local picked = 0
+  local hi = '+inf'
+  -- one score at a time, best first; within a score, names in order, as many as needed
+  while picked < max_series do
+    local head = redis.call('ZREVRANGEBYSCORE', cwv, hi, '(0', 'WITHSCORES', 'LIMIT', 0, 1)
+    if #head == 0 then break end
+    local score = head[2]
+    local offset = 0
+    while picked < max_series do
+      local page = redis.call('ZRANGEBYSCORE', cwv, score, score, 'LIMIT', offset,
+                              max_series - picked)
+      if #page == 0 then break end
+      offset = offset + #page
+      for _, name in ipairs(page) do
+        if name ~= 'other' and chars(name) <= 128 then
+          picked = picked + 1
+          out[#out + 1] = name
+          out[#out + 1] = tonumber(score)
+          out[#out + 1] = tonumber(redis.call('HGET', cw, 'c:' .. name) or '0')
+        end
+      end
+    end
+    hi = '(' .. score
+  end
+  return out
+end
+
+return {1, top(0), top(1)}
