@@ -221,11 +221,35 @@ def check(value: bytes | None, now: datetime, max_lateness_days: int = 400) -> C
     return Checked(event=Event(event_id, etype, user_id, ts_ms, campaign, survey, score, kept))
 
 
+#: The contract's default of STREAM_CAMPAIGN_MAX_SERIES.
+CAMPAIGN_MAX_SERIES = 500
+
+
+def capped_conversion_ratio(visits: Counter[str], conversions: Counter[str],
+                            max_series: int) -> dict[str, float]:
+    """Conversion ratio by campaign with the contract's campaign cardinality, by brute
+    force: every campaign with a visit is ranked by visits (more first), then by name; the
+    first ``max_series`` of them have their own ratio, except a name longer than 128
+    characters and a campaign really named ``other`` (the README: it joins the bucket of
+    its name); every other campaign's conversions and visits are summed into ``other``,
+    which, like any ratio, is left out without visits."""
+    ranked = sorted((c for c, n in visits.items() if n > 0 and len(c) <= 128 and c != "other"),
+                    key=lambda c: (-visits[c], c))
+    own = set(ranked[:max_series])
+    out = {c: conversions[c] / visits[c] for c in own}
+    rest_visits = sum(n for c, n in visits.items() if c not in own)
+    rest_conversions = sum(n for c, n in conversions.items() if c not in own)
+    if rest_visits:
+        out["other"] = rest_conversions / rest_visits
+    return dict(sorted(out.items()))
+
+
 def run(
     values: Sequence[bytes | None],
     now: datetime,
     timezone: str = "UTC",
     max_lateness_days: int = 400,
+    campaign_max_series: int = CAMPAIGN_MAX_SERIES,
 ) -> OracleRun:
     """Validate, de-duplicate and compute every figure from messages in delivery order."""
     if now.tzinfo is None:
@@ -249,7 +273,7 @@ def run(
             seen_ids.add(ev.event_id)
         folded.append(ev)
 
-    figures = _figures(folded, accepted, dead, now, tz)
+    figures = _figures(folded, accepted, dead, now, tz, campaign_max_series)
     return OracleRun(figures=figures, accepted=accepted, folded=folded, dead_letters=dead)
 
 
@@ -258,9 +282,10 @@ def compute_figures(
     now: datetime,
     timezone: str = "UTC",
     max_lateness_days: int = 400,
+    campaign_max_series: int = CAMPAIGN_MAX_SERIES,
 ) -> dict[str, Any]:
     """The figures of contract section 3 shaped like ``report --json``."""
-    return run(values, now, timezone, max_lateness_days).figures
+    return run(values, now, timezone, max_lateness_days, campaign_max_series).figures
 
 
 #: Figures that have a value for a past day (``previous_day_<name>`` is ``<name>`` as of
@@ -278,15 +303,16 @@ def figures_as_of(
     day: date,
     timezone: str = "UTC",
     max_lateness_days: int = 400,
+    campaign_max_series: int = CAMPAIGN_MAX_SERIES,
 ) -> dict[str, Any]:
     """The figures as of the end of local ``day`` (today or earlier), for messages
     accepted by a processor whose clock is ``now``: only events dated on or before
     ``day`` count, "today" is ``day``. The all-time counters are left out."""
     tz = ZoneInfo(timezone)
-    oracle_run = run(values, now, timezone, max_lateness_days)
+    oracle_run = run(values, now, timezone, max_lateness_days, campaign_max_series)
     next_midnight = to_ms(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz))
     folded = [e for e in oracle_run.folded if e.ts_ms < next_midnight]
-    out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz)
+    out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz, campaign_max_series)
     del out["events_total"], out["dead_letter_total"]
     return out
 
@@ -296,11 +322,13 @@ def previous_day_figures(
     now: datetime,
     timezone: str = "UTC",
     max_lateness_days: int = 400,
+    campaign_max_series: int = CAMPAIGN_MAX_SERIES,
 ) -> dict[str, Any]:
     """The ``previous_day_*`` family: every figure of :data:`PREVIOUS_DAY_FIGURES` as of
     the end of yesterday (``previous_day_stickiness_ratio`` is in :func:`compute_figures`)."""
     yesterday = now.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
-    before = figures_as_of(values, now, yesterday, timezone, max_lateness_days)
+    before = figures_as_of(values, now, yesterday, timezone, max_lateness_days,
+                           campaign_max_series)
     return {f"previous_day_{n}": before[n] for n in PREVIOUS_DAY_FIGURES if n in before}
 
 
@@ -322,6 +350,7 @@ def _figures(
     dead: Counter[str],
     now: datetime,
     tz: ZoneInfo,
+    campaign_max_series: int = 500,
 ) -> dict[str, Any]:
     today = now.astimezone(tz).date()
     day_cache: dict[int, date] = {}
@@ -397,7 +426,7 @@ def _figures(
                 visits[e.campaign] += 1
             elif e.type == "conversion":
                 conversions[e.campaign] += 1
-    out["conversion_ratio"] = {c: conversions[c] / n for c, n in sorted(visits.items()) if n}
+    out["conversion_ratio"] = capped_conversion_ratio(visits, conversions, campaign_max_series)
 
     # NPS and CSAT: every answer over the rolling 30 days.
     nps = [e.score for e in folded if e.survey == "nps" and day_of(e) in window30]

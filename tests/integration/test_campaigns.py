@@ -1,0 +1,167 @@
+"""Campaign cardinality against the oracle: 700 campaigns of varied visit counts with
+ties at the cut, names longer than 128 characters, a campaign named `other`, over more
+than 30 days, folded into a real redis-server and read back as `report` reads it: today's
+figures (the rolling windows of lua/campaigns.lua), the next days' (windows moved a day at
+a time, late events on the way), a past day (`report --day`, summed from the per-day
+counters), and with 1 and 3 shards. Redis must hold no name longer than 128 characters."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from stream import figures
+from stream.localservers import RedisServer
+from stream.store import Store
+from stream.timebuckets import DayMapper
+from tests.support import oracle
+from tests.support.direct import fold_messages, fresh_store
+
+ZONE = "UTC"
+NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
+DAY_MS = 86_400_000
+LONG_NAMES = ("L" * 129, "é" * 200, "spring-" + "x" * 5000)
+
+
+def _event(rnd: random.Random, n: int, etype: str, campaign: str, days_ago: float,
+           now: datetime) -> tuple[str, bytes, bytes]:
+    """One visit or conversion; its topic is that of the day `now` (each call of
+    fold_messages numbers its offsets from 0)."""
+    ts = int(now.timestamp() * 1000 - days_ago * DAY_MS) - rnd.randrange(3_600_000)
+    user = f"u{rnd.randrange(300)}"
+    body = {"event_id": f"{etype}-{n}", "type": etype, "user_id": user, "ts": ts,
+            "campaign": campaign}
+    topic = f"campaigns.{now.date()}"
+    return topic, user.encode(), json.dumps(body).encode()
+
+
+def campaign_stream(seed: int, now: datetime, first: int = 0) -> list[tuple[str, bytes, bytes]]:
+    """Over 700 campaigns in the window: visit counts from a few values (ties everywhere,
+    the cut at 500 inside a tie), random names (their order is not the order of first
+    visits), some unicode; conversions; the three long names and `other` with many
+    visits; days 0 to 33 ago (so some fall outside the 30-day windows); a few repeated event ids."""
+    rnd = random.Random(seed)
+    names = {f"c{rnd.randrange(10**6)}" for _ in range(760)} | {f"ü{i}" for i in range(4)}
+    names |= {"Z", "a" * 128, "other", "日本", "é"}
+    out = []
+    n = first
+    for name in sorted(names):
+        for _ in range(rnd.choice([1, 1, 2, 2, 3, 4, 6])):
+            out.append(_event(rnd, n, "visit", name, rnd.uniform(0, 33), now))
+            n += 1
+        for _ in range(rnd.choice([0, 0, 1, 2])):
+            out.append(_event(rnd, n, "conversion", name, rnd.uniform(0, 33), now))
+            n += 1
+    for name in LONG_NAMES:
+        for _ in range(30):
+            etype = rnd.choice(["visit", "visit", "conversion"])
+            out.append(_event(rnd, n, etype, name, rnd.uniform(0, 29), now))
+            n += 1
+    # a campaign with conversions only, and repeats of earlier events (no figure changes)
+    out.append(_event(rnd, n, "conversion", "only-conversions", 1, now))
+    out += rnd.sample(out, 40)
+    rnd.shuffle(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RedisServer]:
+    with RedisServer() as s:
+        yield s
+
+
+def conversion(store: Store, today: int) -> dict[str, Any]:
+    got = figures.compute(store.read(today, previous=True))
+    return {k: got.get(k) for k in ("conversion_ratio", "previous_day_conversion_ratio")}
+
+
+def want(values: list[bytes | None], now: datetime, cap: int = 500) -> dict[str, Any]:
+    got = oracle.compute_figures(values, now, ZONE, campaign_max_series=cap)
+    prev = oracle.previous_day_figures(values, now, ZONE, campaign_max_series=cap)
+    return {"conversion_ratio": got["conversion_ratio"],
+            "previous_day_conversion_ratio": prev["previous_day_conversion_ratio"]}
+
+
+def window_visits(values: list[bytes | None], now: datetime) -> Counter[str]:
+    """Visits by campaign over the 30 days ending today, from the folded events."""
+    first = now.date() - timedelta(days=29)
+    return Counter(e.campaign for e in oracle.run(values, now).folded
+                   if e.type == "visit" and e.campaign is not None
+                   and datetime.fromtimestamp(e.ts_ms / 1000, UTC).date() >= first)
+
+
+def assert_same(got: dict[str, Any], expected: dict[str, Any]) -> None:
+    for name, value in expected.items():
+        assert list(got[name]) == list(value), name
+        assert got[name] == pytest.approx(value, abs=1e-12), name
+
+
+def assert_no_long_names(store: Store) -> None:
+    """What Redis holds per campaign: no name longer than 128 characters anywhere."""
+    client = store.client
+    for key in client.scan_iter(count=1000):
+        kind = client.type(key)
+        if kind == b"hash":
+            fields = client.hkeys(key)
+        elif kind == b"zset":
+            fields = client.zrange(key, 0, -1)
+        else:
+            continue
+        assert all(len(f.decode()) <= 130 for f in fields), key
+
+
+@pytest.mark.parametrize("shards", [1, 3])
+def test_cap_against_oracle(server: RedisServer, shards: int) -> None:
+    store = fresh_store(server.url, ZONE, shards=shards)
+    messages = campaign_stream(1, NOW)
+    values = fold_messages(store, messages, NOW, ZONE, seed=shards)
+    today = DayMapper(ZONE).today(NOW)
+
+    expected = want(values, NOW)
+    visits = window_visits(values, NOW)
+    assert len(visits) > 700
+    # the cut at 500 is inside a tie: names decide there
+    ranked = sorted((c for c in visits if len(c) <= 128 and c != "other"),
+                    key=lambda c: (-visits[c], c))
+    assert visits[ranked[499]] == visits[ranked[500]]
+    assert len(expected["conversion_ratio"]) == 501
+    assert "other" in expected["conversion_ratio"]
+    assert not any(len(c) > 128 for c in expected["conversion_ratio"])
+    assert "a" * 128 in expected["conversion_ratio"]
+    got = conversion(store, today)
+    assert_same(got, expected)
+    # a smaller cap, on the same store (read by another setting)
+    small = Store(store.client, store.keys, store.params, campaign_max_series=7)
+    assert_same(conversion(small, today), want(values, NOW, cap=7))
+    zero = Store(store.client, store.keys, store.params, campaign_max_series=0)
+    assert_same(conversion(zero, today), want(values, NOW, cap=0))
+    assert_no_long_names(store)
+
+    # The windows move a day at a time: three more days, each with new events (late ones
+    # among them) folded before the read.
+    for step in range(1, 4):
+        now = NOW + timedelta(days=step)
+        more = campaign_stream(1 + step, now, first=100_000 * step)[:400]
+        values += fold_messages(store, more, now, ZONE, seed=step)
+        assert_same(conversion(store, today + step), want(values, now))
+
+    # A past day (`report --day`): from the per-day counters, the same rule.
+    past = today + 1
+    got_past = figures.compute(store.read(past, previous=True))
+    as_of = oracle.figures_as_of(values, NOW + timedelta(days=3), NOW.date() + timedelta(days=1),
+                                 ZONE)
+    assert_same({"conversion_ratio": got_past["conversion_ratio"]},
+                {"conversion_ratio": as_of["conversion_ratio"]})
+
+    # Windows built afresh (none kept, or more than 15 days behind) equal moved ones.
+    now = NOW + timedelta(days=3)
+    store.client.delete(*[k for s in range(shards) for k in
+                          (store.keys.tag(s) + "cw:0", store.keys.tag(s) + "cwv:0")])
+    assert_same(conversion(store, today + 3), want(values, now))
+    store.close()
