@@ -7,6 +7,7 @@ counters), and with 1 and 3 shards. Redis must hold no name longer than 128 char
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections import Counter
@@ -17,11 +18,13 @@ from typing import Any
 import pytest
 
 from stream import figures
-from stream.localservers import RedisServer
+from stream.localservers import RedisServer, TansuBroker
 from stream.store import Store
 from stream.timebuckets import DayMapper
 from tests.support import oracle
 from tests.support.direct import fold_messages, fresh_store
+from tests.support.kafka import Topics, produce
+from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
 
 ZONE = "UTC"
 NOW = datetime(2026, 11, 20, 15, 0, tzinfo=UTC)
@@ -165,3 +168,45 @@ def test_cap_against_oracle(server: RedisServer, shards: int) -> None:
                           (store.keys.tag(s) + "cw:0", store.keys.tag(s) + "cwv:0")])
     assert_same(conversion(store, today + 3), want(values, now))
     store.close()
+
+
+def test_worker_metrics_end_to_end(broker: TansuBroker, redis_server: RedisServer,
+                                   topics: Topics) -> None:
+    """Through Kafka, the worker and `/metrics`: at most 500 + 1 campaign series, equal to
+    the oracle's; a 200 KB campaign name is counted as `other` and appears nowhere;
+    `report --json` says the same, and follows STREAM_CAMPAIGN_MAX_SERIES."""
+    now = datetime.now(UTC)
+    if (now + timedelta(minutes=10)).date() != now.date():
+        pytest.skip("too close to midnight for stable figures")
+    huge = "h" * 200_000
+    messages = campaign_stream(5, now)
+    rnd = random.Random(5)
+    for n in range(3):
+        messages.append(_event(rnd, 900_000 + n, "visit", huge, 2, now))
+    messages.append(_event(rnd, 900_009, "conversion", huge, 1, now))
+    messages = [(topics.conversions, k, v) for _, k, v in messages]
+    values = [v for _, _, v in messages]
+    asyncio.run(produce(broker.bootstrap, messages))
+    env = worker_env(broker.bootstrap, redis_server.url, topics.env())
+    with WorkerProcess(env) as worker:
+        wait_until(lambda: folded_total(report_json(env)) >= len(messages), 120,
+                   "the worker to fold every message", interval=1.0)
+        expected = want(values, now)
+        assert len(expected["conversion_ratio"]) == 501
+        assert_same(report_json(env), expected)
+
+        status, body = worker.get("/metrics")
+        assert status == 200
+        assert "h" * 129 not in body
+        got: dict[str, dict[str, float]] = {name: {} for name in expected}
+        for (name, labels), value in worker.metrics().items():
+            short = name.removeprefix("engagement_")
+            if short in got:
+                got[short][dict(labels)["campaign"]] = value
+        assert_same({k: dict(sorted(v.items())) for k, v in got.items()}, expected)
+        assert worker.stop() == 0
+
+    # `report` follows the setting too
+    few = report_json({**env, "STREAM_CAMPAIGN_MAX_SERIES": "20"})
+    assert_same(few, want(values, now, cap=20))
+    assert datetime.now(UTC).date() == now.date(), "midnight passed during the test"
