@@ -34,9 +34,18 @@ Layout (`P` is the key prefix, default `es`):
     which is what keeps memory per user low.
   - `P:{Ps}:cust` hash of difference arrays over days (`D:`, `N:` + day): customers at
     a window start, and churned of those.
-  - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
-    `nps:<score>`, `csat:<score>`.
+  - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`
+    (`other` for a name longer than 128 characters), `nps:<score>`, `csat:<score>`.
+    Reads ask for the survey fields by name (store.WINDOW_FIELDS, so add a new field
+    there) and for campaigns from the rolling windows below.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:cw:<k>` hash and `P:{Ps}:cwv:<k>` sorted set, k = 0 or 1: the rolling
+    campaign window of the 30 days ending `anchor - k` (`@` of `cw:0`): `#v`, `#c` its
+    visits and conversions, `c:<campaign>` a campaign's conversions, `cwv` campaign ->
+    visits. Kept by lua/apply.lua (each batch) and lua/campaigns.lua (moved a day at a
+    time on read), they equal the sums of the `cnt:` hashes of their days. With more than
+    one shard a campaign's counters live in the shard of a hash of its name
+    (stream/campaigns.py), not of the user's.
   - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
     per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
