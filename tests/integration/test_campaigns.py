@@ -210,3 +210,25 @@ def test_worker_metrics_end_to_end(broker: TansuBroker, redis_server: RedisServe
     few = report_json({**env, "STREAM_CAMPAIGN_MAX_SERIES": "20"})
     assert_same(few, want(values, now, cap=20))
     assert datetime.now(UTC).date() == now.date(), "midnight passed during the test"
+
+
+def test_read_is_bounded_by_max_series(server: RedisServer) -> None:
+    """A read with 5000 campaign names (2 shards, 5 series) brings 2 x (2 x 5 + 1) campaign
+    fields to Python at most, and Redis reads no per-day counters hash whole: the only
+    HGETALLs are the customer, totals and scan hashes, whatever the campaigns."""
+    store = fresh_store(server.url, ZONE, shards=2)
+    rnd = random.Random(3)
+    messages = [_event(rnd, n, rnd.choice(["visit", "visit", "conversion"]),
+                       f"n{n % 5000}", rnd.uniform(0, 40), NOW) for n in range(12_000)]
+    values = fold_messages(store, messages, NOW, ZONE)
+    today = DayMapper(ZONE).today(NOW)
+    small = Store(store.client, store.keys, store.params, campaign_max_series=5)
+    small.read(today)  # the windows start at the first read
+    store.client.config_resetstat()
+    raw = small.read(today, previous=True)
+    stats = store.client.info("commandstats")
+    assert stats["cmdstat_hgetall"]["calls"] == 2 * 2 + 1
+    for r in (raw, raw.previous):
+        assert r is not None
+        assert len([f for f in r.window_counters if f[:2] in ("v:", "c:")]) <= 2 * (2 * 5 + 1)
+    assert_same(conversion(small, today), want(values, NOW, cap=5))
