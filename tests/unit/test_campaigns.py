@@ -9,7 +9,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import campaigns
+from stream.app import open_store
 from stream.figures import RawFigures, compute
+from stream.settings import SettingsError, load
 from tests.support.oracle import capped_conversion_ratio
 
 LONG = "x" * 129
@@ -80,3 +82,15 @@ def test_same_as_brute_force(visits: dict[str, int], conversions: dict[str, int]
     assert list(got) == list(want)
     assert got == pytest.approx(want)
     assert len(got) <= n + 1
+
+
+def test_setting_is_checked_and_reaches_the_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STREAM_CAMPAIGN_MAX_SERIES", "-1")
+    with pytest.raises(SettingsError, match=r"^bad setting STREAM_CAMPAIGN_MAX_SERIES: "):
+        load()
+    assert load({"campaign_max_series": 7}).campaign_max_series == 7
+    monkeypatch.delenv("STREAM_CAMPAIGN_MAX_SERIES")
+    assert load().campaign_max_series == campaigns.DEFAULT_MAX_SERIES == 500
+    store = open_store(load({"campaign_max_series": 3}))  # no connection is made yet
+    assert store.campaign_max_series == 3
+    store.close()
