@@ -277,7 +277,9 @@ METRICS: dict[str, str] = {
     "churn_ratio":
         "Share of customers at the start of the rolling 30 days that cancelled within them.",
     "retention_ratio": "1 - churn ratio.",
-    "conversion_ratio": "Conversions / visits of the campaign over the rolling 30 days.",
+    "conversion_ratio": "Conversions / visits of the campaign over the rolling 30 days; "
+                        "the campaigns beyond STREAM_CAMPAIGN_MAX_SERIES (by visits) "
+                        "summed as campaign=\"other\".",
     "nps_score": "Net Promoter Score over the rolling 30 days (-100..100).",
     "csat_ratio": "Share of CSAT answers of 4 or 5 over the rolling 30 days (0-1).",
     "first_week_active_ratio":
@@ -299,7 +301,8 @@ METRICS.update({
         "Churn ratio of the 30 days ending yesterday (cancellations after it not counted).",
     "previous_day_retention_ratio": "1 - previous-day churn ratio.",
     "previous_day_conversion_ratio":
-        "Conversions / visits of the campaign over the 30 days ending yesterday.",
+        "Conversions / visits of the campaign over the 30 days ending yesterday "
+        "(campaigns beyond STREAM_CAMPAIGN_MAX_SERIES as campaign=\"other\").",
     "previous_day_nps_score": "Net Promoter Score over the 30 days ending yesterday.",
     "previous_day_csat_ratio":
         "Share of CSAT answers of 4 or 5 over the 30 days ending yesterday (0-1).",
