@@ -458,11 +458,15 @@ class Store:
         raw.campaign_max_series = self.campaign_max_series
         if raw.previous is not None:
             raw.previous.campaign_max_series = self.campaign_max_series
-        pipe = _Replayable(self.client)
-        for shard in range(k.shards):
-            _evalsha(pipe, self._campaigns_sha, k.offsets(shard), k.tag(shard), today,
-                     self.campaign_max_series)
-        results = self._execute(pipe)
+        results: list[Any] = [[2]] * k.shards
+        while any(int(r[0]) == 2 for r in results):  # windows moved a day per call
+            pending = [shard for shard, r in enumerate(results) if int(r[0]) == 2]
+            pipe = _Replayable(self.client)
+            for shard in pending:
+                _evalsha(pipe, self._campaigns_sha, k.offsets(shard), k.tag(shard), today,
+                         self.campaign_max_series)
+            for shard, r in zip(pending, self._execute(pipe), strict=True):
+                results[shard] = r
         if all(int(r[0]) == 1 for r in results):
             for r in results:
                 _add_top(raw.window_counters, r[1])

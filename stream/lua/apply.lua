@@ -358,13 +358,14 @@ end
 
 -- 9. The rolling campaign windows of lua/campaigns.lua, once it has started them:
 --    window k (0 or 1) holds the visits and conversions of the 30 days ending
---    `anchor - k`; a day's counts inside a window go there too, in this same atomic call,
---    so a window always equals the sum of its days' `cnt:` hashes.
-local anchor = tonumber(redis.call('HGET', tag .. 'cw:0', '@'))
+--    `anchor - k` (those from `from` on); a day's counts inside a window go there too, in
+--    this same atomic call, so a window always equals the sum of its days' `cnt:` hashes.
+local cw0 = redis.call('HMGET', tag .. 'cw:0', '@', 'from')
+local anchor, from = tonumber(cw0[1]), tonumber(cw0[2]) or 0
 if anchor then
   for key, day in pairs(cdays) do
     for k = 0, 1 do
-      if day <= anchor - k and day > anchor - k - 30 then
+      if day <= anchor - k and day > anchor - k - 30 and day >= from then
         local cw = tag .. 'cw:' .. k
         for f, v in pairs(sums[key]) do
           local kind = string.sub(f, 1, 2)

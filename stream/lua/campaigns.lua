@@ -7,16 +7,18 @@
 -- ARGV[2]  today (local day number)
 -- ARGV[3]  max series: campaigns to return per window
 --
--- Window k (0 or 1) is the 30 days ending `anchor - k`: `cw:<k>` hash ('#v', '#c' the
--- window's visits and conversions of every campaign; 'c:<name>' a campaign's
--- conversions; '@' in `cw:0`: the anchor day) and `cwv:<k>` sorted set (name -> visits).
--- lua/apply.lua adds each batch's counts of days inside a window; this script moves the
--- windows a day at a time (add the day that enters, subtract the one that leaves: four
--- `cnt:` hashes a day), or builds them afresh from the `cnt:` hashes when none is kept
--- yet or they are more than 15 days behind (then building costs fewer reads).
+-- Window k (0 or 1) is the days from `from` on of the 30 days ending `anchor - k`:
+-- `cw:<k>` hash ('#v', '#c' the window's visits and conversions of every campaign;
+-- 'c:<name>' a campaign's conversions; '@' and 'from' in `cw:0`) and `cwv:<k>` sorted set
+-- (name -> visits). lua/apply.lua adds each batch's counts of days inside a window; this
+-- script moves the windows one day per call (add the day that enters, subtract the one
+-- that leaves: at most four `cnt:` hashes), so no call holds Redis for long whatever the
+-- campaigns. Windows not kept yet, or more than 31 days behind, start empty 31 days back
+-- with `from` = today - 30 and fill a day per call up to today.
 --
 -- Returns {0} when the windows are already past `today` (the caller then sums the per-day
--- counters itself), else {1, top0, top1}, each top {visits, conversions, name, visits,
+-- counters itself), {2} when they are not at `today` yet (the caller calls again), else
+-- {1, top0, top1}, each top {visits, conversions, name, visits,
 -- conversions, ...}: the window's totals, then at most `max series` campaigns with at
 -- least one visit, most visits first, ties by name (byte order of UTF-8 is code point
 -- order), never `other` nor a name longer than 128 characters (stream/campaigns.py).
@@ -46,22 +48,24 @@ local function add_day(k, day, sign)
   end
 end
 
-local anchor = tonumber(redis.call('HGET', h0, '@'))
+local state = redis.call('HMGET', h0, '@', 'from')
+local anchor, from = tonumber(state[1]), tonumber(state[2]) or 0
 if anchor and anchor > today then return {0} end
-if anchor == nil or today - anchor > 15 then
+if anchor == nil or today - anchor > 31 then
   redis.call('DEL', h0, tag .. 'cw:1', tag .. 'cwv:0', tag .. 'cwv:1')
-  for k = 0, 1 do
-    for day = today - k - 29, today - k do add_day(k, day, 1) end
-  end
-else
-  for a = anchor + 1, today do
-    for k = 0, 1 do
-      add_day(k, a - k, 1)
-      add_day(k, a - k - 30, -1)
-    end
-  end
+  from = today - 30
+  anchor = from - 1
+  redis.call('HSET', h0, '@', anchor, 'from', from)
 end
-redis.call('HSET', h0, '@', today)
+if anchor < today then
+  anchor = anchor + 1
+  for k = 0, 1 do
+    if anchor - k >= from then add_day(k, anchor - k, 1) end
+    if anchor - k - 30 >= from then add_day(k, anchor - k - 30, -1) end
+  end
+  redis.call('HSET', h0, '@', anchor)
+  if anchor < today then return {2} end
+end
 
 -- characters, not bytes: the UTF-8 continuation bytes are not counted
 local function chars(s) return #s - select(2, string.gsub(s, '[\128-\191]', '')) end

@@ -162,11 +162,13 @@ def test_cap_against_oracle(server: RedisServer, shards: int) -> None:
     assert_same({"conversion_ratio": got_past["conversion_ratio"]},
                 {"conversion_ratio": as_of["conversion_ratio"]})
 
-    # Windows built afresh (none kept, or more than 15 days behind) equal moved ones.
+    # Windows built afresh (none kept, or more than 31 days behind) equal moved ones.
     now = NOW + timedelta(days=3)
     store.client.delete(*[k for s in range(shards) for k in
                           (store.keys.tag(s) + "cw:0", store.keys.tag(s) + "cwv:0")])
     assert_same(conversion(store, today + 3), want(values, now))
+    # ... and windows 17 days behind catch up a day per call
+    assert_same(conversion(store, today + 20), want(values, NOW + timedelta(days=20)))
     store.close()
 
 
