@@ -38,10 +38,14 @@ def _redis_cpu(client: redis.Redis) -> float:
     return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
 
 
-def _timed(client: redis.Redis, fn: Any) -> tuple[Any, float, float]:
+def _timed(client: redis.Redis, fn: Any) -> tuple[Any, float, float, float]:
+    """fn's result, wall seconds, Redis CPU seconds and Redis's longest command (s)."""
+    client.slowlog_reset()
     cpu0, t0 = _redis_cpu(client), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - t0, _redis_cpu(client) - cpu0
+    wall, cpu = time.perf_counter() - t0, _redis_cpu(client) - cpu0
+    longest = max((e["duration"] for e in client.slowlog_get(1000)), default=0) / 1e6
+    return out, wall, cpu, longest
 
 
 def main() -> None:
@@ -55,6 +59,8 @@ def main() -> None:
     today = days.today(now)
     with RedisServer() as server:
         client = redis.Redis.from_url(server.url)
+        client.config_set("slowlog-log-slower-than", 0)  # every command, for the longest
+        client.config_set("slowlog-max-len", 1000)
         keys = KeySpace(shards=1, buckets=4096)
         store = Store(client, keys, StoreParams("UTC", 1, 4096))
         store.load_scripts()
@@ -90,20 +96,20 @@ def main() -> None:
 
         print(f"{args.campaigns} campaigns over {args.days} days, "
               f"max series {store.campaign_max_series}")
-        old, wall, cpu = _timed(client, full)
-        print(f"  every per-day counter:   {wall * 1000:8.1f} ms wall, {cpu * 1000:8.1f} ms "
-              f"Redis CPU, {args.campaigns} campaign fields read")
-        (new, fields), wall, cpu = _timed(client, lambda: read(today))
+        def show(what: str, wall: float, cpu: float, longest: float, note: str) -> None:
+            print(f"  {what:<24} {wall * 1000:8.1f} ms wall, {cpu * 1000:7.1f} ms Redis CPU, "
+                  f"longest call {longest * 1000:6.1f} ms; {note}")
+
+        old, *t = _timed(client, full)
+        show("every per-day counter:", *t, f"{args.campaigns} campaign fields read")
+        (new, fields), *t = _timed(client, lambda: read(today))
         assert new["conversion_ratio"] == old
-        print(f"  rolling windows (read):  {wall * 1000:8.1f} ms wall, {cpu * 1000:8.1f} ms "
-              f"Redis CPU, {fields} window fields read")
-        _, wall, cpu = _timed(client, lambda: read(today + 1))
-        print(f"  windows moved a day:     {wall * 1000:8.1f} ms wall, {cpu * 1000:8.1f} ms "
-              "Redis CPU (once a day)")
+        show("rolling windows (read):", *t, f"{fields} window fields read")
+        _, *t = _timed(client, lambda: read(today + 1))
+        show("windows moved a day:", *t, "once a day")
         client.delete(keys.tag(0) + "cw:0")
-        _, wall, cpu = _timed(client, lambda: read(today + 1))
-        print(f"  windows built afresh:    {wall * 1000:8.1f} ms wall, {cpu * 1000:8.1f} ms "
-              "Redis CPU (first read of a store)")
+        _, *t = _timed(client, lambda: read(today + 1))
+        show("windows built afresh:", *t, "first read of a store, a day per call")
         memory = sum(int(client.memory_usage(keys.tag(0) + k) or 0)
                      for k in ("cw:0", "cw:1", "cwv:0", "cwv:1"))
         print(f"  Redis memory of the windows: {memory / 1e6:.1f} MB")
