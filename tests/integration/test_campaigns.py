@@ -234,3 +234,21 @@ def test_read_is_bounded_by_max_series(server: RedisServer) -> None:
         assert r is not None
         assert len([f for f in r.window_counters if f[:2] in ("v:", "c:")]) <= 2 * (2 * 5 + 1)
     assert_same(conversion(small, today), want(values, NOW, cap=5))
+
+
+def test_ties_by_name_in_code_point_order(server: RedisServer) -> None:
+    """Redis orders equal visit counts by the names' bytes: for UTF-8 that is code point
+    order, the order of the oracle's names (not UTF-16's: U+FFFD before U+1F600)."""
+    store = fresh_store(server.url, ZONE)
+    rnd = random.Random(4)
+    names = ["😀", "\ufffd", "日本", "ü", "é", "z", "e", "E"]
+    messages = [_event(rnd, n, "visit", name, 1, NOW) for n, name in enumerate(names * 2)]
+    messages.append(_event(rnd, 99, "visit", "few", 1, NOW))
+    values = fold_messages(store, messages, NOW, ZONE)
+    today = DayMapper(ZONE).today(NOW)
+    for cap in range(len(names) + 1):
+        capped = Store(store.client, store.keys, store.params, campaign_max_series=cap)
+        assert_same(conversion(capped, today), want(values, NOW, cap=cap))
+    top = Store(store.client, store.keys, store.params, campaign_max_series=6)
+    assert list(conversion(top, today)["conversion_ratio"]) == sorted(
+        ["E", "e", "z", "é", "ü", "日本", "other"])
