@@ -342,7 +342,9 @@ def build() -> dict[str, object]:
             bargauge.Panel()
             .id(_ids.next())
             .title("Conversion by campaign (30 days)")
-            .description("Conversions / visits of each campaign over the rolling 30 days.")
+            .description("Conversions / visits of each campaign over the rolling 30 days: "
+                         "the STREAM_CAMPAIGN_MAX_SERIES campaigns with the most visits; "
+                         "`other` sums the rest.")
             .datasource(DS)
             .with_target(
                 _q("job_campaign:engagement_conversion_ratio:max", "{{campaign}}", instant=True)
