@@ -19,7 +19,7 @@ import msgspec
 import redis
 import redis.cluster
 
-from .figures import RawFigures, SegmentRaw
+from .figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from .segments import NONE, OTHER, Segments
@@ -118,6 +118,8 @@ class Store:
         self._claim_src = _script("claim.lua")
         self._fw_src = _script("firstweek.lua")
         self._hll_src = _script("hll.lua")
+        self._cohort_src = _script("cohort.lua")
+        self._cohort_sha = ""
         self._apply_sha = self._claim_sha = self._fw_sha = ""
         self._hll_sha = ""
         #: user_id -> bit number in its shard, as a decimal string (the form the apply
@@ -141,6 +143,7 @@ class Store:
         self._claim_sha = _first(self.client.script_load(self._claim_src))
         self._fw_sha = _first(self.client.script_load(self._fw_src))
         self._hll_sha = _first(self.client.script_load(self._hll_src))
+        self._cohort_sha = _first(self.client.script_load(self._cohort_src))
 
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
@@ -400,7 +403,11 @@ class Store:
         for shard in range(k.shards):
             _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
+        for shard in range(k.shards):
+            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today)
         res = self._execute(pipe)
+        cohorts = _cohort_counts(res[len(res) - k.shards:], today, k.bitmap_days)
+        del res[len(res) - k.shards:]
         scan = {_s(f): _s(v) for f, v in res.pop().items()}
         first_week = [0, 0, 0, 0]
         for counts in res[len(res) - k.shards:]:
@@ -430,6 +437,9 @@ class Store:
                     _add_into(raw.previous.window_counters, res[i + 2 + j])
             i += 2 + len(days_read)
         raw.scan = scan
+        raw.cohorts = cohorts[today]
+        if raw.previous is not None:
+            raw.previous.cohorts = cohorts[today - 1]
         if k.segments:
             raw.segments = self._read_segments(today, k.segments)
         return raw
@@ -454,8 +464,14 @@ class Store:
             pipe.hgetall(k.scust(shard))
             for d in window:
                 pipe.hgetall(k.scounters(shard, d))
+        for shard in range(k.shards):
+            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
+                     *(f"{dim}:{v}" for dim, v in pairs))
         res = pipe.execute()
         out = SegmentRaw(values=values)
+        for counts in res[len(res) - k.shards:]:
+            _segment_cohorts(out.cohorts, counts, pairs, today, k.bitmap_days)
+        del res[len(res) - k.shards:]
         for j, pair in enumerate(pairs):
             out.dau[pair], out.wau[pair], out.mau[pair] = (int(x) for x in res[3 * j:3 * j + 3])
         for i in range(3 * len(pairs), len(res), 1 + len(window)):
@@ -585,6 +601,41 @@ def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, An
                               for j, (d, v) in enumerate(zip(dims, fld[2:], strict=True)))]
     extra["cs"] = cs
     extra["sd"] = list(dims)
+
+
+def _cohort_kept(t: int, n: int, bitmap_days: int) -> bool:
+    """Whether the signup bitmaps of the day-`n` cohort as of day `t` are all still kept
+    (a cohort partly expired is left out rather than undercounted)."""
+    oldest = t - 1 - n - (COHORT_SPAN - 1)
+    return time.time() < (oldest + bitmap_days + 2) * DAY_SECONDS
+
+
+def _cohort_counts(replies: list[Any], today: int, bitmap_days: int) -> dict[int, dict[str, int]]:
+    """lua/cohort.lua's replies of every shard summed: day -> `c:<N>`/`r:<N>` -> users,
+    for today and the day before."""
+    out: dict[int, dict[str, int]] = {today: {}, today - 1: {}}
+    for reply in replies:
+        for half, t in enumerate((today, today - 1)):
+            for k, n in enumerate(COHORT_DAYS):
+                if _cohort_kept(t, n, bitmap_days):
+                    at = 8 * half + 2 * k
+                    into = out[t]
+                    into[f"c:{n}"] = into.get(f"c:{n}", 0) + int(reply[at])
+                    into[f"r:{n}"] = into.get(f"r:{n}", 0) + int(reply[at + 1])
+    return out
+
+
+def _segment_cohorts(into: dict[tuple[str, int, str, str], int], reply: list[Any],
+                     pairs: list[tuple[str, str]], today: int, bitmap_days: int) -> None:
+    """Adds one shard's lua/cohort.lua reply with segments to `into`."""
+    width = 2 * len(pairs)
+    for k, n in enumerate(COHORT_DAYS):
+        if not _cohort_kept(today, n, bitmap_days):
+            continue
+        for j, (dim, v) in enumerate(pairs):
+            at = width * k + 2 * j
+            for kind, x in (("c", reply[at]), ("r", reply[at + 1])):
+                into[(kind, n, dim, v)] = into.get((kind, n, dim, v), 0) + int(x)
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:

@@ -270,6 +270,25 @@ local function seg_churn_steps(rec, srec)
   return out
 end
 
+-- Signup bitmaps by segment (`ssg:<dim>:<value>:<day>`, read by lua/cohort.lua): a user's
+-- bit is in the segment of their first signup of the day (by ts; on equal ts the greater
+-- value), whatever the order the signups arrive in. Returns dim -> value for `day`.
+local function day_segments(srec, day)
+  local out, first = {}, {}
+  for i = 1, #srec, 3 do
+    if srec[i + 1] == day then
+      for _, dim in ipairs(plan.sd) do
+        local v = srec[i + 2][dim] or 'none'
+        local f = first[dim]
+        if f == nil or srec[i] < f or (srec[i] == f and v > out[dim]) then
+          first[dim], out[dim] = srec[i], v
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- 7. Signups and cancellations.
 local c = plan.c
 local cs = plan.cs
@@ -299,10 +318,23 @@ for i = 1, #c, 8 do
     if cs then
       local vals = cs[(i - 1) / 8 + 1]
       if c[i + 3] == 0 and next(vals) ~= nil then
+        local before = day_segments(srec, c[i + 4])
         srec[#srec + 1] = c[i + 2]
         srec[#srec + 1] = c[i + 4]
         srec[#srec + 1] = vals
         redis.call('HSET', skey, user, cmsgpack.pack(srec))
+        local bit = c[i + 5] ~= '' and c[i + 5] or num[user]
+        for dim, v in pairs(day_segments(srec, c[i + 4])) do
+          if before[dim] ~= v then
+            local pre = tag .. 'ssg:' .. dim .. ':'
+            if before[dim] then
+              redis.call('SETBIT', pre .. before[dim] .. ':' .. c[i + 4], bit, '0')
+            end
+            local key = pre .. v .. ':' .. c[i + 4]
+            redis.call('SETBIT', key, bit, '1')
+            redis.call('EXPIREAT', key, bitmap_expiry(c[i + 4]))
+          end
+        end
       end
       local new_seg = seg_churn_steps(rec, srec)
       for k, steps in pairs(new_seg) do
