@@ -36,13 +36,16 @@ Layout (`P` is the key prefix, default `es`):
     a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
     `nps:<score>`, `csat:<score>`.
-  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
+    `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`).
   - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
     per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
     (`sD:<dim>:<value>:<day>`, `sN:...`); `P:{Ps}:us:<bucket>` hash user_id -> the
     user's signups with their segment values (the customer's segment is that of their
-    latest signup).
+    latest signup); `P:{Ps}:ssg:<dim>:<value>:<day>` bitmap: bit n set = the user numbered
+    n's first signup dated that day (by ts) is of that segment value, for the signup
+    cohorts by segment (lua/cohort.lua), kept as long as the signup bitmaps.
   - `P:{Ps}:ids:<class>:<generation>` hash event-id digest -> where it was first seen;
     `s` class (visit, conversion, survey) in 10-day generations, `l` class (signup,
     cancellation) in 30-day generations, each expiring when no event it holds can still
