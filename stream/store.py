@@ -58,6 +58,10 @@ NUMS_MAX = 500_000
 WITNESS_TTL = 7 * 86_400
 #: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
 STALE_ATTEMPTS = 3
+#: Seconds a store reuses the segment cohorts it read (STREAM_SEGMENTS): their read costs
+#: two BITOPs per cohort day and segment value, and they move only at midnight and with
+#: late signups and activity.
+SEGMENT_COHORT_SECONDS = 60.0
 
 
 def _script(name: str) -> str:
@@ -133,6 +137,9 @@ class Store:
         self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
         self._segments_script: Any = None
+        #: the latest segment cohorts read: (day, segments, monotonic time, counts)
+        self._seg_cohorts: tuple[int, list[tuple[str, str]], float,
+                                 dict[tuple[str, int, str, str], int]] | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -464,14 +471,25 @@ class Store:
             pipe.hgetall(k.scust(shard))
             for d in window:
                 pipe.hgetall(k.scounters(shard, d))
-        for shard in range(k.shards):
-            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
-                     *(f"{dim}:{v}" for dim, v in pairs))
+        # Segment cohorts cost two BITOPs per cohort day and segment value: read at most
+        # every SEGMENT_COHORT_SECONDS (they move only with late signups and activity).
+        cached = self._seg_cohorts
+        fresh = (cached is not None and cached[0] == today and cached[1] == pairs
+                 and time.monotonic() - cached[2] < SEGMENT_COHORT_SECONDS)
+        if not fresh:
+            for shard in range(k.shards):
+                _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
+                         *(f"{dim}:{v}" for dim, v in pairs))
         res = pipe.execute()
         out = SegmentRaw(values=values)
-        for counts in res[len(res) - k.shards:]:
-            _segment_cohorts(out.cohorts, counts, pairs, today, k.bitmap_days)
-        del res[len(res) - k.shards:]
+        if fresh:
+            assert cached is not None
+            out.cohorts = dict(cached[3])
+        else:
+            for counts in res[len(res) - k.shards:]:
+                _segment_cohorts(out.cohorts, counts, pairs, today, k.bitmap_days)
+            del res[len(res) - k.shards:]
+            self._seg_cohorts = (today, pairs, time.monotonic(), dict(out.cohorts))
         for j, pair in enumerate(pairs):
             out.dau[pair], out.wau[pair], out.mau[pair] = (int(x) for x in res[3 * j:3 * j + 3])
         for i in range(3 * len(pairs), len(res), 1 + len(window)):

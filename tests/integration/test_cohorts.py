@@ -253,3 +253,33 @@ def test_cluster_cohorts_equal_single_redis_and_oracle(redis_cluster: RedisClust
     finally:
         single.close()
         on_cluster.close()
+
+
+def test_segment_cohorts_are_reread_after_their_cache_time(
+        redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Segment cohorts are read at most every SEGMENT_COHORT_SECONDS by a store; the
+    unsegmented cohorts are read every time."""
+    from stream import store as store_module
+
+    zone = "UTC"
+    now = clock(zone)
+    today = DayMapper(zone).today(now)
+    store = segment_store(redis_url, zone)
+    try:
+        def signup(i: int) -> tuple[str, None, bytes]:
+            ev = {"event_id": f"s{i}", "type": "signup", "user_id": f"u{i}",
+                  "ts": (now - timedelta(days=3)).isoformat(), "props": {"plan": "pro"}}
+            return (f"t{i}", None, json.dumps(ev).encode())
+
+        fold_messages(store, [signup(1)], now, zone)
+        first = compute(store.read(today))
+        assert first["segment_cohort_users"]["plan"] == {"pro": {"1": 1}}
+        fold_messages(store, [signup(2)], now, zone)
+        cached = compute(store.read(today))
+        assert cached["cohort_users"] == {"1": 2}
+        assert cached["segment_cohort_users"] == first["segment_cohort_users"]
+        monkeypatch.setattr(store_module, "SEGMENT_COHORT_SECONDS", 0.0)
+        again = compute(store.read(today))
+        assert again["segment_cohort_users"]["plan"] == {"pro": {"1": 2}}
+    finally:
+        store.close()

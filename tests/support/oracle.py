@@ -25,6 +25,8 @@ Conventions chosen where the contract leaves room (test data avoids these corner
   one); every ``activity`` is folded (folding it twice changes nothing).
 - ``events_total`` and ``dead_letter_total`` always list every type and every reason,
   with 0 where nothing was seen.
+- ``late_events_total`` counts by the one clock ``now``: every message is taken as
+  folded on ``now``'s day (a test folding under several clocks adds up runs per clock).
 """
 
 from __future__ import annotations
