@@ -43,9 +43,10 @@ Layout (`P` is the key prefix, default `es`):
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
     (`sD:<dim>:<value>:<day>`, `sN:...`); `P:{Ps}:us:<bucket>` hash user_id -> the
     user's signups with their segment values (the customer's segment is that of their
-    latest signup); `P:{Ps}:ssg:<dim>:<value>:<day>` bitmap: bit n set = the user numbered
-    n's first signup dated that day (by ts) is of that segment value, for the signup
-    cohorts by segment (lua/cohort.lua), kept as long as the signup bitmaps.
+    latest signup); `P:{Ps}:ssg:<day>` hash bit number -> the segment values
+    (msgpack, dimension -> value) of that user's first signup dated that day (by ts),
+    for the signup cohorts by segment (lua/cohort.lua), kept as long as the signup
+    bitmaps.
   - `P:{Ps}:ids:<class>:<generation>` hash event-id digest -> where it was first seen;
     `s` class (visit, conversion, survey) in 10-day generations, `l` class (signup,
     cancellation) in 30-day generations, each expiring when no event it holds can still

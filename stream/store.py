@@ -137,9 +137,8 @@ class Store:
         self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
         self._segments_script: Any = None
-        #: the latest segment cohorts read: (day, segments, monotonic time, counts)
-        self._seg_cohorts: tuple[int, list[tuple[str, str]], float,
-                                 dict[tuple[str, int, str, str], int]] | None = None
+        #: the latest segment cohorts read: (day, monotonic time, counts)
+        self._seg_cohorts: tuple[int, float, dict[tuple[str, int, str, str], int]] | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -471,25 +470,24 @@ class Store:
             pipe.hgetall(k.scust(shard))
             for d in window:
                 pipe.hgetall(k.scounters(shard, d))
-        # Segment cohorts cost two BITOPs per cohort day and segment value: read at most
-        # every SEGMENT_COHORT_SECONDS (they move only with late signups and activity).
+        # Segment cohorts cost two GETBITs per cohort member: read at most every
+        # SEGMENT_COHORT_SECONDS (they move only with late signups and activity).
         cached = self._seg_cohorts
-        fresh = (cached is not None and cached[0] == today and cached[1] == pairs
-                 and time.monotonic() - cached[2] < SEGMENT_COHORT_SECONDS)
+        fresh = (cached is not None and cached[0] == today
+                 and time.monotonic() - cached[1] < SEGMENT_COHORT_SECONDS)
         if not fresh:
             for shard in range(k.shards):
                 _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
-                         *(f"{dim}:{v}" for dim, v in pairs))
+                         "segments")
         res = pipe.execute()
         out = SegmentRaw(values=values)
-        if fresh:
-            assert cached is not None
-            out.cohorts = dict(cached[3])
+        if cached is not None and fresh:
+            out.cohorts = dict(cached[2])
         else:
-            for counts in res[len(res) - k.shards:]:
-                _segment_cohorts(out.cohorts, counts, pairs, today, k.bitmap_days)
+            for reply in res[len(res) - k.shards:]:
+                _segment_cohorts(out.cohorts, reply, set(seg.dims), today, k.bitmap_days)
             del res[len(res) - k.shards:]
-            self._seg_cohorts = (today, pairs, time.monotonic(), dict(out.cohorts))
+            self._seg_cohorts = (today, time.monotonic(), dict(out.cohorts))
         for j, pair in enumerate(pairs):
             out.dau[pair], out.wau[pair], out.mau[pair] = (int(x) for x in res[3 * j:3 * j + 3])
         for i in range(3 * len(pairs), len(res), 1 + len(window)):
@@ -644,15 +642,13 @@ def _cohort_counts(replies: list[Any], today: int, bitmap_days: int) -> dict[int
 
 
 def _segment_cohorts(into: dict[tuple[str, int, str, str], int], reply: list[Any],
-                     pairs: list[tuple[str, str]], today: int, bitmap_days: int) -> None:
-    """Adds one shard's lua/cohort.lua reply with segments to `into`."""
-    width = 2 * len(pairs)
-    for k, n in enumerate(COHORT_DAYS):
-        if not _cohort_kept(today, n, bitmap_days):
-            continue
-        for j, (dim, v) in enumerate(pairs):
-            at = width * k + 2 * j
-            for kind, x in (("c", reply[at]), ("r", reply[at + 1])):
+                     dims: set[str], today: int, bitmap_days: int) -> None:
+    """Adds one shard's lua/cohort.lua reply with segments (N, dimension, value, cohort,
+    retained, ...) to `into`, for the configured dimensions."""
+    for i in range(0, len(reply), 5):
+        n, dim, v = int(reply[i]), _s(reply[i + 1]), _s(reply[i + 2])
+        if dim in dims and _cohort_kept(today, n, bitmap_days):
+            for kind, x in (("c", reply[i + 3]), ("r", reply[i + 4])):
                 into[(kind, n, dim, v)] = into.get((kind, n, dim, v), 0) + int(x)
 
 

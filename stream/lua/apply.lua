@@ -270,9 +270,11 @@ local function seg_churn_steps(rec, srec)
   return out
 end
 
--- Signup bitmaps by segment (`ssg:<dim>:<value>:<day>`, read by lua/cohort.lua): a user's
--- bit is in the segment of their first signup of the day (by ts; on equal ts the greater
--- value), whatever the order the signups arrive in. Returns dim -> value for `day`.
+-- Signup segments of a day (`ssg:<day>` hash: bit number -> packed dim -> value, read by
+-- lua/cohort.lua): a user's values are those of their first signup of the day (by ts; on
+-- equal ts the greater value), whatever the order the signups arrive in. A hash per day
+-- costs memory per signup; a bitmap per segment value and day would cost the length of
+-- the whole shard's numbers for each value. Returns dim -> value for `day`.
 local function day_segments(srec, day)
   local out, first = {}, {}
   for i = 1, #srec, 3 do
@@ -318,23 +320,14 @@ for i = 1, #c, 8 do
     if cs then
       local vals = cs[(i - 1) / 8 + 1]
       if c[i + 3] == 0 and next(vals) ~= nil then
-        local before = day_segments(srec, c[i + 4])
         srec[#srec + 1] = c[i + 2]
         srec[#srec + 1] = c[i + 4]
         srec[#srec + 1] = vals
         redis.call('HSET', skey, user, cmsgpack.pack(srec))
-        local bit = c[i + 5] ~= '' and c[i + 5] or num[user]
-        for dim, v in pairs(day_segments(srec, c[i + 4])) do
-          if before[dim] ~= v then
-            local pre = tag .. 'ssg:' .. dim .. ':'
-            if before[dim] then
-              redis.call('SETBIT', pre .. before[dim] .. ':' .. c[i + 4], bit, '0')
-            end
-            local key = pre .. v .. ':' .. c[i + 4]
-            redis.call('SETBIT', key, bit, '1')
-            redis.call('EXPIREAT', key, bitmap_expiry(c[i + 4]))
-          end
-        end
+        local key = tag .. 'ssg:' .. c[i + 4]
+        redis.call('HSET', key, c[i + 5] ~= '' and c[i + 5] or num[user],
+                   cmsgpack.pack(day_segments(srec, c[i + 4])))
+        redis.call('EXPIREAT', key, bitmap_expiry(c[i + 4]))
       end
       local new_seg = seg_churn_steps(rec, srec)
       for k, steps in pairs(new_seg) do

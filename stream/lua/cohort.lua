@@ -10,23 +10,21 @@
 --
 -- KEYS[1]  the shard's offsets hash (routes the call; every key here shares its tag)
 -- ARGV[1]  key prefix of the shard, ARGV[2] t, the local day number of "today"
--- ARGV[3..] optional segments `<dim>:<value>`: then only day t is computed, and a member
---          counts in the segment whose signup bitmap of day s (`ssg:<dim>:<value>:<s>`,
---          the segment of the user's first signup that day) holds them
+-- ARGV[3]  optional: 'segments', to count by segment instead (day t only): a member
+--          counts in the segment values `ssg:<s>` holds for them (those of their first
+--          signup of day s; apply.lua), one value per dimension
 -- Returns, without segments, {cohort, retained} for each N in order for t, then for
--- t - 1 (16 numbers); with segments, {cohort, retained} for each N and each segment in
--- the order given.
+-- t - 1 (16 numbers); with segments, {N, dimension, value, cohort, retained, ...}.
 
 local tag = ARGV[1]
 local T = tonumber(ARGV[2])
-local pairs_ = {}
-for i = 3, #ARGV do pairs_[#pairs_ + 1] = ARGV[i] end
-local done, new, kept, tmp = tag .. 'tmp:co:done', tag .. 'tmp:co:new',
-  tag .. 'tmp:co:kept', tag .. 'tmp:co:tmp'
+local by_segment = ARGV[3] == 'segments'
+local done, new, kept = tag .. 'tmp:co:done', tag .. 'tmp:co:new', tag .. 'tmp:co:kept'
 local DAYS = {1, 7, 14, 30}
 
--- Adds to `into` (flat {cohort, retained} per segment, or one pair without segments).
-local function cohort(t, n, into, base)
+-- Adds the cohort's {cohort, retained} to into[base + 1], into[base + 2]; with segments,
+-- to seg[dim][value] = {cohort, retained} instead.
+local function cohort(t, n, into, base, seg)
   redis.call('DEL', done)
   local last = t - 1 - n
   for s = last - 6, last do
@@ -36,20 +34,26 @@ local function cohort(t, n, into, base)
       -- length of `done`
       redis.call('BITOP', 'AND', new, sg, done)
       redis.call('BITOP', 'XOR', new, sg, new)
-      if redis.call('BITCOUNT', new) > 0 then
+      local c = redis.call('BITCOUNT', new)
+      if c > 0 then
         redis.call('BITOP', 'AND', kept, new, tag .. 'a:' .. (s + n))
-        if #pairs_ == 0 then
-          into[base + 1] = into[base + 1] + redis.call('BITCOUNT', new)
+        if not seg then
+          into[base + 1] = into[base + 1] + c
           into[base + 2] = into[base + 2] + redis.call('BITCOUNT', kept)
         else
-          for j, pair in ipairs(pairs_) do
-            local ssg = tag .. 'ssg:' .. pair .. ':' .. s
-            if redis.call('EXISTS', ssg) == 1 then
-              local at = base + 2 * (j - 1)
-              redis.call('BITOP', 'AND', tmp, new, ssg)
-              into[at + 1] = into[at + 1] + redis.call('BITCOUNT', tmp)
-              redis.call('BITOP', 'AND', tmp, kept, ssg)
-              into[at + 2] = into[at + 2] + redis.call('BITCOUNT', tmp)
+          -- the day's signups with segments: far fewer than the shard's users
+          local h = redis.call('HGETALL', tag .. 'ssg:' .. s)
+          for i = 1, #h, 2 do
+            if redis.call('GETBIT', new, h[i]) == 1 then
+              local r = redis.call('GETBIT', kept, h[i])
+              for dim, v in pairs(cmsgpack.unpack(h[i + 1])) do
+                local per = seg[dim]
+                if not per then per = {}; seg[dim] = per end
+                local cr = per[v]
+                if not cr then cr = {0, 0}; per[v] = cr end
+                cr[1] = cr[1] + 1
+                cr[2] = cr[2] + r
+              end
             end
           end
         end
@@ -60,16 +64,26 @@ local function cohort(t, n, into, base)
 end
 
 local out = {}
-if #pairs_ == 0 then
+if not by_segment then
   for i = 1, 16 do out[i] = 0 end
   for k, n in ipairs(DAYS) do
     cohort(T, n, out, 2 * (k - 1))
     cohort(T - 1, n, out, 8 + 2 * (k - 1))
   end
 else
-  local width = 2 * #pairs_
-  for i = 1, width * #DAYS do out[i] = 0 end
-  for k, n in ipairs(DAYS) do cohort(T, n, out, width * (k - 1)) end
+  for _, n in ipairs(DAYS) do
+    local seg = {}
+    cohort(T, n, nil, 0, seg)
+    for dim, per in pairs(seg) do
+      for v, cr in pairs(per) do
+        out[#out + 1] = n
+        out[#out + 1] = dim
+        out[#out + 1] = v
+        out[#out + 1] = cr[1]
+        out[#out + 1] = cr[2]
+      end
+    end
+  end
 end
-redis.call('DEL', done, new, kept, tmp)
+redis.call('DEL', done, new, kept)
 return out
