@@ -249,7 +249,9 @@ def test_cluster_cohorts_equal_single_redis_and_oracle(redis_cluster: RedisClust
         want.update(oracle.segment_figures(order, now, DIMS, LIMIT, zone))
         for name in (*COHORT, *SEGMENT_COHORT, "late_events_total"):
             assert_close(got[name], want[name], name)
+        # every cohort and every age bucket is there to compare
         assert set(got["cohort_users"]) == {"1", "7", "14", "30"}
+        assert all(got["late_events_total"].values())
     finally:
         single.close()
         on_cluster.close()
