@@ -22,10 +22,13 @@
  * shard (CRC-32, as keys.user_hash), the local day, the (user, day) pair skipped when
  * `seen` maps the user to that day or when the day's HyperLogLog set of this batch holds
  * the user, else added to that set, to the shard's activity list of the day, and to
- * `new_days` (user -> the latest such day).
+ * `new_days` (user -> the latest such day). It also counts, per shard, the messages whose
+ * day is before `today` by age bucket (1, 2-7, 8-30, 31+ days), the late-events counter
+ * that fold.fold keeps in the totals map.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <stdint.h>
 #include <string.h>
 #include <zlib.h>
@@ -241,9 +244,20 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  * ceiling: messages at or below this offset are left to the Python path (its exact
  *          per-shard redelivery check).
  * ctx: (now_ms, lateness_ms, shards, utc, slot_cache, day_of, oldest_hll_day,
- *       oldest_bit_day, seen, hll, activities, new_days)
+ *       oldest_bit_day, seen, hll, activities, new_days[, today])
  *       activities: per shard, the plan's `activity` dict.
- * Returns a list of messages taken per shard, and the indices left to Python. */
+ * Returns a list of messages taken per shard, the indices left to Python, and per shard
+ * a list of the messages taken that were 1, 2-7, 8-30 and 31+ days before `today`
+ * (all 0 without `today`). */
+#define LATE_BUCKETS 4
+static inline int late_bucket(long long age) {
+    if (age < 1) return -1;
+    if (age == 1) return 0;
+    if (age <= 7) return 1;
+    if (age <= 30) return 2;
+    return 3;
+}
+
 static PyObject *fold_activity(PyObject *self, PyObject *args) {
     PyObject *values, *offsets, *ctx;
     Py_ssize_t start, stop;
@@ -251,14 +265,14 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "O!O!nnLO!", &PyList_Type, &values, &PyList_Type, &offsets,
                           &start, &stop, &ceiling, &PyTuple_Type, &ctx))
         return NULL;
-    long long now_ms, lateness_ms, oldest_hll, oldest_bit;
+    long long now_ms, lateness_ms, oldest_hll, oldest_bit, today = LLONG_MIN;
     long shards;
     int utc;
     PyObject *slot_cache, *day_of, *seen, *hll, *activities, *new_days;
-    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!", &now_ms, &lateness_ms, &shards, &utc,
+    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!|L", &now_ms, &lateness_ms, &shards, &utc,
                           &PyDict_Type, &slot_cache, &day_of, &oldest_hll, &oldest_bit,
                           &PyDict_Type, &seen, &PyDict_Type, &hll, &PyList_Type,
-                          &activities, &PyDict_Type, &new_days))
+                          &activities, &PyDict_Type, &new_days, &today))
         return NULL;
     if (start < 0 || stop > PyList_GET_SIZE(values) || stop > PyList_GET_SIZE(offsets) ||
         shards < 1 || PyList_GET_SIZE(activities) != shards) {
@@ -268,8 +282,10 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     const int64_t oldest_ms = now_ms - lateness_ms, newest_ms = now_ms + MAX_FUTURE_MS;
     PyObject *left = PyList_New(0);
     PyObject *taken = PyList_New(shards);
-    if (!left || !taken) goto fail;
-    long long *counts = PyMem_Calloc((size_t)shards, sizeof(long long));
+    PyObject *late = PyList_New(shards);
+    if (!left || !taken || !late) goto fail;
+    /* per shard: messages taken, then the LATE_BUCKETS late counts */
+    long long *counts = PyMem_Calloc((size_t)shards * (1 + LATE_BUCKETS), sizeof(long long));
     if (!counts) goto fail;
     /* the last day's set and list, as consecutive messages are mostly of the same day */
     for (Py_ssize_t i = start; i < stop; i++) {
@@ -297,7 +313,7 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         }
         uint32_t h = (uint32_t)crc32(0L, (const Bytef *)user.p, (uInt)user.n);
         long shard = (long)(h % (uint32_t)shards);
-        counts[shard]++;
+        counts[shard * (1 + LATE_BUCKETS)]++;
         int64_t day;
         if (utc) {
             day = floordiv(ts, DAY_MS);
@@ -316,6 +332,10 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
                 Py_DECREF(r);
             }
             if (day == -1 && PyErr_Occurred()) goto fail_counts;
+        }
+        if (today != LLONG_MIN) {
+            int bucket = late_bucket(today - (long long)day);
+            if (bucket >= 0) counts[shard * (1 + LATE_BUCKETS) + 1 + bucket]++;
         }
         PyObject *u = PyUnicode_FromStringAndSize(user.p, user.n);
         PyObject *dayobj = u ? PyLong_FromLongLong(day) : NULL;
@@ -374,20 +394,26 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         goto fail_counts;
     }
     for (long s = 0; s < shards; s++) {
-        PyObject *c = PyLong_FromLongLong(counts[s]);
+        const long long *at = counts + s * (1 + LATE_BUCKETS);
+        PyObject *c = PyLong_FromLongLong(at[0]);
         if (!c) goto fail_counts;
         PyList_SET_ITEM(taken, s, c);
+        PyObject *l = Py_BuildValue("[LLLL]", at[1], at[2], at[3], at[4]);
+        if (!l) goto fail_counts;
+        PyList_SET_ITEM(late, s, l);
     }
     PyMem_Free(counts);
-    PyObject *result = PyTuple_Pack(2, taken, left);
+    PyObject *result = PyTuple_Pack(3, taken, left, late);
     Py_DECREF(taken);
     Py_DECREF(left);
+    Py_DECREF(late);
     return result;
 fail_counts:
     PyMem_Free(counts);
 fail:
     Py_XDECREF(left);
     Py_XDECREF(taken);
+    Py_XDECREF(late);
     return NULL;
 }
 

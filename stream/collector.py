@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from . import __version__
-from .figures import LABELS, METRICS, SEGMENT_FIGURES
+from .figures import LABELS, METRICS, SEGMENT_COHORT_FIGURES, SEGMENT_FIGURES
 
 PREFIX = "engagement_"
 
@@ -122,6 +122,25 @@ class FiguresCollector(Collector):
                 for state, users in value.items():
                     g.add_metric([state], users)
                 yield g
+            elif name in SEGMENT_COHORT_FIGURES:
+                if value is None:
+                    continue
+                g = GaugeMetricFamily(metric, help_text, labels=["dimension", "value", "day"])
+                for dim, per in value.items():
+                    for v, by_day in per.items():
+                        for n, figure in by_day.items():
+                            g.add_metric([dim, v, n], figure)
+                yield g
+            elif LABELS.get(name) == "day":
+                g = GaugeMetricFamily(metric, help_text, labels=["day"])
+                for n, figure in (value or {}).items():
+                    g.add_metric([n], figure)
+                yield g
+            elif name == "late_events_total":
+                c = CounterMetricFamily(metric.removesuffix("_total"), help_text, labels=["age"])
+                for age, count in (value or {}).items():
+                    c.add_metric([age], count)
+                yield c
             elif name in SEGMENT_FIGURES:
                 if value is None:
                     continue

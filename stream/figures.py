@@ -56,6 +56,9 @@ class RawFigures:
     scan: dict[str, str] = field(default_factory=dict)
     #: campaigns with a `conversion_ratio` series of their own (stream/campaigns.py)
     campaign_max_series: int = campaigns.DEFAULT_MAX_SERIES
+    #: signup cohorts (lua/cohort.lua): `c:<N>` cohort size and `r:<N>` retained on day
+    #: s+N, for N in COHORT_DAYS; a cohort left out is absent
+    cohorts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -72,6 +75,8 @@ class SegmentRaw:
     mau: dict[tuple[str, str], int] = field(default_factory=dict)
     diffs: dict[str, int] = field(default_factory=dict)
     window_counters: dict[str, int] = field(default_factory=dict)
+    #: signup cohorts by segment: (`c` or `r`, N, dimension, value) -> users
+    cohorts: dict[tuple[str, int, str, str], int] = field(default_factory=dict)
 
 
 #: Figures that have a meaning for one past day; `previous_day_<name>` is `<name>` as of
@@ -170,8 +175,11 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    out.update(cohort_figures(raw.cohorts))
+    out["late_events_total"] = {a: totals.get(LATE_FIELD + a, 0) for a in LATE_AGES}
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
+        out.update(segment_cohort_figures(raw.segments))
     if raw.scan.get("today") == str(today):
         out.update(scan_figures(raw.scan))
     if raw.previous is not None:
@@ -348,3 +356,74 @@ LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",
                           "events_total": "type", "dead_letter_total": "reason",
                           "lifecycle_users": "state", "previous_day_lifecycle_users": "state"}
+
+
+# -- signup cohorts and late events (the second release) --------------------------------
+
+#: Day-N retention of signup cohorts is exported for these N.
+COHORT_DAYS: tuple[int, ...] = (1, 7, 14, 30)
+#: Days in a signup cohort: the 7 signup days ending N days before yesterday.
+COHORT_SPAN = 7
+#: Age buckets of late events, by whole local days between the event's day and today.
+LATE_AGES: tuple[str, ...] = ("1d", "2-7d", "8-30d", "31d+")
+#: Field prefix of the late-event counters in the totals hash (`late:<age>`).
+LATE_FIELD = "late:"
+
+
+def late_age(age: int) -> str | None:
+    """The age bucket of an event dated `age` days before today (None: not late)."""
+    if age < 1:
+        return None
+    if age == 1:
+        return "1d"
+    if age <= 7:
+        return "2-7d"
+    if age <= 30:
+        return "8-30d"
+    return "31d+"
+
+
+def cohort_figures(cohorts: dict[str, int]) -> dict[str, Any]:
+    """`cohort_users` and `cohort_retention_ratio`, keyed by N as text; a cohort of no
+    user (or one left out) has neither."""
+    users = {str(n): cohorts[f"c:{n}"] for n in COHORT_DAYS if cohorts.get(f"c:{n}", 0) > 0}
+    return {"cohort_retention_ratio": {n: cohorts[f"r:{n}"] / c for n, c in users.items()},
+            "cohort_users": users}
+
+
+def segment_cohort_figures(seg: SegmentRaw) -> dict[str, Any]:
+    """`segment_cohort_retention_ratio` and `segment_cohort_users`: dimension -> value ->
+    N -> figure; a user counts in the segment of the signup that put them in the cohort.
+    Every dimension is listed (values only with a cohort)."""
+    ratio: dict[str, dict[str, dict[str, float]]] = {dim: {} for dim in seg.values}
+    users: dict[str, dict[str, dict[str, int]]] = {dim: {} for dim in seg.values}
+    for (kind, n, dim, v), c in sorted(seg.cohorts.items()):
+        if kind == "c" and c > 0:
+            users.setdefault(dim, {}).setdefault(v, {})[str(n)] = c
+            ratio.setdefault(dim, {}).setdefault(v, {})[str(n)] = (
+                seg.cohorts.get(("r", n, dim, v), 0) / c)
+    return {"segment_cohort_retention_ratio": ratio, "segment_cohort_users": users}
+
+
+PREVIOUS_DAY_FIGURES += ("cohort_retention_ratio", "cohort_users")
+TOTALS += ("late_events_total",)
+#: Segment figures with a third label, `day` (N of the cohort figures).
+SEGMENT_COHORT_FIGURES: tuple[str, ...] = (
+    "segment_cohort_retention_ratio", "segment_cohort_users")
+METRICS.update({
+    "cohort_retention_ratio":
+        "Share of the signup cohort of the 7 days ending `day` days before yesterday "
+        "active on signup day + `day` (exact).",
+    "cohort_users": "Users in the signup cohort behind cohort_retention_ratio.",
+    "previous_day_cohort_retention_ratio":
+        "Day-N retention of signup cohorts as of the end of yesterday.",
+    "previous_day_cohort_users": "Cohort sizes as of the end of yesterday.",
+    "late_events_total":
+        "Valid events whose day was before today when folded, by days late (`age`).",
+    "segment_cohort_retention_ratio":
+        "Day-N retention of the signup cohort, by the segment of the cohort signup.",
+    "segment_cohort_users": "Signup cohort sizes by the segment of the cohort signup.",
+})
+LABELS.update({"cohort_retention_ratio": "day", "cohort_users": "day",
+               "previous_day_cohort_retention_ratio": "day",
+               "previous_day_cohort_users": "day", "late_events_total": "age"})

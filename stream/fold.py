@@ -21,6 +21,7 @@ import msgspec
 
 from . import campaigns
 from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
+from .figures import LATE_AGES, LATE_FIELD, late_age
 from .keys import KeySpace
 from .timebuckets import DayMapper
 
@@ -31,6 +32,9 @@ except ImportError:  # pragma: no cover - no C compiler where it was installed
 
 SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
+#: Totals field of an event folded `age` days after its day (index min(age, 31)): the
+#: late-events counter goes through the totals map, atomic with the offsets like `e:`.
+_LATE_FIELDS: tuple[str, ...] = tuple(LATE_FIELD + (late_age(a) or "") for a in range(32))
 
 
 class Message(msgspec.Struct, gc=False):
@@ -169,12 +173,12 @@ def fold_prepared(
     ctx = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
            {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
            today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
-           out.hll, [p.activity for p in plans], out.new_days)
+           out.hll, [p.activity for p in plans], out.new_days, today)
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
-        taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
-                                              ceilings.get(src, -1), ctx)
+        taken, rest, late = _fastfold.fold_activity(batch.values, batch.offsets, start,
+                                                    stop, ceilings.get(src, -1), ctx)
         left += rest
         if stop > start:
             last = max(batch.offsets[start:stop])
@@ -185,6 +189,10 @@ def fold_prepared(
                 totals = plans[shard].totals
                 totals[_ACTIVITY] = totals.get(_ACTIVITY, 0) + n
                 out.folded += n
+                # late[shard][k]: activity events of age bucket k taken for the shard
+                for lf, k in zip(_LATE_BUCKET_FIELDS, late[shard], strict=True):
+                    if k:
+                        totals[lf] = totals.get(lf, 0) + k
     for shard, plan in enumerate(plans):
         if plan.totals:
             out.shards[shard] = plan
@@ -194,6 +202,8 @@ def fold_prepared(
 
 
 _ACTIVITY = _TYPE_FIELDS[0]
+#: The totals fields of the compiled fold's late counts, in its bucket order.
+_LATE_BUCKET_FIELDS = tuple(LATE_FIELD + a for a in LATE_AGES)
 
 
 def _ceilings(applied: Mapping[tuple[str, int], int]) -> dict[str, int]:
@@ -295,6 +305,9 @@ def fold(
         tf = _TYPE_FIELDS[item.type_code]
         plan.totals[tf] = plan.totals.get(tf, 0) + 1
         day = day_of(item.ts_ms)
+        if day < today:
+            lf = _LATE_FIELDS[min(today - day, 31)]
+            plan.totals[lf] = plan.totals.get(lf, 0) + 1
         code = item.type_code
         if code == 0:  # activity
             if seg is not None:

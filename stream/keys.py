@@ -38,7 +38,8 @@ Layout (`P` is the key prefix, default `es`):
     (`other` for a name longer than 128 characters), `nps:<score>`, `csat:<score>`.
     Reads ask for the survey fields by name (store.WINDOW_FIELDS, so add a new field
     there) and for campaigns from the rolling windows below.
-  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
+    `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`).
   - `P:{Ps}:cw:<k>` hash and `P:{Ps}:cwv:<k>` sorted set, k = 0 or 1: the rolling
     campaign window of the 30 days ending `anchor - k` (`@` of `cw:0`): `#v`, `#c` its
     visits and conversions, `c:<campaign>` a campaign's conversions, `cwv` campaign ->
@@ -51,7 +52,10 @@ Layout (`P` is the key prefix, default `es`):
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
     (`sD:<dim>:<value>:<day>`, `sN:...`); `P:{Ps}:us:<bucket>` hash user_id -> the
     user's signups with their segment values (the customer's segment is that of their
-    latest signup).
+    latest signup); `P:{Ps}:ssg:<day>` hash bit number -> the segment values
+    (msgpack, dimension -> value) of that user's first signup dated that day (by ts),
+    for the signup cohorts by segment (lua/cohort.lua), kept as long as the signup
+    bitmaps.
   - `P:{Ps}:ids:<class>:<generation>` hash event-id digest -> where it was first seen;
     `s` class (visit, conversion, survey) in 10-day generations, `l` class (signup,
     cancellation) in 30-day generations, each expiring when no event it holds can still

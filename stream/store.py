@@ -20,7 +20,7 @@ import redis
 import redis.cluster
 
 from . import campaigns
-from .figures import RawFigures, SegmentRaw
+from .figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from .segments import NONE, OTHER, Segments
@@ -64,6 +64,10 @@ STALE_ATTEMPTS = 3
 #: asks for these by name rather than for the whole hash, which holds every campaign.
 WINDOW_FIELDS: tuple[str, ...] = (*(f"nps:{s}" for s in range(11)),
                                   *(f"csat:{s}" for s in range(1, 6)))
+#: Seconds a store reuses the segment cohorts it read (STREAM_SEGMENTS): their read costs
+#: two BITOPs per cohort day and segment value, and they move only at midnight and with
+#: late signups and activity.
+SEGMENT_COHORT_SECONDS = 60.0
 
 
 def _script(name: str) -> str:
@@ -126,6 +130,8 @@ class Store:
         self._claim_src = _script("claim.lua")
         self._fw_src = _script("firstweek.lua")
         self._hll_src = _script("hll.lua")
+        self._cohort_src = _script("cohort.lua")
+        self._cohort_sha = ""
         self._apply_sha = self._claim_sha = self._fw_sha = ""
         self._hll_sha = ""
         self._campaigns_src = _script("campaigns.lua")
@@ -141,6 +147,8 @@ class Store:
         self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
         self._segments_script: Any = None
+        #: the latest segment cohorts read: (day, monotonic time, counts)
+        self._seg_cohorts: tuple[int, float, dict[tuple[str, int, str, str], int]] | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
@@ -152,6 +160,7 @@ class Store:
         self._fw_sha = _first(self.client.script_load(self._fw_src))
         self._hll_sha = _first(self.client.script_load(self._hll_src))
         self._campaigns_sha = _first(self.client.script_load(self._campaigns_src))
+        self._cohort_sha = _first(self.client.script_load(self._cohort_src))
 
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
@@ -411,7 +420,11 @@ class Store:
         for shard in range(k.shards):
             _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
+        for shard in range(k.shards):
+            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today)
         res = self._execute(pipe)
+        cohorts = _cohort_counts(res[len(res) - k.shards:], today, k.bitmap_days)
+        del res[len(res) - k.shards:]
         scan = {_s(f): _s(v) for f, v in res.pop().items()}
         first_week = [0, 0, 0, 0]
         for counts in res[len(res) - k.shards:]:
@@ -442,6 +455,9 @@ class Store:
             i += 2 + len(days_read)
         raw.scan = scan
         self._read_campaigns(raw, days_read)
+        raw.cohorts = cohorts[today]
+        if raw.previous is not None:
+            raw.previous.cohorts = cohorts[today - 1]
         if k.segments:
             raw.segments = self._read_segments(today, k.segments)
         return raw
@@ -506,8 +522,24 @@ class Store:
             pipe.hgetall(k.scust(shard))
             for d in window:
                 pipe.hgetall(k.scounters(shard, d))
+        # Segment cohorts cost two GETBITs per cohort member: read at most every
+        # SEGMENT_COHORT_SECONDS (they move only with late signups and activity).
+        cached = self._seg_cohorts
+        fresh = (cached is not None and cached[0] == today
+                 and time.monotonic() - cached[1] < SEGMENT_COHORT_SECONDS)
+        if not fresh:
+            for shard in range(k.shards):
+                _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
+                         "segments")
         res = pipe.execute()
         out = SegmentRaw(values=values)
+        if cached is not None and fresh:
+            out.cohorts = dict(cached[2])
+        else:
+            for reply in res[len(res) - k.shards:]:
+                _segment_cohorts(out.cohorts, reply, set(seg.dims), today, k.bitmap_days)
+            del res[len(res) - k.shards:]
+            self._seg_cohorts = (today, time.monotonic(), dict(out.cohorts))
         for j, pair in enumerate(pairs):
             out.dau[pair], out.wau[pair], out.mau[pair] = (int(x) for x in res[3 * j:3 * j + 3])
         for i in range(3 * len(pairs), len(res), 1 + len(window)):
@@ -656,6 +688,37 @@ def _add_top(into: dict[str, int], top: list[Any]) -> None:
         rest_c -= c
     into["v:" + campaigns.OTHER] = into.get("v:" + campaigns.OTHER, 0) + rest_v
     into["c:" + campaigns.OTHER] = into.get("c:" + campaigns.OTHER, 0) + rest_c
+def _cohort_kept(t: int, n: int, bitmap_days: int) -> bool:
+    """Whether the signup bitmaps of the day-`n` cohort as of day `t` are all still kept
+    (a cohort partly expired is left out rather than undercounted)."""
+    oldest = t - 1 - n - (COHORT_SPAN - 1)
+    return time.time() < (oldest + bitmap_days + 2) * DAY_SECONDS
+
+
+def _cohort_counts(replies: list[Any], today: int, bitmap_days: int) -> dict[int, dict[str, int]]:
+    """lua/cohort.lua's replies of every shard summed: day -> `c:<N>`/`r:<N>` -> users,
+    for today and the day before."""
+    out: dict[int, dict[str, int]] = {today: {}, today - 1: {}}
+    for reply in replies:
+        for half, t in enumerate((today, today - 1)):
+            for k, n in enumerate(COHORT_DAYS):
+                if _cohort_kept(t, n, bitmap_days):
+                    at = 8 * half + 2 * k
+                    into = out[t]
+                    into[f"c:{n}"] = into.get(f"c:{n}", 0) + int(reply[at])
+                    into[f"r:{n}"] = into.get(f"r:{n}", 0) + int(reply[at + 1])
+    return out
+
+
+def _segment_cohorts(into: dict[tuple[str, int, str, str], int], reply: list[Any],
+                     dims: set[str], today: int, bitmap_days: int) -> None:
+    """Adds one shard's lua/cohort.lua reply with segments (N, dimension, value, cohort,
+    retained, ...) to `into`, for the configured dimensions."""
+    for i in range(0, len(reply), 5):
+        n, dim, v = int(reply[i]), _s(reply[i + 1]), _s(reply[i + 2])
+        if dim in dims and _cohort_kept(today, n, bitmap_days):
+            for kind, x in (("c", reply[i + 3]), ("r", reply[i + 4])):
+                into[(kind, n, dim, v)] = into.get((kind, n, dim, v), 0) + int(x)
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:

@@ -388,6 +388,268 @@ def build() -> dict[str, object]:
                 min_val=0,
             )
         )
+        .with_row(dashboard.Row("Retention cohorts and late data").id(300))
+        .with_panel(
+            _ts(
+                "Day-N retention of signup cohorts",
+                [
+                    _q("job_day:engagement_cohort_retention_ratio:max", "D{{day}}", "A"),
+                    _q(
+                        'job_day:engagement_cohort_retention_ratio:avg_over_time7d{day="1"}',
+                        "D1, 7-day average",
+                        "B",
+                    ),
+                ],
+                "percentunit",
+                "Of the users who signed up on the 7 days ending N days before yesterday, the"
+                " share active on their signup day + N (N = 1, 7, 14, 30); the alert compares"
+                " D1 with its 7-day average.",
+                min_val=0,
+                max_val=1,
+            )
+        )
+        .with_panel(
+            bargauge.Panel()
+            .id(_ids.next())
+            .title("Retention curve")
+            .description("The latest day-N retention of each signup cohort, N = 1, 7, 14, 30.")
+            .datasource(DS)
+            .with_target(
+                _q("job_day:engagement_cohort_retention_ratio:max", "D{{day}}", instant=True)
+            )
+            .unit("percentunit")
+            .decimals(1)
+            .min(0)
+            .max(1)
+            .height(8)
+            .span(6)
+            .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
+            .thresholds(_thresholds((None, "blue")))
+        )
+        .with_panel(
+            _ts(
+                "Signup cohort sizes",
+                [_q("job_day:engagement_cohort_users:max", "D{{day}} cohort", "A")],
+                "short",
+                "Users in each day-N cohort (signups of 7 days, each user once).",
+                width=6,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Late events/s by age",
+                [_q("job_age:engagement_late_events:rate5m", "{{age}}", "A")],
+                "ops",
+                "Valid events dated before the day they were folded, by days late: which past"
+                " days are still moving.",
+                stacked=True,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Events older than a week",
+                [_q("job:engagement_old_events:ratio_rate5m", "share of events", "A")],
+                "percentunit",
+                "Share of the consumed events dated more than 7 days before their fold (the"
+                " old-events alert's figure).",
+                min_val=0,
+            )
+        )
+        .with_row(dashboard.Row("Activity depth and lifecycle").id(400))
+        .with_panel(
+            _ts(
+                "Days active in the last 7 days",
+                [
+                    _q(
+                        'job_window_days:engagement_days_active_users:max{window="7d"}',
+                        "{{days}} days",
+                        "A",
+                    )
+                ],
+                "short",
+                "Users active on exactly k of the 7 days ending today (from the user scan).",
+                stacked=True,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            bargauge.Panel()
+            .id(_ids.next())
+            .title("Days active in the last 30 days")
+            .description("Users active on exactly k of the 30 days ending today.")
+            .datasource(DS)
+            .with_target(
+                _q(
+                    'job_window_days:engagement_days_active_users:max{window="30d"}',
+                    "{{days}}",
+                    instant=True,
+                )
+            )
+            .unit("short")
+            .min(0)
+            .height(8)
+            .span(12)
+            .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]))
+            .thresholds(_thresholds((None, "blue")))
+        )
+        .with_panel(
+            _ts(
+                "Lifecycle",
+                [_q("job_state:engagement_lifecycle_users:max", "{{state}}", "A")],
+                "short",
+                "Active users today by state (new, returning, resurrecting) and users who"
+                " turned dormant today.",
+                width=18,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _stat(
+                "Age of the user scan",
+                "time() - job:engagement_days_active_computed_timestamp_seconds:max",
+                "s",
+                "Seconds since the scan behind the days-active and lifecycle figures.",
+                width=6,
+                thresholds=_thresholds((None, "green"), (900, "orange")),
+            )
+        )
+        .with_row(dashboard.Row("Segments").id(500))
+        .with_panel(
+            _ts(
+                "Monthly active users by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_monthly_active_users:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "short",
+                "Distinct active users over 30 days per value of each STREAM_SEGMENTS key.",
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Customers by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_customers:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "short",
+                "Customers whose latest signup is of the segment.",
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Daily active users by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_daily_active_users:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "short",
+                "Distinct users active today per segment value.",
+                width=8,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Stickiness by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_stickiness_ratio:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "percentunit",
+                "Segment daily / monthly active users.",
+                width=8,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Churn by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_churn_ratio:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "percentunit",
+                "Rolling 30-day churn of the customers of each segment.",
+                width=8,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "D1 retention by segment",
+                [
+                    _q(
+                        "job_dimension_value_day:engagement_segment_cohort_retention_ratio:max"
+                        '{day="1"}',
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "percentunit",
+                "Day-1 retention of the signup cohort by the segment of the signup that put"
+                " each user in it.",
+                width=8,
+                min_val=0,
+                max_val=1,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Conversion by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_conversion_ratio:max",
+                        "{{dimension}}={{value}}",
+                        "A",
+                    )
+                ],
+                "percentunit",
+                "Conversions / visits of each segment (all campaigns) over 30 days.",
+                width=8,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "NPS and CSAT by segment",
+                [
+                    _q(
+                        "job_dimension_value:engagement_segment_nps_score:max",
+                        "NPS {{dimension}}={{value}}",
+                        "A",
+                    ),
+                    _q(
+                        "100 * job_dimension_value:engagement_segment_csat_ratio:max",
+                        "CSAT % {{dimension}}={{value}}",
+                        "B",
+                    ),
+                ],
+                "none",
+                "NPS (-100..100) and the CSAT share of 4-5 answers (in %) of each segment's"
+                " answers over 30 days.",
+                width=8,
+            )
+        )
         .with_row(dashboard.Row("Pipeline health").id(200))
         .with_panel(
             _stat(

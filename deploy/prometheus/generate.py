@@ -58,11 +58,20 @@ REDIS_ERRORS_PER_SECOND_MAX = 0
 REDIS_ERRORS_FOR = "10m"
 # A worker's /metrics endpoint unreachable (or no worker scraped at all) for this long.
 EXPORTER_DOWN_FOR = "5m"
+# Day-1 retention of signup cohorts below (1 - this) x its own 7-day average, for cohorts
+# of at least D1_MIN_COHORT users (a smaller one swings too much to page about).
+D1_RETENTION_DROP_FRACTION = 0.25
+D1_MIN_COHORT = 50
+D1_RETENTION_FOR = "1h"
+# Share of the consumed events dated more than a week before the day they were folded.
+OLD_EVENTS_RATIO_MAX = 0.05
+OLD_EVENTS_FOR = "15m"
 
 # Prometheus job name of the workers (the compose scrape job and the Kubernetes Service).
 JOB = "engagement-stream"
-# Runbook links point at the anchors of docs/operations.md in the project's repository.
-RUNBOOK_BASE = "https://github.com/engagement-stream/engagement-stream/blob/main/docs/operations.md"
+# Runbook links point at the anchors of docs/operations.md. The default is the path in
+# the repository; a deployment points them at its own copy with --runbook-base URL.
+RUNBOOK_BASE = "docs/operations.md"
 # Rule evaluation interval of the baseline group (7-day averages change slowly). Keep it
 # well under Prometheus' 5-minute lookback: at 5m, an alert evaluated just before the next
 # baseline sample is written finds none and resets its `for` (and Prometheus delays a
@@ -204,10 +213,78 @@ def _recording_groups() -> list[dict[str, Any]]:
             "expr": "avg_over_time(job_campaign:engagement_conversion_ratio:max[7d])",
         },
     ]
+    figures += _family_rules()
+    pipeline += _late_event_rules()
+    baselines.append(
+        {
+            "record": "job_day:engagement_cohort_retention_ratio:avg_over_time7d",
+            "expr": "avg_over_time(job_day:engagement_cohort_retention_ratio:max[7d])",
+        }
+    )
     return [
         {"name": "engagement-stream.figures", "rules": figures},
         {"name": "engagement-stream.pipeline", "rules": pipeline},
         {"name": "engagement-stream.baselines", "interval": BASELINE_INTERVAL, "rules": baselines},
+    ]
+
+
+# Labelled figure families: metric -> the labels besides `job` they are kept by. Every
+# worker exports the same values (read from Redis), so replicas are taken once (max).
+FAMILIES = {
+    "engagement_cohort_retention_ratio": ("day",),
+    "engagement_cohort_users": ("day",),
+    "engagement_previous_day_cohort_retention_ratio": ("day",),
+    "engagement_days_active_users": ("window", "days"),
+    "engagement_lifecycle_users": ("state",),
+    "engagement_segment_daily_active_users": ("dimension", "value"),
+    "engagement_segment_monthly_active_users": ("dimension", "value"),
+    "engagement_segment_stickiness_ratio": ("dimension", "value"),
+    "engagement_segment_customers": ("dimension", "value"),
+    "engagement_segment_churn_ratio": ("dimension", "value"),
+    "engagement_segment_conversion_ratio": ("dimension", "value"),
+    "engagement_segment_nps_score": ("dimension", "value"),
+    "engagement_segment_csat_ratio": ("dimension", "value"),
+    "engagement_segment_cohort_retention_ratio": ("dimension", "value", "day"),
+}
+
+
+def _family_rules() -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for metric, labels in FAMILIES.items():
+        by = ", ".join(("job", *labels))
+        out.append(
+            {
+                "record": f"job_{'_'.join(labels)}:{metric}:max",
+                "expr": f"max by ({by}) ({metric})",
+            }
+        )
+    out.append(
+        {
+            # Age of the user scan behind the days-active and lifecycle families.
+            "record": "job:engagement_days_active_computed_timestamp_seconds:max",
+            "expr": "max by (job) (engagement_days_active_computed_timestamp_seconds)",
+        }
+    )
+    return out
+
+
+def _late_event_rules() -> list[dict[str, Any]]:
+    return [
+        {
+            # A global total kept in Redis, like events_total: any one worker's rate.
+            "record": "job_age:engagement_late_events:rate5m",
+            "expr": "max by (job, age) (rate(engagement_late_events_total[5m]))",
+        },
+        {
+            "record": "job:engagement_old_events:rate5m",
+            # ages 8-30d and 31d+
+            "expr": 'sum by (job) (job_age:engagement_late_events:rate5m{age!~"1d|2-7d"})',
+        },
+        {
+            # Share of the consumed events dated more than a week before their fold.
+            "record": "job:engagement_old_events:ratio_rate5m",
+            "expr": "job:engagement_old_events:rate5m / (job:engagement_events:rate5m > 0)",
+        },
     ]
 
 
@@ -224,7 +301,7 @@ class Alert:
     def anchor(self) -> str:
         return self.name.lower()
 
-    def rule(self) -> dict[str, Any]:
+    def rule(self, runbook_base: str = RUNBOOK_BASE) -> dict[str, Any]:
         return {
             "alert": self.name,
             "expr": self.expr,
@@ -233,7 +310,7 @@ class Alert:
             "annotations": {
                 "summary": self.summary,
                 "description": self.description,
-                "runbook_url": f"{RUNBOOK_BASE}#{self.anchor}",
+                "runbook_url": f"{runbook_base}#{self.anchor}",
             },
         }
 
@@ -298,6 +375,30 @@ def _alerts() -> list[Alert]:
             f"visits, more than {_pct(CONVERSION_DROP_FRACTION)} below its own 7-day average.",
         ),
         Alert(
+            "EngagementD1RetentionDrop",
+            'job_day:engagement_cohort_retention_ratio:max{day="1"}\n'
+            f"  < {1 - D1_RETENTION_DROP_FRACTION:g}"
+            ' * job_day:engagement_cohort_retention_ratio:avg_over_time7d{day="1"}\n'
+            "and\n"
+            f'job_day:engagement_cohort_users:max{{day="1"}} >= {D1_MIN_COHORT}',
+            D1_RETENTION_FOR,
+            "warning",
+            "Day-1 retention of new signups fell against its 7-day baseline",
+            "{{ $value | humanizePercentage }} of last week's signups were active the day "
+            f"after signing up, more than {_pct(D1_RETENTION_DROP_FRACTION)} below the "
+            "figure's own 7-day average.",
+        ),
+        Alert(
+            "EngagementOldEventsSurge",
+            f"job:engagement_old_events:ratio_rate5m > {OLD_EVENTS_RATIO_MAX:g}",
+            OLD_EVENTS_FOR,
+            "warning",
+            "Many events arrive more than a week after they happened",
+            "{{ $value | humanizePercentage }} of the events consumed are dated more than 7 "
+            f"days before today (threshold {_pct(OLD_EVENTS_RATIO_MAX)}): past days' figures "
+            "are still moving.",
+        ),
+        Alert(
             "EngagementConsumerLagGrowing",
             f"job_topic:engagement_consumer_lag:sum > {lag}\n"
             "and\n"
@@ -345,8 +446,9 @@ def _alerts() -> list[Alert]:
     ]
 
 
-def _alert_groups() -> list[dict[str, Any]]:
-    return [{"name": "engagement-stream.alerts", "rules": [a.rule() for a in _alerts()]}]
+def _alert_groups(runbook_base: str = RUNBOOK_BASE) -> list[dict[str, Any]]:
+    return [{"name": "engagement-stream.alerts",
+             "rules": [a.rule(runbook_base) for a in _alerts()]}]
 
 
 # --------------------------------------------------------------------------------------
@@ -540,6 +642,56 @@ def _business_cases() -> list[Case]:
             AFTER_7D,
             _both(m_conv, f"{conv_base}x{WEEK + H3}", campaign="spring"),
         ),
+        *_d1_cases(),
+    ]
+
+
+def _d1_cases() -> list[Case]:
+    m_d1, m_users = "engagement_cohort_retention_ratio", "engagement_cohort_users"
+    base = 0.4
+    fell = round(base * (1 - D1_RETENTION_DROP_FRACTION) / 2, 4)
+    kept = round(base * (1 - D1_RETENTION_DROP_FRACTION / 2), 4)
+    big = f"{D1_MIN_COHORT * 4}x{WEEK + H3}"
+    small = f"{D1_MIN_COHORT // 2}x{WEEK + H3}"
+    return [
+        Case(
+            "D1 retention falls well below its 7-day baseline",
+            "EngagementD1RetentionDrop",
+            AFTER_7D,
+            {
+                **_both(m_d1, f"{base}x{WEEK} {fell}x{H3}", day="1"),
+                **_both(m_d1, f"{base}x{WEEK + H3}", day="7"),
+                **_both(m_users, big, day="1"),
+                **_both(m_users, big, day="7"),
+            },
+            [({"day": "1"}, fell)],
+        ),
+        Case(
+            "D1 retention dips by less than the threshold",
+            "EngagementD1RetentionDrop",
+            AFTER_7D,
+            {**_both(m_d1, f"{base}x{WEEK} {kept}x{H3}", day="1"), **_both(m_users, big, day="1")},
+        ),
+        Case(
+            "D1 retention of a cohort too small to page about",
+            "EngagementD1RetentionDrop",
+            AFTER_7D,
+            {
+                **_both(m_d1, f"{base}x{WEEK} {fell}x{H3}", day="1"),
+                **_both(m_users, small, day="1"),
+            },
+        ),
+        Case(
+            "D7 retention falls, D1 holds",
+            "EngagementD1RetentionDrop",
+            AFTER_7D,
+            {
+                **_both(m_d1, f"{base}x{WEEK + H3}", day="1"),
+                **_both(m_d1, f"{base}x{WEEK} {fell}x{H3}", day="7"),
+                **_both(m_users, big, day="1"),
+                **_both(m_users, big, day="7"),
+            },
+        ),
     ]
 
 
@@ -623,6 +775,7 @@ def _pipeline_cases() -> list[Case]:
                 **_both(m_dl, f"0+{dl_lo}x60", reason="invalid_json"),
             },
         ),
+        *_old_event_cases(events_per_min),
         Case(
             "sustained Redis errors",
             "EngagementRedisErrors",
@@ -665,7 +818,49 @@ def _pipeline_cases() -> list[Case]:
     ]
 
 
-def _test_file(cases: list[Case], interval: str) -> dict[str, Any]:
+def _old_event_cases(events_per_min: int) -> list[Case]:
+    m_ev, m_late = "engagement_events_total", "engagement_late_events_total"
+    old = round(events_per_min * OLD_EVENTS_RATIO_MAX * 2)  # twice the threshold
+    few = max(1, round(events_per_min * OLD_EVENTS_RATIO_MAX / 2) - 1)
+    return [
+        Case(
+            "many events older than a week",
+            "EngagementOldEventsSurge",
+            "60m",
+            {
+                **_both(m_ev, f"0+{events_per_min}x60", type="activity"),
+                **_both(m_late, f"0+{old // 2}x60", age="8-30d"),
+                **_both(m_late, f"0+{old - old // 2}x60", age="31d+"),
+                **_both(m_late, f"0+{events_per_min // 4}x60", age="1d"),
+            },
+            [({}, old / events_per_min)],
+        ),
+        Case(
+            "many events a day late, few older than a week",
+            "EngagementOldEventsSurge",
+            "60m",
+            {
+                **_both(m_ev, f"0+{events_per_min}x60", type="activity"),
+                **_both(m_late, f"0+{events_per_min // 2}x60", age="1d"),
+                **_both(m_late, f"0+{events_per_min // 4}x60", age="2-7d"),
+                **_both(m_late, f"0+{few}x60", age="8-30d"),
+            },
+        ),
+        Case(
+            "a burst of old events shorter than the for duration",
+            "EngagementOldEventsSurge",
+            "57m",  # inside the burst's rate window: over the threshold, not for long
+            {
+                **_both(m_ev, f"0+{events_per_min}x60", type="activity"),
+                **_both(m_late, f"0+{few}x50 {50 * few}+{old}x5 {50 * few + 5 * old}+{few}x5",
+                        age="31d+"),
+            },
+        ),
+    ]
+
+
+def _test_file(cases: list[Case], interval: str, runbook_base: str = RUNBOOK_BASE
+               ) -> dict[str, Any]:
     # Inputs and rule evaluations share one step, which keeps a 7-day window within
     # promtool's per-query sample limit.
     alerts = {a.name: a for a in _alerts()}
@@ -681,7 +876,7 @@ def _test_file(cases: list[Case], interval: str) -> dict[str, Any]:
                     "exp_annotations": {
                         "summary": render(alert.summary, value, full),
                         "description": render(alert.description, value, full),
-                        "runbook_url": f"{RUNBOOK_BASE}#{alert.anchor}",
+                        "runbook_url": f"{runbook_base}#{alert.anchor}",
                     },
                 }
             )
@@ -738,16 +933,16 @@ def dump(doc: Any) -> str:
     return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=1000, allow_unicode=True)
 
 
-def outputs() -> dict[Path, str]:
+def outputs(runbook_base: str = RUNBOOK_BASE) -> dict[Path, str]:
     recording = {"groups": _recording_groups()}
-    alerting = {"groups": _alert_groups()}
+    alerting = {"groups": _alert_groups(runbook_base)}
     prometheus_rule = _prometheus_rule(recording["groups"] + alerting["groups"])
     return {
         RECORDING_FILE: HEADER + dump(recording),
         ALERTS_FILE: HEADER + dump(alerting),
         BUSINESS_TEST_FILE: HEADER
-        + dump(_test_file(_business_cases(), f"{BUSINESS_STEP_MINUTES}m")),
-        PIPELINE_TEST_FILE: HEADER + dump(_test_file(_pipeline_cases(), "1m")),
+        + dump(_test_file(_business_cases(), f"{BUSINESS_STEP_MINUTES}m", runbook_base)),
+        PIPELINE_TEST_FILE: HEADER + dump(_test_file(_pipeline_cases(), "1m", runbook_base)),
         PROMETHEUS_RULE_FILE: HEADER
         + "# Same groups as deploy/prometheus/rules/*.rules.yml, for the Prometheus Operator.\n"
         + dump(prometheus_rule),
@@ -763,9 +958,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--check", action="store_true", help="fail if a committed file is out of date"
     )
+    parser.add_argument(
+        "--runbook-base",
+        default=RUNBOOK_BASE,
+        metavar="URL",
+        help="address of docs/operations.md the alerts' runbook links point to, e.g. the "
+        f"copy in your own repository or wiki (default: {RUNBOOK_BASE})",
+    )
     args = parser.parse_args(argv)
     stale = []
-    for path, text in outputs().items():
+    for path, text in outputs(args.runbook_base).items():
         if args.check:
             if not path.exists() or path.read_text() != text:
                 stale.append(path.relative_to(ROOT))

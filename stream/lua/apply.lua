@@ -7,7 +7,7 @@
 -- ARGV[1]  msgpack map built by store.py:
 --   t   key prefix of the shard, e.g. "es:{es0}:"
 --   o   flat list: src, expected offset (-1 = none), new offset, ...
---   e   map totals field -> increment
+--   e   map totals field -> increment (`e:<type>`, `dl:<reason>`, `late:<age>`)
 --   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
 --       (numbers as decimal strings: Redis would format a Lua number for every call)
 --   bf  flat list: day, first byte, i, day, ...: ARGV[i] is a bitmap fragment (the bytes
@@ -270,6 +270,27 @@ local function seg_churn_steps(rec, srec)
   return out
 end
 
+-- Signup segments of a day (`ssg:<day>` hash: bit number -> packed dim -> value, read by
+-- lua/cohort.lua): a user's values are those of their first signup of the day (by ts; on
+-- equal ts the greater value), whatever the order the signups arrive in. A hash per day
+-- costs memory per signup; a bitmap per segment value and day would cost the length of
+-- the whole shard's numbers for each value. Returns dim -> value for `day`.
+local function day_segments(srec, day)
+  local out, first = {}, {}
+  for i = 1, #srec, 3 do
+    if srec[i + 1] == day then
+      for _, dim in ipairs(plan.sd) do
+        local v = srec[i + 2][dim] or 'none'
+        local f = first[dim]
+        if f == nil or srec[i] < f or (srec[i] == f and v > out[dim]) then
+          first[dim], out[dim] = srec[i], v
+        end
+      end
+    end
+  end
+  return out
+end
+
 -- 7. Signups and cancellations.
 local c = plan.c
 local cs = plan.cs
@@ -303,6 +324,10 @@ for i = 1, #c, 8 do
         srec[#srec + 1] = c[i + 4]
         srec[#srec + 1] = vals
         redis.call('HSET', skey, user, cmsgpack.pack(srec))
+        local key = tag .. 'ssg:' .. c[i + 4]
+        redis.call('HSET', key, c[i + 5] ~= '' and c[i + 5] or num[user],
+                   cmsgpack.pack(day_segments(srec, c[i + 4])))
+        redis.call('EXPIREAT', key, bitmap_expiry(c[i + 4]))
       end
       local new_seg = seg_churn_steps(rec, srec)
       for k, steps in pairs(new_seg) do

@@ -28,7 +28,8 @@ def test_dashboard_layout_and_panels():
     ids = [p["id"] for p in panels]
     assert len(ids) == len(set(ids))
     rows = [p["title"] for p in panels if p["type"] == "row"]
-    assert rows == ["Overview", "Pipeline health"]
+    assert rows == ["Overview", "Retention cohorts and late data",
+                    "Activity depth and lifecycle", "Segments", "Pipeline health"]
     titles = {p["title"] for p in panels}
     for needed in (
         "Daily active users",
@@ -44,6 +45,13 @@ def test_dashboard_layout_and_panels():
         "Consumer lag by topic",
         "Dead letters/s by reason",
         "Batch apply latency",
+        "Day-N retention of signup cohorts",
+        "Signup cohort sizes",
+        "Late events/s by age",
+        "Days active in the last 7 days",
+        "Lifecycle",
+        "Monthly active users by segment",
+        "D1 retention by segment",
     ):
         assert needed in titles, needed
     for p in panels:
@@ -78,3 +86,24 @@ def test_provisioning():
         (DEPLOY / "grafana" / "provisioning" / "dashboards" / "engagement-stream.yml").read_text()
     )
     assert prov["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+
+
+def test_every_figure_family_has_a_panel(queries):
+    """Each figure family the worker exports is read by at least one panel (through its
+    recorded series), the days-active, lifecycle, segment and cohort families included."""
+    from stream.figures import METRICS
+
+    exprs = " ".join(q.expr for q in queries.dashboard_queries())
+    recorded = {q.name: q.expr for q in queries.rule_expressions() if q.source == "recording"}
+    read = exprs + " ".join(v for k, v in recorded.items() if k in exprs)
+    # Recorded series read by other recorded series that panels read (one level down).
+    read += " ".join(v for k, v in recorded.items() if k in read)
+    for name in METRICS:
+        if name.startswith("previous_day_") or name in (
+            # the same figures of yesterday, or only seen through a figure derived from them
+            "segment_weekly_active_users",
+            "segment_retention_ratio",
+            "segment_cohort_users",
+        ):
+            continue
+        assert f"engagement_{name}" in read, f"no panel reads engagement_{name}"

@@ -97,6 +97,8 @@ def test_required_alerts_exist(gen):
         "EngagementDeadLetterRateHigh",
         "EngagementRedisErrors",
         "EngagementExporterDown",
+        "EngagementD1RetentionDrop",
+        "EngagementOldEventsSurge",
     }
     assert expected <= {r["alert"] for r in _rules("alert")}
     assert "job:engagement_churn_ratio:max > 0.05" in {r["expr"] for r in _rules("alert")}
@@ -148,3 +150,26 @@ def test_prometheus_rule_matches_rule_files():
     assert sorted(doc["spec"]["groups"], key=lambda g: g["name"]) == sorted(
         groups, key=lambda g: g["name"]
     )
+
+
+def test_runbook_base_is_a_parameter(gen, tmp_path):
+    """The shipped links are relative to the repository; --runbook-base points every
+    alert and its unit tests at a deployment's own copy of the runbooks."""
+    assert not re.match(r"^[a-z]+://", gen.RUNBOOK_BASE) and gen.RUNBOOK_BASE.endswith(
+        "docs/operations.md"
+    )
+    base = "https://wiki.example.com/ops/engagement-stream"
+    out = gen.outputs(base)
+    alerts = yaml.safe_load(out[gen.ALERTS_FILE])["groups"][0]["rules"]
+    assert alerts and all(
+        r["annotations"]["runbook_url"] == f"{base}#{r['alert'].lower()}" for r in alerts
+    )
+    for path in (gen.BUSINESS_TEST_FILE, gen.PIPELINE_TEST_FILE):
+        for test in yaml.safe_load(out[path])["tests"]:
+            for check in test["alert_rule_test"]:
+                for exp in check["exp_alerts"]:
+                    assert exp["exp_annotations"]["runbook_url"].startswith(base + "#")
+    assert gen.outputs() != out
+    # --check compares with the base given
+    assert gen.main(["--check"]) == 0
+    assert gen.main(["--check", "--runbook-base", base]) == 1

@@ -65,7 +65,9 @@ def prometheus_bin() -> str:
 def worker(
     broker: TansuBroker, redis_server: RedisServer, topics: Topics
 ) -> Iterator[WorkerProcess]:
-    env = worker_env(broker.bootstrap, redis_server.url, topics.env())
+    # With segments, so that the segment families' panels have series too.
+    env = worker_env(broker.bootstrap, redis_server.url,
+                     {**topics.env(), "STREAM_SEGMENTS": "plan,platform"})
     with WorkerProcess(env) as w:
         yield w
 

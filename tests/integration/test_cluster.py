@@ -188,6 +188,9 @@ def test_cluster_store_equals_single_redis_and_oracle(cluster: RedisCluster,
     # Same members in the same {h} keys: even the HyperLogLog estimates are identical.
     assert got == on_single.figures()
     assert_exact_figures_match_oracle(got, want)
+    # signup cohorts of every N and late events of every age are among them
+    assert set(got["cohort_users"]) == {"1", "7", "14", "30"}
+    assert all(got["late_events_total"].values())
     assert_spread(cluster)
 
 

@@ -56,7 +56,9 @@ def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
 def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
     """The contract's metrics read back from /metrics, shaped like `report --json`."""
     out: dict[str, Any] = {"conversion_ratio": {}, "previous_day_conversion_ratio": {},
-                           "events_total": {}, "dead_letter_total": {}}
+                           "events_total": {}, "dead_letter_total": {},
+                           "late_events_total": {}}
+    out |= {name: {} for name in DAY_LABELLED}
     for (name, labels), value in worker.metrics().items():
         if not name.startswith("engagement_"):
             continue
@@ -68,11 +70,17 @@ def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
             out["events_total"][lab["type"]] = int(value)
         elif short == "dead_letter_total":
             out["dead_letter_total"][lab["reason"]] = int(value)
+        elif short == "late_events_total":
+            out[short][lab["age"]] = int(value)
+        elif short in DAY_LABELLED:
+            out[short][lab["day"]] = int(value) if short.endswith("_users") else value
         elif not lab and short in oracle_keys:
             out[short] = value
     return out
 
 
+DAY_LABELLED = ("cohort_retention_ratio", "cohort_users", "previous_day_cohort_retention_ratio",
+                "previous_day_cohort_users")
 oracle_keys = {"daily_active_users", "weekly_active_users", "monthly_active_users",
                "calendar_month_active_users", "stickiness_ratio",
                "previous_day_stickiness_ratio", "customers", "churn_ratio", "retention_ratio",

@@ -25,6 +25,8 @@ Conventions chosen where the contract leaves room (test data avoids these corner
   one); every ``activity`` is folded (folding it twice changes nothing).
 - ``events_total`` and ``dead_letter_total`` always list every type and every reason,
   with 0 where nothing was seen.
+- ``late_events_total`` counts by the one clock ``now``: every message is taken as
+  folded on ``now``'s day (a test folding under several clocks adds up runs per clock).
 """
 
 from __future__ import annotations
@@ -313,7 +315,7 @@ def figures_as_of(
     next_midnight = to_ms(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz))
     folded = [e for e in oracle_run.folded if e.ts_ms < next_midnight]
     out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz, campaign_max_series)
-    del out["events_total"], out["dead_letter_total"]
+    del out["events_total"], out["dead_letter_total"], out["late_events_total"]
     return out
 
 
@@ -462,6 +464,55 @@ def _figures(
     counted = Counter(e.type for e in accepted)
     out["events_total"] = {t: counted[t] for t in EVENT_TYPES}
     out["dead_letter_total"] = {r: dead[r] for r in REASONS}
+    out.update(_cohorts(folded, today, day_of))
+    out["late_events_total"] = _late(accepted, today, day_of)
+    return out
+
+
+# -- signup cohorts and late events (contract section 6) ----------------------------------
+
+COHORT_DAYS = (1, 7, 14, 30)
+LATE_AGES = ("1d", "2-7d", "8-30d", "31d+")
+PREVIOUS_DAY_FIGURES += ("cohort_retention_ratio", "cohort_users")
+
+
+def cohort_members(folded: Sequence[Event], today: date, n: int,
+                   day_of: Any) -> dict[str, date]:
+    """The day-``n`` signup cohort as of ``today``: user -> their earliest signup day s
+    among the 7 days from yesterday-n-6 to yesterday-n."""
+    last = today - timedelta(days=1 + n)
+    first = last - timedelta(days=6)
+    out: dict[str, date] = {}
+    for e in folded:
+        if (e.type == "signup" and first <= day_of(e) <= last
+                and (e.user_id not in out or day_of(e) < out[e.user_id])):
+            out[e.user_id] = day_of(e)
+    return out
+
+
+def _cohorts(folded: Sequence[Event], today: date, day_of: Any) -> dict[str, Any]:
+    """``cohort_users`` and ``cohort_retention_ratio`` keyed by N (a cohort of no user is
+    not exported): the share of the cohort with an activity on day s+N exactly."""
+    active = {(e.user_id, day_of(e)) for e in folded if e.type == "activity"}
+    users: dict[str, int] = {}
+    ratio: dict[str, float] = {}
+    for n in COHORT_DAYS:
+        members = cohort_members(folded, today, n, day_of)
+        if members:
+            kept = sum(1 for u, s in members.items() if (u, s + timedelta(days=n)) in active)
+            users[str(n)] = len(members)
+            ratio[str(n)] = kept / len(members)
+    return {"cohort_retention_ratio": ratio, "cohort_users": users}
+
+
+def _late(accepted: Sequence[Event], today: date, day_of: Any) -> dict[str, int]:
+    """Valid events (repeats included) dated before today, by whole days before it."""
+    out = dict.fromkeys(LATE_AGES, 0)
+    for e in accepted:
+        age = (today - day_of(e)).days
+        if age >= 1:
+            out["1d" if age == 1 else "2-7d" if age <= 7 else "8-30d" if age <= 30
+                else "31d+"] += 1
     return out
 
 
@@ -577,7 +628,35 @@ def segment_figures(
                 row["csat_ratio"] = sum(1 for x in csat if x >= 4) / len(csat)
         for name in SEGMENT_NAMES:
             out["segment_" + name][d] = {v: rows[v][name] for v in names if name in rows[v]}
+    out.update(segment_cohorts(folded, today, dims, seg, day_of))
     return out
+
+
+def segment_cohorts(folded: Sequence[Event], today: date, dims: Sequence[str],
+                    seg: Any, day_of: Any) -> dict[str, Any]:
+    """``segment_cohort_users`` and ``segment_cohort_retention_ratio`` (dimension -> value
+    -> N -> figure): a cohort member counts in the segment of the signup that put them in
+    the cohort, their first signup (by time) of their cohort day s; on equal times the
+    greater value."""
+    active = {(e.user_id, day_of(e)) for e in folded if e.type == "activity"}
+    users: dict[str, dict[str, dict[str, int]]] = {d: {} for d in dims}
+    ratio: dict[str, dict[str, dict[str, float]]] = {d: {} for d in dims}
+    for n in COHORT_DAYS:
+        members = cohort_members(folded, today, n, day_of)
+        for d in dims:
+            counts: Counter[str] = Counter()
+            kept: Counter[str] = Counter()
+            for u, s in members.items():
+                that_day = [e for e in folded
+                            if e.type == "signup" and e.user_id == u and day_of(e) == s]
+                v = max(that_day, key=lambda e: (-e.ts_ms, seg(e, d)))
+                value = seg(v, d)
+                counts[value] += 1
+                kept[value] += (u, s + timedelta(days=n)) in active
+            for value, c in counts.items():
+                users[d].setdefault(value, {})[str(n)] = c
+                ratio[d].setdefault(value, {})[str(n)] = kept[value] / c
+    return {"segment_cohort_retention_ratio": ratio, "segment_cohort_users": users}
 
 
 # -- days-active distribution and lifecycle ------------------------------------------------

@@ -59,3 +59,27 @@ def test_without_background_a_stale_cache_is_read_on_scrape() -> None:
     assert col.figures() == {"daily_active_users": 2}
     col.start()  # no thread with cache_seconds 0
     assert col.figures() == {"daily_active_users": 3}
+
+
+def test_cohort_late_and_segment_cohort_series() -> None:
+    """The section-6 figures as Prometheus series: `day` and `age` labels, the late-events
+    counter with its `_total` suffix, the segment variant with three labels."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    figs = {"cohort_retention_ratio": {"1": 0.5, "30": 0.25}, "cohort_users": {"1": 4},
+            "previous_day_cohort_retention_ratio": {"7": 1.0},
+            "late_events_total": {"1d": 3, "31d+": 0},
+            "segment_cohort_retention_ratio": {"plan": {"pro": {"14": 0.75}}}}
+    registry = CollectorRegistry()
+    registry.register(FiguresCollector(lambda: figs, cache_seconds=0))
+    text = generate_latest(registry).decode()
+    for line in ('engagement_cohort_retention_ratio{day="1"} 0.5',
+                 'engagement_cohort_retention_ratio{day="30"} 0.25',
+                 'engagement_cohort_users{day="1"} 4.0',
+                 'engagement_previous_day_cohort_retention_ratio{day="7"} 1.0',
+                 'engagement_late_events_total{age="1d"} 3.0',
+                 'engagement_late_events_total{age="31d+"} 0.0',
+                 'engagement_segment_cohort_retention_ratio{day="14",dimension="plan",'
+                 'value="pro"} 0.75',
+                 "# TYPE engagement_late_events_total counter"):
+        assert line in text, (line, text)

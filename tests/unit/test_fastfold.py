@@ -13,6 +13,7 @@ import json
 from collections import Counter
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -185,9 +186,39 @@ def test_the_shortcut_takes_the_common_shapes() -> None:
     days = DayMapper("UTC")
     ctx = (NOW_MS, LATENESS_MS, 1, True, {}, days.day_of_ms, 0, 0, {}, {}, [{}], {})
     assert fold_module._fastfold is not None
-    taken, left = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 4, -1,
-                                                      ctx)
-    assert taken == [3] and left == [3]
+    taken, left, late = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 4,
+                                                            -1, ctx)
+    assert taken == [3] and left == [3] and late == [[0, 0, 0, 0]]
     w = fold_prepared(prepared, keys, days, days.today(NOW), {})
     assert w.shards[0].totals == {"e:activity": 3, "e:signup": 1}
     assert w.hll == {(ts // 86_400_000): {"u1", "u2", "u3"}}
+
+
+@needs_extension
+@pytest.mark.parametrize("zone", ["UTC", "America/New_York"])
+def test_the_shortcut_counts_late_activity_by_age(zone: str) -> None:
+    """Guards the equality above for the late-events counter: the compiled fold itself
+    counts late plain activity events (none goes to the Python path), by the local days
+    between the event's day and today, bucket edges included."""
+    tz = ZoneInfo(zone)
+    # an hour before the clock, in local wall time: the same hour of each earlier day
+    base = NOW.astimezone(tz) - timedelta(hours=1)
+    ages = [0, 1, 1, 2, 7, 8, 30, 31, 45, 399]
+    values: list[bytes | None] = [
+        json.dumps({"event_id": f"a{i}", "type": "activity", "user_id": f"u{i}",
+                    "ts": int((base - timedelta(days=age)).timestamp() * 1000)}).encode()
+        for i, age in enumerate(ages)]
+    prepared = Prepared(values, list(range(len(values))), [("t/0", 0, len(values))],
+                        NOW_MS, LATENESS_MS)
+    days = DayMapper(zone)
+    today = days.today(NOW)
+    keys = KeySpace(shards=1, buckets=16)
+    w = fold_prepared(prepared, keys, days, today, {})
+    assert w.shards[0].totals == {"e:activity": 10, "late:1d": 2, "late:2-7d": 2,
+                                  "late:8-30d": 2, "late:31d+": 3}
+    ctx = (NOW_MS, LATENESS_MS, 1, zone == "UTC", {} if zone == "UTC" else days.slot_cache,
+           days.day_of_ms, 0, 0, {}, {}, [{}], {}, today)
+    assert fold_module._fastfold is not None
+    taken, left, late = fold_module._fastfold.fold_activity(
+        values, prepared.offsets, 0, len(values), -1, ctx)
+    assert taken == [10] and left == [] and late == [[2, 2, 2, 3]]

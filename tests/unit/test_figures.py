@@ -72,7 +72,8 @@ def test_previous_day_family() -> None:
     assert f["previous_day_nps_score"] == 100.0 and "nps_score" not in f
     assert "previous_day_csat_ratio" not in f  # no answers: not exported
     assert "previous_day_events_total" not in f
-    assert as_of_day(f).keys() == f.keys() - {"events_total", "dead_letter_total"}
+    assert as_of_day(f).keys() == f.keys() - {"events_total", "dead_letter_total",
+                                              "late_events_total"}
     # without the day before, the family is absent (the stickiness one aside)
     raw.previous = None
     assert not [k for k in compute(raw) if k.startswith("previous_day_")
@@ -82,3 +83,20 @@ def test_previous_day_family() -> None:
 def test_every_previous_day_figure_is_exported() -> None:
     for name in PREVIOUS_DAY_FIGURES:
         assert "previous_day_" + name in METRICS
+
+
+def test_cohort_and_late_figures() -> None:
+    """Cohorts of no user are not exported; ratios are retained / cohort; the previous
+    day's come from its own numbers; late events list every age bucket."""
+    previous = RawFigures(today=T - 1, cohorts={"c:1": 4, "r:1": 1, "c:7": 0, "r:7": 0})
+    raw = RawFigures(today=T, cohorts={"c:1": 5, "r:1": 2, "c:7": 0, "r:7": 0, "c:30": 3,
+                                       "r:30": 3},
+                     totals={"late:1d": 7, "late:31d+": 1, "e:activity": 9},
+                     previous=previous)
+    f = compute(raw)
+    assert f["cohort_users"] == {"1": 5, "30": 3}
+    assert f["cohort_retention_ratio"] == {"1": 0.4, "30": 1.0}
+    assert f["previous_day_cohort_users"] == {"1": 4}
+    assert f["previous_day_cohort_retention_ratio"] == {"1": 0.25}
+    assert f["late_events_total"] == {"1d": 7, "2-7d": 0, "8-30d": 0, "31d+": 1}
+    assert "late_events_total" not in as_of_day(f)

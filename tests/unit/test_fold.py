@@ -28,7 +28,7 @@ def test_activity_grouped_per_day_and_user() -> None:
     w = fold(msgs, KEYS, DAYS, TODAY, {})
     assert w.hll == {TODAY: {"u1", "u2"}, TODAY - 1: {"u1"}}
     plan = w.shards[0]
-    assert plan.totals == {"e:activity": 4}
+    assert plan.totals == {"e:activity": 4, "late:1d": 1}  # the event of yesterday
     assert plan.activity == {TODAY: ["u1", "u2"], TODAY - 1: ["u1"]}
     assert w.new_days == {"u1": TODAY, "u2": TODAY}
     assert w.last_offset == {"t/0": 3}

@@ -333,3 +333,39 @@ def test_dataset_covers_every_figure(small: dataset.Dataset) -> None:
     assert all(n > 0 for n in f["events_total"].values())
     run = oracle.run(small.values(), NOW, small.timezone)
     assert len(run.accepted) > len(run.folded)  # some repeats were ignored
+
+
+def test_cohorts_and_late_events_worked_by_hand() -> None:
+    """Today 11-22, yesterday 11-21: the D1 cohort holds signups of 11-14..11-20, the D7
+    cohort those of 11-08..11-14."""
+    values = [
+        # a: signs up 11-19, active 11-20 (s+1): retained in D1
+        ev("signup", "a", "2026-11-19T23:59:00Z"), ev("activity", "a", "2026-11-20T00:00:00Z"),
+        # b: signups 11-14 and 11-18 -> s = 11-14; active 11-15: retained in D1 (the
+        # later signup does not matter), and in D7 from s = 11-14 with 11-21 active
+        ev("signup", "b", "2026-11-18T10:00:00Z"), ev("signup", "b", "2026-11-14T10:00:00Z"),
+        ev("activity", "b", "2026-11-15T10:00:00Z"), ev("activity", "b", "2026-11-21T10:00:00Z"),
+        # c: a signup before the D1 week (11-13) and one on its last day (11-20), then
+        # cancelled; active 11-22 only (s+2): in the D1 cohort, not retained; in D7 from
+        # 11-13 (s+7 = 11-20: not active)
+        ev("signup", "c", "2026-11-13T10:00:00Z"), ev("signup", "c", "2026-11-20T10:00:00Z"),
+        ev("cancellation", "c", "2026-11-20T11:00:00Z"),
+        ev("activity", "c", "2026-11-22T10:00:00Z"),
+        # d: signs up on 11-21 (yesterday): in no cohort yet
+        ev("signup", "d", "2026-11-21T10:00:00Z"), ev("activity", "d", "2026-11-22T10:00:00Z"),
+    ]
+    f = oracle.compute_figures(values, NOW)
+    assert f["cohort_users"] == {"1": 3, "7": 2}
+    assert f["cohort_retention_ratio"] == {"1": pytest.approx(2 / 3), "7": 0.5}
+    # late: ages 3, 2, 4, 8, 7, 1, 9, 2, 2, 1 days (the two activities of today are not)
+    assert f["late_events_total"] == {"1d": 2, "2-7d": 6, "8-30d": 2, "31d+": 0}
+    repeat = oracle.compute_figures([*values, values[0], ev("activity", "e", ms(
+        "2026-10-01T00:00:00+00:00"))], NOW)
+    assert repeat["late_events_total"] == {"1d": 2, "2-7d": 7, "8-30d": 2, "31d+": 1}
+    before = oracle.previous_day_figures(values, NOW)
+    # As of 11-21: the D1 cohort holds signups of 11-13..11-19: a (s 11-19, active 11-20),
+    # b (s 11-14, active 11-15) and c (s 11-13, not active 11-14); D7 those of
+    # 11-07..11-13: c alone, not active on 11-20.
+    assert before["previous_day_cohort_users"] == {"1": 3, "7": 1}
+    assert before["previous_day_cohort_retention_ratio"] == {"1": pytest.approx(2 / 3),
+                                                              "7": 0.0}
