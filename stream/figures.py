@@ -80,6 +80,7 @@ PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
 )
 #: Figures that are all-time totals: they have no value for a past day.
 TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total")
+TOTALS += ("users_forgotten_total",)
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -170,6 +171,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    out["users_forgotten_total"] = totals.get("fu", 0)
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
     if raw.scan.get("today") == str(today):
@@ -340,6 +342,7 @@ METRICS.update({
     "days_active_computed_timestamp_seconds":
         "Unix time of the user scan behind the days-active and lifecycle figures.",
 })
+METRICS["users_forgotten_total"] = "Users erased with `forget` (all workers, from Redis)."
 #: Figures exported with a label: name -> label name.
 LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",

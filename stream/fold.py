@@ -164,10 +164,13 @@ def fold_prepared(
         return fold(batch.messages(), keys, days, today, applied, seen, dead_letter_shard, out)
     plans = [ShardPlan() for _ in range(keys.shards)]
     utc = days.utc
-    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
-           {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
-           today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
-           out.hll, [p.activity for p in plans], out.new_days)
+    ctx: tuple[Any, ...] = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
+                            {} if utc else days.slot_cache, days.day_of_ms,
+                            today - keys.retention_days, today - keys.bitmap_days,
+                            seen if isinstance(seen, dict) else dict(seen or {}),
+                            out.hll, [p.activity for p in plans], out.new_days)
+    if keys.user_ids is not None:  # the compiled fold hashes through the same cache
+        ctx += (keys.user_ids.cache, keys.user_ids)
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
@@ -236,6 +239,7 @@ def fold(
     places = _places(keys)
     ceiling = _ceilings(applied)
     seg = keys.segments or None
+    hashed = keys.user_ids
     if seg is not None:
         dims = seg.dims
         maps = seg.mapping
@@ -273,6 +277,8 @@ def fold(
             plan.totals[reason] = plan.totals.get(reason, 0) + 1
             continue
         user = item.user_id
+        if hashed is not None:  # before the id is placed or stored anywhere
+            user = hashed(user)
         place = places.get(user)
         if place is None:
             if len(places) >= _PLACES_MAX:

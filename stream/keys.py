@@ -14,7 +14,8 @@ Layout (`P` is the key prefix, default `es`):
 - `P:meta` hash: the store's fixed parameters (zone, shards, user buckets, layout version);
   a worker refuses a store whose parameters differ from its own settings.
 - Per shard `s` (users are split over `shards` hash tags `{P<s>}` by a hash of user_id;
-  with one shard everything exact lives in one slot):
+  with one shard everything exact lives in one slot). With STREAM_USER_ID_KEY, every
+  user_id below is the id's keyed hash (stream/privacy.py), never the id:
   - `P:{Ps}:off` hash `<topic>/<partition>` -> last applied Kafka offset. Written by the
     same Lua call as the batch's writes: this is what makes counters exact under
     redelivery.
@@ -36,7 +37,10 @@ Layout (`P` is the key prefix, default `es`):
     a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
     `nps:<score>`, `csat:<score>`.
-  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
+    `fu` users erased by `forget`.
+  - `P:{Ps}:wset` set of the tokens of witnesses, and `P:{Ps}:wf:<token>` the marker
+    lua/forget.lua leaves for a caller whose witness it deleted (stream/privacy.py).
   - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
     per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
@@ -56,6 +60,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from .privacy import UserIdHasher
     from .segments import Segments
 
 #: Layout version stored in `P:meta`; bump when a key's meaning changes.
@@ -94,6 +99,9 @@ class KeySpace:
     retention_days: int = 90
     #: configured segment dimensions and the registry cache (None: no segments)
     segments: Segments | None = None
+    #: STREAM_USER_ID_KEY's hashing of user ids, applied before a user id is placed or
+    #: stored anywhere (None: ids are stored as they come)
+    user_ids: UserIdHasher | None = None
 
     # -- unsharded ------------------------------------------------------------------
     @property
