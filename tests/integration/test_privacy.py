@@ -468,6 +468,8 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
         asyncio.run(produce(broker.bootstrap, later))
         wait_until(lambda: _folded(env) >= len(msgs) + len(later), 60, "later events")
         assert w.stop() == 0, w.log()[-3000:]
+        # the worker's cached numbers were refused once forget had run
+        assert "erased from shard" in w.log(), w.log()[-3000:]
     values = [v for _, _, v in mine + rest[:300]] + [v for _, _, v in rest[300:]]
     values += [v for _, _, v in later]
     order_before = len(mine) + len(rest)
