@@ -33,7 +33,7 @@ from stream.store import Client, Forgotten, Store, StoreMismatch, StoreParams, c
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
-from tests.support.kafka import Topics, produce
+from tests.support.kafka import Topics, consume_all, produce
 from tests.support.workers import ROOT, WorkerProcess, report_json, wait_until, worker_env
 
 KEY = "test-user-id-key-0123456789abcdef"
@@ -467,6 +467,8 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
         wait_until(lambda: _folded(env) >= len(msgs), 120, "everything folded")
         asyncio.run(produce(broker.bootstrap, later))
         wait_until(lambda: _folded(env) >= len(msgs) + len(later), 60, "later events")
+        _, exported = w.get("/metrics")
+        assert "engagement_users_forgotten_total" in exported
         assert w.stop() == 0, w.log()[-3000:]
         # the worker's cached numbers were refused once forget had run
         assert "erased from shard" in w.log(), w.log()[-3000:]
@@ -481,6 +483,14 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
                    {k: v for k, v in exact.items() if k not in SCAN}, kept)
     dump = blob(redis_dump(client))
     assert found(user_ids(values), dump) == set()
+    # the key is in no log line, metric, report, dead letter or Redis value
+    dead = asyncio.run(consume_all(broker.bootstrap, topics.dead_letter))
+    assert dead
+    for text in (w.log(), exported, json.dumps(got), out.stdout + out.stderr):
+        assert KEY not in text
+    for d in dead:
+        assert KEY.encode() not in b"".join([d.value or b"", *d.headers.values()])
+    assert KEY.encode() not in dump
     client.close()
 
 
