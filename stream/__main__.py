@@ -267,62 +267,9 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
-    """`forget USER_ID ... [--from-file F]`: erase the users, print how many were erased.
-    Exit code 0 when done, 1 when Redis failed (re-running is safe), 2 when it cannot
-    start."""
-    import itertools
+    from .privacy import forget_command
 
-    import redis
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from .app import open_store
-    from .privacy import forget, read_ids
-    from .store import StoreMismatch
-    from .timebuckets import DayMapper, utc_now
-
-    if not args.user_ids and args.from_file is None:
-        print("engagement-stream: forget needs USER_ID arguments or --from-file F",
-              file=sys.stderr)
-        return 2
-    total: int | None = len(args.user_ids)
-    handle = None
-    if args.from_file is not None:
-        try:
-            handle = (sys.stdin if args.from_file == "-"
-                      else open(args.from_file, encoding="utf-8"))  # noqa: SIM115
-            if handle is not sys.stdin:
-                total = (total or 0) + sum(1 for line in handle if line.strip())
-                handle.seek(0)
-            else:
-                total = None
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"engagement-stream: cannot read --from-file {args.from_file}: {exc}",
-                  file=sys.stderr)
-            return 2
-    ids = itertools.chain(read_ids(args.user_ids), read_ids(handle or ()))
-    bar = Progress(TextColumn("forget"), BarColumn(), MofNCompleteColumn(),
-                   console=Console(stderr=True),
-                   disable=args.no_progress or (total is not None and total < 10_000))
-    task = bar.add_task("forget", total=total)
-    store = open_store(settings)
-    try:
-        store.check_meta(record=False)
-        with bar:
-            erased = forget(store, ids, DayMapper(settings.timezone).today(utc_now()),
-                            lambda n: bar.update(task, completed=n))
-    except StoreMismatch as exc:
-        print(f"engagement-stream: {exc}", file=sys.stderr)
-        return 2
-    except (redis.exceptions.RedisError, UnicodeDecodeError) as exc:
-        print(f"engagement-stream: forget stopped, run it again: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        store.close()
-        if handle is not None and handle is not sys.stdin:
-            handle.close()
-    print(f"{erased} user{'s' if erased != 1 else ''} erased")
-    return 0
+    return forget_command(settings, args.user_ids, args.from_file, args.no_progress)
 
 
 def _report(settings: Settings, as_json: bool, day: date | None) -> int:
