@@ -164,18 +164,17 @@ def fold_prepared(
         return fold(batch.messages(), keys, days, today, applied, seen, dead_letter_shard, out)
     plans = [ShardPlan() for _ in range(keys.shards)]
     utc = days.utc
-    ctx: tuple[Any, ...] = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
-                            {} if utc else days.slot_cache, days.day_of_ms,
-                            today - keys.retention_days, today - keys.bitmap_days,
-                            seen if isinstance(seen, dict) else dict(seen or {}),
-                            out.hll, [p.activity for p in plans], out.new_days)
-    if keys.user_ids is not None:  # the compiled fold hashes through the same cache
-        ctx += (keys.user_ids.cache, keys.user_ids)
+    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
+           {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
+           today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
+           out.hll, [p.activity for p in plans], out.new_days)
+    hashed = keys.user_ids  # the compiled fold hashes through the same cache
+    full: tuple[Any, ...] = ctx if hashed is None else (*ctx, hashed.cache, hashed)
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
         taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
-                                              ceilings.get(src, -1), ctx)
+                                              ceilings.get(src, -1), full)
         left += rest
         if stop > start:
             last = max(batch.offsets[start:stop])
