@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -430,12 +431,15 @@ def test_forget_beside_a_worker_with_cached_numbers(single: RedisServer) -> None
 # -- end to end -----------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("where", ["single", "cluster"])
 def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
-                                            single: RedisServer) -> None:
+                                            single: RedisServer, cluster: RedisCluster,
+                                            where: str, tmp_path: Path) -> None:
     """A worker folds a stream while `python -m stream forget --from-file` erases users
     whose events all came before; then those users send new events. The figures equal
     the oracle's over everything, the forgotten users' earlier events left out."""
-    client = connect(single.url, cluster=False)
+    url = single.url if where == "single" else cluster.url
+    client = connect(url, cluster=where == "cluster")
     client.flushall()
     data = ds.generate_stable(size=3000, seed=61)
     msgs = topics.rename(data.messages)
@@ -444,8 +448,9 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
     chosen = set(pick)
     mine = [m for m in msgs if _user(m[2]) in chosen]
     rest = [m for m in msgs if _user(m[2]) not in chosen]
-    env = {**worker_env(broker.bootstrap, single.url), **topics.env(),
-           "STREAM_USER_ID_KEY": KEY, "STREAM_USER_BUCKETS": str(BUCKETS)}
+    env = {**worker_env(broker.bootstrap, url), **topics.env(),
+           "STREAM_USER_ID_KEY": KEY, "STREAM_USER_BUCKETS": str(BUCKETS),
+           "STREAM_REDIS_CLUSTER": "true" if where == "cluster" else "false"}
     now_ms = ms(data.now)
     later = [(topics.inputs[0], u.encode(), json.dumps(
         {"event_id": f"live-{n}", "type": t, "user_id": u, "ts": now_ms - 120_000}).encode())
@@ -454,14 +459,11 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
         asyncio.run(produce(broker.bootstrap, mine + rest[:300]))
         wait_until(lambda: _folded(env) >= len(mine) + 300, 90, "first part folded")
         asyncio.run(produce(broker.bootstrap, rest[300:]))
-        ids = ROOT / "tmp-forget-ids.txt"
+        ids = tmp_path / "forget-ids.txt"
         ids.write_text("\n".join(pick) + "\n\n")
-        try:
-            out = subprocess.run([sys.executable, "-m", "stream", "forget", "--from-file",
-                                  str(ids)], env=env, capture_output=True, text=True,
-                                 timeout=120, cwd=ROOT)
-        finally:
-            ids.unlink()
+        out = subprocess.run([sys.executable, "-m", "stream", "forget", "--from-file",
+                              str(ids)], env=env, capture_output=True, text=True,
+                             timeout=120, cwd=ROOT)
         assert out.returncode == 0, out.stderr
         erased = int(out.stdout.split()[0])
         wait_until(lambda: _folded(env) >= len(msgs), 120, "everything folded")
