@@ -102,10 +102,10 @@ def forget_script() -> str:
 
 
 def read_ids(lines: Iterable[str]) -> Iterator[str]:
-    """User ids of a `--from-file` file: one per line, surrounding whitespace (and the
-    line break) stripped, blank lines skipped."""
+    """User ids of a `--from-file` file: one per line without its line break (spaces are
+    part of an id, as in events), empty lines skipped."""
     for line in lines:
-        uid = line.strip()
+        uid = line.rstrip("\r\n")
         if uid:
             yield uid
 
@@ -186,7 +186,7 @@ def forget_command(settings: Settings, user_ids: list[str], from_file: str | Non
             handle = (sys.stdin if from_file == "-"
                       else open(from_file, encoding="utf-8"))  # noqa: SIM115
             if handle is not sys.stdin:
-                total = (total or 0) + sum(1 for line in handle if line.strip())
+                total = (total or 0) + sum(1 for _ in read_ids(handle))
                 handle.seek(0)
             else:
                 total = None
@@ -194,7 +194,7 @@ def forget_command(settings: Settings, user_ids: list[str], from_file: str | Non
             print(f"engagement-stream: cannot read --from-file {from_file}: {exc}",
                   file=sys.stderr)
             return 2
-    ids = itertools.chain(read_ids(user_ids), read_ids(handle or ()))
+    ids = itertools.chain((u for u in user_ids if u), read_ids(handle or ()))
     bar = Progress(TextColumn("forget"), BarColumn(), MofNCompleteColumn(),
                    console=Console(stderr=True),
                    disable=no_progress or (total is not None and total < 10_000))

@@ -64,8 +64,8 @@ def test_settings_take_the_key_from_a_file_and_never_echo_it(tmp_path: Any,
     assert "\n" not in str(err.value)
 
 
-def test_read_ids_skips_blank_lines() -> None:
-    assert list(read_ids(["a\n", "  \n", " b \r\n", ""])) == ["a", "b"]
+def test_read_ids_takes_lines_without_their_breaks() -> None:
+    assert list(read_ids(["a\n", "\n", " b \r\n", "\r\n", "c"])) == ["a", " b ", "c"]
 
 
 def test_forget_script_holds_the_churn_functions_of_apply() -> None:
