@@ -1,4 +1,4 @@
-"""Command line: `python -m stream worker|demo|report|backfill|generate` (also
+"""Command line: `python -m stream worker|demo|report|backfill|forget|generate` (also
 `engagement-stream`).
 
 Settings come from flags or STREAM_* variables (flags win); a bad one stops the program
@@ -90,6 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--from-offset", type=_offset, metavar="N",
                        help="from offset N of every partition")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    f = sub.add_parser("forget", help="erase users from the store (GDPR article 17); "
+                       "prints how many it erased")
+    _add_common(f)
+    f.add_argument("user_ids", nargs="*", metavar="USER_ID", help="user ids to erase")
+    f.add_argument("--from-file", metavar="F", default=None,
+                   help="also the ids in file F, one per line ('-': standard input)")
+    f.add_argument("--no-progress", action="store_true", help="no progress bar")
     g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
     _add_common(g)
     g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -139,6 +146,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _report(settings, args.json, args.day)
     if args.command == "backfill":
         return _backfill(settings, args)
+    if args.command == "forget":
+        return _forget(settings, args)
     if args.command == "demo":
         from .demo.run import run_demo
 
@@ -258,6 +267,12 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
           f"{', '.join(topics)} read in {time.monotonic() - started:.1f}s{skipped}",
           file=sys.stderr)
     return 0 if result.finished else 130
+
+
+def _forget(settings: Settings, args: argparse.Namespace) -> int:
+    from .privacy import forget_command
+
+    return forget_command(settings, args.user_ids, args.from_file, args.no_progress)
 
 
 def _report(settings: Settings, as_json: bool, day: date | None) -> int:

@@ -25,6 +25,10 @@
  * `new_days` (user -> the latest such day). It also counts, per shard, the messages whose
  * day is before `today` by age bucket (1, 2-7, 8-30, 31+ days), the late-events counter
  * that fold.fold keeps in the totals map.
+ *
+ * With STREAM_USER_ID_KEY (ctx ends with the hasher's cache and the hasher), the user is
+ * its keyed hash from the start, as in fold.fold: looked up in the cache (raw id -> hash),
+ * the hasher called on a miss; shard, sets and lists all get the hash.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -244,8 +248,9 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  * ceiling: messages at or below this offset are left to the Python path (its exact
  *          per-shard redelivery check).
  * ctx: (now_ms, lateness_ms, shards, utc, slot_cache, day_of, oldest_hll_day,
- *       oldest_bit_day, seen, hll, activities, new_days[, today])
- *       activities: per shard, the plan's `activity` dict.
+ *       oldest_bit_day, seen, hll, activities, new_days[, today[, id_cache, hasher]])
+ *       activities: per shard, the plan's `activity` dict; id_cache and hasher: see the
+ *       top of this file.
  * Returns a list of messages taken per shard, the indices left to Python, and per shard
  * a list of the messages taken that were 1, 2-7, 8-30 and 31+ days before `today`
  * (all 0 without `today`). */
@@ -269,10 +274,12 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     long shards;
     int utc;
     PyObject *slot_cache, *day_of, *seen, *hll, *activities, *new_days;
-    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!|L", &now_ms, &lateness_ms, &shards, &utc,
+    PyObject *id_cache = NULL, *hasher = NULL;
+    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!|LO!O", &now_ms, &lateness_ms, &shards, &utc,
                           &PyDict_Type, &slot_cache, &day_of, &oldest_hll, &oldest_bit,
                           &PyDict_Type, &seen, &PyDict_Type, &hll, &PyList_Type,
-                          &activities, &PyDict_Type, &new_days, &today))
+                          &activities, &PyDict_Type, &new_days, &today, &PyDict_Type,
+                          &id_cache, &hasher))
         return NULL;
     if (start < 0 || stop > PyList_GET_SIZE(values) || stop > PyList_GET_SIZE(offsets) ||
         shards < 1 || PyList_GET_SIZE(activities) != shards) {
@@ -311,6 +318,29 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             Py_DECREF(idx);
             continue;
         }
+        PyObject *hu = NULL; /* the user's keyed hash (a new reference), with a key */
+        if (hasher) {
+            PyObject *raw = PyUnicode_FromStringAndSize(user.p, user.n);
+            if (!raw) goto fail_counts;
+            hu = PyDict_GetItemWithError(id_cache, raw);
+            if (hu) {
+                Py_INCREF(hu);
+            } else if (!PyErr_Occurred()) {
+                hu = PyObject_CallOneArg(hasher, raw);
+            }
+            Py_DECREF(raw);
+            if (!hu) goto fail_counts;
+            Py_ssize_t hn;
+            const char *hp = PyUnicode_Check(hu) ? PyUnicode_AsUTF8AndSize(hu, &hn) : NULL;
+            if (!hp) {
+                if (!PyErr_Occurred())
+                    PyErr_SetString(PyExc_TypeError, "fold_activity: hasher must return str");
+                Py_DECREF(hu);
+                goto fail_counts;
+            }
+            user.p = hp;
+            user.n = hn;
+        }
         uint32_t h = (uint32_t)crc32(0L, (const Bytef *)user.p, (uInt)user.n);
         long shard = (long)(h % (uint32_t)shards);
         counts[shard * (1 + LATE_BUCKETS)]++;
@@ -319,25 +349,25 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             day = floordiv(ts, DAY_MS);
         } else {
             PyObject *slot = PyLong_FromLongLong(floordiv(ts, SLOT_MS));
-            if (!slot) goto fail_counts;
+            if (!slot) goto fail_hashed;
             PyObject *d = PyDict_GetItemWithError(slot_cache, slot);
             Py_DECREF(slot);
             if (d) {
                 day = PyLong_AsLongLong(d);
             } else {
-                if (PyErr_Occurred()) goto fail_counts;
+                if (PyErr_Occurred()) goto fail_hashed;
                 PyObject *r = PyObject_CallFunction(day_of, "L", (long long)ts);
-                if (!r) goto fail_counts;
+                if (!r) goto fail_hashed;
                 day = PyLong_AsLongLong(r);
                 Py_DECREF(r);
             }
-            if (day == -1 && PyErr_Occurred()) goto fail_counts;
+            if (day == -1 && PyErr_Occurred()) goto fail_hashed;
         }
         if (today != LLONG_MIN) {
             int bucket = late_bucket(today - (long long)day);
             if (bucket >= 0) counts[shard * (1 + LATE_BUCKETS) + 1 + bucket]++;
         }
-        PyObject *u = PyUnicode_FromStringAndSize(user.p, user.n);
+        PyObject *u = hu ? hu : PyUnicode_FromStringAndSize(user.p, user.n);
         PyObject *dayobj = u ? PyLong_FromLongLong(day) : NULL;
         if (!dayobj) goto fail_item;
         PyObject *known = PyDict_GetItemWithError(seen, u);
@@ -391,6 +421,9 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     fail_item:
         Py_XDECREF(u);
         Py_XDECREF(dayobj);
+        goto fail_counts;
+    fail_hashed:
+        Py_XDECREF(hu);
         goto fail_counts;
     }
     for (long s = 0; s < shards; s++) {

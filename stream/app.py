@@ -26,6 +26,7 @@ from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
+from .privacy import fingerprint, user_id_hasher
 from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
@@ -45,8 +46,10 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
         retention_days=settings.retention_days,
         segments=(Segments(parse_dims(settings.segments), settings.segment_max_values)
                   if settings.segments else None),
+        user_ids=user_id_hasher(settings),
     )
-    params = StoreParams(settings.timezone, settings.shards, settings.user_buckets)
+    params = StoreParams(settings.timezone, settings.shards, settings.user_buckets,
+                         fingerprint(keys.user_ids))
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
                      **client_options)
     return Store(client, keys, params, campaign_max_series=settings.campaign_max_series)

@@ -155,6 +155,10 @@ class FiguresCollector(Collector):
                 for key, count in (value or {}).items():
                     c.add_metric([key], count)
                 yield c
+            elif name == "users_forgotten_total":
+                if value is not None:
+                    yield CounterMetricFamily(metric.removesuffix("_total"), help_text,
+                                              value=value)
             elif value is not None:
                 yield GaugeMetricFamily(metric, help_text, value=value)
 

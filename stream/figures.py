@@ -88,7 +88,8 @@ PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
     "conversion_ratio", "nps_score", "csat_ratio", "first_week_active_ratio",
 )
 #: Figures that are all-time totals: they have no value for a past day.
-TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total")
+TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total", "late_events_total",
+                           "users_forgotten_total")
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -177,6 +178,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
     out.update(cohort_figures(raw.cohorts))
     out["late_events_total"] = {a: totals.get(LATE_FIELD + a, 0) for a in LATE_AGES}
+    out["users_forgotten_total"] = totals.get("fu", 0)
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
         out.update(segment_cohort_figures(raw.segments))
@@ -351,6 +353,7 @@ METRICS.update({
     "days_active_computed_timestamp_seconds":
         "Unix time of the user scan behind the days-active and lifecycle figures.",
 })
+METRICS["users_forgotten_total"] = "Users erased with `forget` (all workers, from Redis)."
 #: Figures exported with a label: name -> label name.
 LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",
@@ -406,7 +409,6 @@ def segment_cohort_figures(seg: SegmentRaw) -> dict[str, Any]:
 
 
 PREVIOUS_DAY_FIGURES += ("cohort_retention_ratio", "cohort_users")
-TOTALS += ("late_events_total",)
 #: Segment figures with a third label, `day` (N of the cohort figures).
 SEGMENT_COHORT_FIGURES: tuple[str, ...] = (
     "segment_cohort_retention_ratio", "segment_cohort_users")

@@ -174,11 +174,13 @@ def fold_prepared(
            {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
            today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
            out.hll, [p.activity for p in plans], out.new_days, today)
+    hashed = keys.user_ids  # the compiled fold hashes through the same cache
+    full: tuple[Any, ...] = ctx if hashed is None else (*ctx, hashed.cache, hashed)
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
         taken, rest, late = _fastfold.fold_activity(batch.values, batch.offsets, start,
-                                                    stop, ceilings.get(src, -1), ctx)
+                                                    stop, ceilings.get(src, -1), full)
         left += rest
         if stop > start:
             last = max(batch.offsets[start:stop])
@@ -248,6 +250,7 @@ def fold(
     places = _places(keys)
     ceiling = _ceilings(applied)
     seg = keys.segments or None
+    hashed = keys.user_ids
     if seg is not None:
         dims = seg.dims
         maps = seg.mapping
@@ -285,6 +288,8 @@ def fold(
             plan.totals[reason] = plan.totals.get(reason, 0) + 1
             continue
         user = item.user_id
+        if hashed is not None:  # before the id is placed or stored anywhere
+            user = hashed(user)
         place = places.get(user)
         if place is None:
             if len(places) >= _PLACES_MAX:

@@ -14,7 +14,8 @@ Layout (`P` is the key prefix, default `es`):
 - `P:meta` hash: the store's fixed parameters (zone, shards, user buckets, layout version);
   a worker refuses a store whose parameters differ from its own settings.
 - Per shard `s` (users are split over `shards` hash tags `{P<s>}` by a hash of user_id;
-  with one shard everything exact lives in one slot):
+  with one shard everything exact lives in one slot). With STREAM_USER_ID_KEY, every
+  user_id below is the id's keyed hash (stream/privacy.py), never the id:
   - `P:{Ps}:off` hash `<topic>/<partition>` -> last applied Kafka offset. Written by the
     same Lua call as the batch's writes: this is what makes counters exact under
     redelivery.
@@ -39,7 +40,8 @@ Layout (`P` is the key prefix, default `es`):
     Reads ask for the survey fields by name (store.WINDOW_FIELDS, so add a new field
     there) and for campaigns from the rolling windows below.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
-    `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`).
+    `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`),
+    `fu` users erased by `forget`.
   - `P:{Ps}:cw:<k>` hash and `P:{Ps}:cwv:<k>` sorted set, k = 0 or 1: the rolling
     campaign window of the 30 days ending `anchor - k` (`@` of `cw:0`): `#v`, `#c` its
     visits and conversions, `c:<campaign>` a campaign's conversions, `cwv` campaign ->
@@ -47,6 +49,8 @@ Layout (`P` is the key prefix, default `es`):
     time on read), they equal the sums of the `cnt:` hashes of their days. With more than
     one shard a campaign's counters live in the shard of a hash of its name
     (stream/campaigns.py), not of the user's.
+  - `P:{Ps}:wset` set of the tokens of witnesses, and `P:{Ps}:wf:<token>` the marker
+    lua/forget.lua leaves for a caller whose witness it deleted (stream/privacy.py).
   - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
     per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment
@@ -69,6 +73,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
+    from .privacy import UserIdHasher
     from .segments import Segments
 
 #: Layout version stored in `P:meta`; bump when a key's meaning changes.
@@ -107,6 +112,9 @@ class KeySpace:
     retention_days: int = 90
     #: configured segment dimensions and the registry cache (None: no segments)
     segments: Segments | None = None
+    #: STREAM_USER_ID_KEY's hashing of user ids, applied before a user id is placed or
+    #: stored anywhere (None: ids are stored as they come)
+    user_ids: UserIdHasher | None = None
 
     # -- unsharded ------------------------------------------------------------------
     @property

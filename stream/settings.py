@@ -21,7 +21,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_TOPICS = (
     "engagement.activity,engagement.conversions,engagement.cancellations,engagement.surveys"
 )
-_SECRET_FILE_NAMES = ("redis_url", "kafka_sasl_password", "kafka_ssl_password")
+_SECRET_FILE_NAMES = ("redis_url", "kafka_sasl_password", "kafka_ssl_password", "user_id_key")
 
 
 class Settings(BaseSettings):
@@ -84,6 +84,15 @@ class Settings(BaseSettings):
                                      description="campaigns with a conversion-ratio series "
                                                  "of their own (most visits over 30 days); "
                                                  "the others count as `other`")
+    user_id_key: SecretStr | None = Field(None, description="secret key: user ids are stored "
+                                                            "as their HMAC-SHA-256 under it")
+
+    @field_validator("user_id_key")
+    @classmethod
+    def _user_id_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value().encode()) < 16:
+            raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
+        return value
 
     @field_validator("timezone")
     @classmethod
@@ -214,6 +223,7 @@ def load(overrides: Mapping[str, Any] | None = None) -> Settings:
             f"STREAM_{field.upper()}")
         msg = str(err["msg"]).removeprefix("Value error, ")
         given = err.get("input")
-        if isinstance(given, str) and "password" not in field and field != "redis_url":
+        if isinstance(given, str) and "password" not in field and field not in (
+                "redis_url", "user_id_key"):
             msg += f" (got {given!r})"
         raise SettingsError(f"bad setting {source}: {msg}") from None

@@ -23,6 +23,7 @@ from . import campaigns
 from .figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
+from .privacy import NO_KEY
 from .segments import NONE, OTHER, Segments
 from .timebuckets import month_so_far, rolling
 
@@ -84,6 +85,18 @@ class Conflict(Exception):
         self.stored = stored
 
 
+class Forgotten(Conflict):
+    """Users were erased from a shard (`forget`) since this store's last apply call there:
+    its cached bit numbers are dropped, and the batch must be folded again from Redis's
+    offsets without the caller's caches (a skipped known (user, day) could be a forgotten
+    user's)."""
+
+    def __init__(self, shard: int) -> None:
+        Exception.__init__(self, f"users were erased from shard {shard} by forget")
+        self.src = ""
+        self.stored = -1
+
+
 class _StaleNumbers(Exception):
     """Redis no longer holds the witness of this store's cached bit numbers."""
 
@@ -99,6 +112,8 @@ class StoreParams:
     timezone: str
     shards: int
     buckets: int
+    #: fingerprint of STREAM_USER_ID_KEY (privacy.fingerprint), never the key
+    user_id_key: str = NO_KEY
 
     def as_meta(self) -> dict[str, str]:
         return {
@@ -106,11 +121,35 @@ class StoreParams:
             "shards": str(self.shards),
             "buckets": str(self.buckets),
             "layout": str(LAYOUT_VERSION),
+            "user_id_key": self.user_id_key,
         }
 
 
 _META_SETTING = {"timezone": "STREAM_TIMEZONE", "shards": "STREAM_REDIS_SHARDS",
-                 "buckets": "STREAM_USER_BUCKETS", "layout": "the store layout version"}
+                 "buckets": "STREAM_USER_BUCKETS", "layout": "the store layout version",
+                 "user_id_key": "STREAM_USER_ID_KEY"}
+#: A store recorded before STREAM_USER_ID_KEY existed holds user ids in clear.
+_META_BEFORE = {"user_id_key": NO_KEY}
+#: Records the meta fields not yet set in one step, a store of an earlier version first
+#: getting what it was built with (workers may start at the same moment).
+_RECORD_META = """
+if redis.call('HEXISTS', KEYS[1], 'layout') == 1 then
+  for i = 1, #ARGV, 2 do
+    if ARGV[i] == 'user_id_key' then redis.call('HSETNX', KEYS[1], ARGV[i], 'none') end
+  end
+end
+for i = 1, #ARGV, 2 do redis.call('HSETNX', KEYS[1], ARGV[i], ARGV[i + 1]) end
+"""
+
+
+def _key_mismatch(stored: str, wanted: str) -> str:
+    """One line; fingerprints only, never a key."""
+    built = ("without STREAM_USER_ID_KEY (user ids in clear)" if stored == NO_KEY else
+             f"with another STREAM_USER_ID_KEY (fingerprint {stored})")
+    given = ("none is set" if wanted == NO_KEY else
+             f"this process's key has fingerprint {wanted}")
+    return (f"the Redis store was built {built} but {given}; set the store's key, or use "
+            f"another STREAM_REDIS_URL or key prefix and replay the topics")
 
 
 Client = redis.Redis | redis.cluster.RedisCluster
@@ -171,10 +210,14 @@ class Store:
         wanted = self.params.as_meta()
         meta = self.keys.meta
         if record:
-            for name, value in wanted.items():
-                self.client.hsetnx(meta, name, value)
+            flat = [x for item in wanted.items() for x in item]
+            self.client.eval(_RECORD_META, 1, meta, *flat)
         stored = {_s(k): _s(v) for k, v in self.client.hgetall(meta).items()}
+        if "layout" in stored:
+            stored = {**_META_BEFORE, **stored}
         for name, value in wanted.items():
+            if name == "user_id_key" and stored.get(name, value) != value:
+                raise StoreMismatch(_key_mismatch(stored[name], value))
             if stored.get(name) != value and (record or name in stored):
                 raise StoreMismatch(
                     f"the Redis store was created with {_META_SETTING[name]}={stored.get(name)}"
@@ -243,6 +286,7 @@ class Store:
             results = self._execute(pipe)
             stale = []
             conflict: Conflict | None = None
+            forgotten = -1
             for shard, result in zip(pending, results[len(results) - len(pending):],
                                      strict=True):
                 status = int(result[0])
@@ -250,6 +294,8 @@ class Store:
                     conflict = Conflict(_s(result[1]), int(result[2]))
                 elif status == 2:
                     stale.append(shard)
+                    if len(result) > 1 and int(result[1]):
+                        forgotten = shard
                 else:
                     count += int(result[1])
                     if int(result[2]) >= 0:
@@ -263,6 +309,9 @@ class Store:
                                               strict=True))
             if conflict is not None:
                 raise conflict
+            if forgotten >= 0:
+                self._forget_numbers()
+                raise Forgotten(forgotten)
             if not stale:
                 return count
             # Redis lost writes (restarted from an older file, or a lagging replica took

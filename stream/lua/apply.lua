@@ -28,7 +28,8 @@
 -- An empty digest means the id was already claimed for this message in another shard.
 -- Returns {1, applied_events, witness count (-1: unchanged), {user, number, ...} given
 -- or found for `u`}; when an offset does not match, {0, src, stored}; when the witness
--- does not match, {2} (nothing written).
+-- does not match, {2, forgotten} (nothing written; forgotten = 1 when users were erased
+-- meanwhile by lua/forget.lua, which deletes every witness of the shard).
 --
 -- Bit numbers: each user gets one in its shard (`n:<bucket>`, from `seq`), never
 -- reused, so callers cache them. The witness `w:<token>` counts the calls of one caller
@@ -36,7 +37,8 @@
 -- the caller's latest such call it holds every number the caller caches. If Redis lost
 -- writes (restarted from an older file, a lagging replica took over), the count is
 -- behind, those numbers may have been given again, and the call is refused: the caller
--- forgets its numbers and asks afresh.
+-- forgets its numbers and asks afresh. Tokens of callers given numbers are listed in
+-- `wset`, so that lua/forget.lua can find and delete their witnesses.
 
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
@@ -55,7 +57,9 @@ for i = 1, #o, 3 do
   end
 end
 local witness = tag .. 'w:' .. plan.w
-if plan.wc >= 0 and tonumber(redis.call('GET', witness)) ~= plan.wc then return {2} end
+if plan.wc >= 0 and tonumber(redis.call('GET', witness)) ~= plan.wc then
+  return {2, redis.call('DEL', tag .. 'wf:' .. plan.w)}
+end
 for i = 1, #o, 3 do
   redis.call('HSET', offkey, o[i], string.format('%d', o[i + 2]))
 end
@@ -82,6 +86,7 @@ local function claim(digest, origin, long)
   return true
 end
 
+-- >>> shared with forget.lua
 -- 4. Customer records: {ts1, kind1, day1, ts2, ...}, the user's signups (kind 0) and
 --    cancellations (kind 1) with their local day.
 local function load(bkey, user)
@@ -170,7 +175,7 @@ local function apply_diff(old, new, n1, n2, hkey)
     if g2 ~= prev2 then redis.call('HINCRBY', hkey, n2 .. p, g2 - prev2); prev2 = g2 end
   end
 end
-
+-- <<< shared with forget.lua
 
 -- 5. Numbers for the users the caller has none for: HSETNX first, one call for a new
 --    user (the usual case), two for one given earlier.
@@ -229,6 +234,7 @@ if #bf > 0 then
   end
 end
 
+-- >>> shared with forget.lua
 -- Churn by segment (STREAM_SEGMENTS): a customer at 00:00 of w counts in the segment of
 -- their latest signup dated before w (by ts; on equal ts the greater value). `srec` =
 -- {ts1, day1, values1, ...}: the user's signups folded with segments, values a map
@@ -269,6 +275,7 @@ local function seg_churn_steps(rec, srec)
   end
   return out
 end
+-- <<< shared with forget.lua
 
 -- Signup segments of a day (`ssg:<day>` hash: bit number -> packed dim -> value, read by
 -- lua/cohort.lua): a user's values are those of their first signup of the day (by ts; on
@@ -411,5 +418,7 @@ local count = -1
 if #given > 0 then
   count = redis.call('INCR', witness)
   redis.call('EXPIRE', witness, plan.wt)
+  redis.call('SADD', tag .. 'wset', plan.w)
+  redis.call('EXPIRE', tag .. 'wset', plan.wt)
 end
 return {1, applied, count, given}

@@ -86,6 +86,7 @@ oracle_keys = {"daily_active_users", "weekly_active_users", "monthly_active_user
                "previous_day_stickiness_ratio", "customers", "churn_ratio", "retention_ratio",
                "nps_score", "csat_ratio", "first_week_active_ratio"}
 oracle_keys |= {"previous_day_" + name for name in oracle.PREVIOUS_DAY_FIGURES}
+oracle_keys |= {"users_forgotten_total"}
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from datetime import timezone as dt_timezone
@@ -252,8 +252,17 @@ def run(
     timezone: str = "UTC",
     max_lateness_days: int = 400,
     campaign_max_series: int = CAMPAIGN_MAX_SERIES,
+    forgotten: Mapping[str, int] | None = None,
 ) -> OracleRun:
-    """Validate, de-duplicate and compute every figure from messages in delivery order."""
+    """Validate, de-duplicate and compute every figure from messages in delivery order.
+
+    ``forgotten`` maps users erased with ``forget`` (contract section 7) to how many of
+    ``values`` came before the erasure: their ``activity``, ``signup`` and
+    ``cancellation`` events among those are left out of ``folded`` (after
+    de-duplication: a later repeat of such an event id is still a repeat), while
+    ``accepted`` (the totals) keeps them. ``users_forgotten_total`` counts those of them
+    with such an event the store still held: a signup or cancellation, or an activity of
+    the last 90 days (the per-user activity bitmaps kept by default)."""
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
     tz = ZoneInfo(timezone)
@@ -261,7 +270,9 @@ def run(
     accepted: list[Event] = []
     folded: list[Event] = []
     seen_ids: set[str] = set()
-    for value in values:
+    gone = forgotten or {}
+    erased: set[str] = set()
+    for index, value in enumerate(values):
         checked = check(value, now, max_lateness_days)
         if checked.event is None:
             assert checked.reason is not None
@@ -273,10 +284,22 @@ def run(
             if ev.event_id in seen_ids:
                 continue  # the first one folded wins
             seen_ids.add(ev.event_id)
+        if index < gone.get(ev.user_id, -1) and ev.type in ("activity", "signup",
+                                                            "cancellation"):
+            if ev.type != "activity" or (
+                    _local_day(now, tz) - _local_day(from_ms(ev.ts_ms), tz)).days < 90:
+                erased.add(ev.user_id)
+            continue
         folded.append(ev)
 
     figures = _figures(folded, accepted, dead, now, tz, campaign_max_series)
+    # users with something erased (the store holds nothing about the others)
+    figures["users_forgotten_total"] = len(erased)
     return OracleRun(figures=figures, accepted=accepted, folded=folded, dead_letters=dead)
+
+
+def _local_day(instant: datetime, tz: ZoneInfo) -> date:
+    return instant.astimezone(tz).date()
 
 
 def compute_figures(
@@ -285,9 +308,11 @@ def compute_figures(
     timezone: str = "UTC",
     max_lateness_days: int = 400,
     campaign_max_series: int = CAMPAIGN_MAX_SERIES,
+    forgotten: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The figures of contract section 3 shaped like ``report --json``."""
-    return run(values, now, timezone, max_lateness_days, campaign_max_series).figures
+    return run(values, now, timezone, max_lateness_days, campaign_max_series,
+               forgotten).figures
 
 
 #: Figures that have a value for a past day (``previous_day_<name>`` is ``<name>`` as of
@@ -306,12 +331,14 @@ def figures_as_of(
     timezone: str = "UTC",
     max_lateness_days: int = 400,
     campaign_max_series: int = CAMPAIGN_MAX_SERIES,
+    forgotten: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The figures as of the end of local ``day`` (today or earlier), for messages
     accepted by a processor whose clock is ``now``: only events dated on or before
     ``day`` count, "today" is ``day``. The all-time counters are left out."""
     tz = ZoneInfo(timezone)
-    oracle_run = run(values, now, timezone, max_lateness_days, campaign_max_series)
+    oracle_run = run(values, now, timezone, max_lateness_days, campaign_max_series,
+                     forgotten)
     next_midnight = to_ms(datetime.combine(day + timedelta(days=1), time(0), tzinfo=tz))
     folded = [e for e in oracle_run.folded if e.ts_ms < next_midnight]
     out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz, campaign_max_series)
@@ -325,12 +352,13 @@ def previous_day_figures(
     timezone: str = "UTC",
     max_lateness_days: int = 400,
     campaign_max_series: int = CAMPAIGN_MAX_SERIES,
+    forgotten: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``previous_day_*`` family: every figure of :data:`PREVIOUS_DAY_FIGURES` as of
     the end of yesterday (``previous_day_stickiness_ratio`` is in :func:`compute_figures`)."""
     yesterday = now.astimezone(ZoneInfo(timezone)).date() - timedelta(days=1)
     before = figures_as_of(values, now, yesterday, timezone, max_lateness_days,
-                           campaign_max_series)
+                           campaign_max_series, forgotten)
     return {f"previous_day_{n}": before[n] for n in PREVIOUS_DAY_FIGURES if n in before}
 
 
@@ -548,11 +576,12 @@ def segment_figures(
     dims: Sequence[str],
     max_values: int = 20,
     timezone: str = "UTC",
+    forgotten: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``segment_*`` figures (dimension -> value -> figure) from messages in the order
     they were first folded, straight from the README's definitions."""
     tz = ZoneInfo(timezone)
-    oracle_run = run(values, now, timezone)
+    oracle_run = run(values, now, timezone, forgotten=forgotten)
     reg = segment_registry(oracle_run.accepted, dims, max_values)
     folded = oracle_run.folded
     today = now.astimezone(tz).date()
@@ -666,13 +695,14 @@ LIFECYCLE_HORIZON = 45
 
 
 def activity_figures(values: Sequence[bytes | None], now: datetime,
-                     timezone: str = "UTC") -> dict[str, Any]:
+                     timezone: str = "UTC",
+                     forgotten: Mapping[str, int] | None = None) -> dict[str, Any]:
     """``days_active_users``, ``lifecycle_users`` and their ``previous_day_*`` from the
     users' sets of active days, straight from the README's definitions."""
     tz = ZoneInfo(timezone)
     today = now.astimezone(tz).date()
     active: dict[str, set[date]] = {}
-    for e in run(values, now, timezone).folded:
+    for e in run(values, now, timezone, forgotten=forgotten).folded:
         if e.type == "activity":
             active.setdefault(e.user_id, set()).add(from_ms(e.ts_ms).astimezone(tz).date())
     out: dict[str, Any] = {}

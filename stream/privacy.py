@@ -1,0 +1,225 @@
+"""Privacy: keyed hashing of user ids before anything is stored, and `forget`.
+
+With `STREAM_USER_ID_KEY` set, every `user_id` is replaced by its HMAC-SHA-256 under that
+key, truncated to 128 bits (RFC 2104 section 5) and written in unpadded base64url (22
+characters, shorter than a UUID), before the fold sees it: the store's shard and bucket,
+number map, customer records and HyperLogLog members all come from the hash, so Redis
+holds no user id in clear. The same id always gives the same hash, so every figure is
+the same as without the key. The key itself never leaves this module's objects: the
+store records only a fingerprint (an HMAC of a fixed label), which tells keys apart and
+reveals nothing of the key.
+
+`forget` erases users: their numbers, customer records and segment records, their bits
+in the per-day activity and signup bitmaps, and their contribution to the churn
+difference arrays (lua/forget.lua, atomic per shard). See docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import importlib.resources
+import itertools
+import re
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+if TYPE_CHECKING:
+    from .settings import Settings
+    from .store import Store
+
+#: Bytes of the HMAC kept: 128 bits make a collision among 10^12 users about 10^-15 likely.
+HASH_BYTES = 16
+#: Raw ids whose hash a process remembers, at most (a dict hit is ~10x cheaper than an
+#: HMAC); past it the cache starts over.
+CACHE_MAX = 300_000
+#: Users per forget.lua call: each call is atomic in its shard and blocks it while it
+#: runs, so calls stay short (about 3 ms with 90 days of bitmaps).
+FORGET_CHUNK = 50
+#: Stored in the store's meta record when user ids are kept in clear.
+NO_KEY = "none"
+_FINGERPRINT_LABEL = b"engagement-stream user id key fingerprint v1"
+_encode = msgspec.msgpack.Encoder().encode
+
+
+class UserIdHasher:
+    """Callable: raw user id -> its keyed hash. `cache` maps raw ids to hashes (the
+    compiled fold reads it directly and calls the object only on a miss)."""
+
+    __slots__ = ("_key", "cache", "fingerprint")
+
+    def __init__(self, key: str) -> None:
+        self._key = key.encode()
+        self.cache: dict[str, str] = {}
+        #: identifies the key in the store's meta record; not the key, not reversible
+        self.fingerprint = hmac.digest(self._key, _FINGERPRINT_LABEL, "sha256")[:8].hex()
+
+    def __call__(self, user_id: str) -> str:
+        hashed = self.cache.get(user_id)
+        if hashed is None:
+            if len(self.cache) >= CACHE_MAX:
+                self.cache.clear()
+            digest = hmac.digest(self._key, user_id.encode(), "sha256")[:HASH_BYTES]
+            hashed = self.cache[user_id] = base64.urlsafe_b64encode(digest).rstrip(
+                b"=").decode()
+        return hashed
+
+    def __repr__(self) -> str:  # never the key
+        return f"UserIdHasher(fingerprint={self.fingerprint})"
+
+    def __reduce__(self) -> Any:  # a pickled copy would carry the key
+        raise TypeError("a UserIdHasher is not copied")
+
+
+def fingerprint(hasher: UserIdHasher | None) -> str:
+    """What the store records about the key: its fingerprint, or NO_KEY."""
+    return NO_KEY if hasher is None else hasher.fingerprint
+
+
+def plain_hash(key: str, user_id: str) -> str:
+    """The hash of `user_id` under `key`, without a cache (documentation, tests)."""
+    return UserIdHasher(key)(user_id)
+
+
+# -- forget ---------------------------------------------------------------------------------
+
+_SHARED = re.compile(r"-- >>> shared with forget\.lua\n(.*?)-- <<< shared with forget\.lua",
+                     re.S)
+
+
+def forget_script() -> str:
+    """lua/forget.lua with the churn functions of lua/apply.lua put in at `--@shared`:
+    one definition of a customer's contribution to the difference arrays, so what
+    forget takes out is exactly what apply put in."""
+    lua = importlib.resources.files("stream").joinpath("lua")
+    shared = "".join(_SHARED.findall(lua.joinpath("apply.lua").read_text()))
+    if not shared:
+        raise RuntimeError("lua/apply.lua lost the parts shared with lua/forget.lua")
+    return lua.joinpath("forget.lua").read_text().replace("--@shared\n", shared, 1)
+
+
+def read_ids(lines: Iterable[str]) -> Iterator[str]:
+    """User ids of a `--from-file` file: one per line without its line break (spaces are
+    part of an id, as in events), empty lines skipped."""
+    for line in lines:
+        uid = line.rstrip("\r\n")
+        if uid:
+            yield uid
+
+
+def forget(store: Store, user_ids: Iterable[str], today: int,
+           on_progress: Callable[[int], None] | None = None) -> int:
+    """Erase the users from the store; returns how many of them it held anything about.
+
+    Order matters:
+    1. ids are hashed as the fold hashes them (with STREAM_USER_ID_KEY) and placed in
+       their shard and bucket;
+    2. per shard, one lua/forget.lua call per FORGET_CHUNK users erases them atomically
+       and, when it erased anyone, makes every worker's cached bit numbers of the shard
+       stale, so no worker sets a bit under a forgotten number afterwards (it re-reads
+       its batch instead, see lua/apply.lua);
+    3. the days-active scan is redone, so its figures no longer count them.
+    `on_progress(n)` is called with the count of ids handled so far."""
+    keys = store.keys
+    hasher = keys.user_ids
+    script = store.client.register_script(forget_script())
+    # bitmaps of every day that can still exist (they expire bd + 2 days after their day)
+    days = [today - keys.bitmap_days - 3, today + 2]
+    erased = handled = 0
+    chunk: dict[int, list[Any]] = {}
+
+    def flush(shard: int) -> None:
+        nonlocal erased
+        users = chunk.pop(shard)
+        body = _encode({"t": keys.tag(shard), "u": users, "d": days,
+                        "s": 1 if keys.segments else 0})
+        erased += int(script(keys=[keys.offsets(shard)], args=[body]))
+
+    seen: set[str] = set()
+    for uid in user_ids:
+        handled += 1
+        name = hasher(uid) if hasher is not None else uid
+        if name not in seen:
+            seen.add(name)
+            shard, bucket = keys.user_shard_bucket(name)
+            chunk.setdefault(shard, []).extend((bucket, name))
+            if len(chunk[shard]) >= 2 * FORGET_CHUNK:
+                flush(shard)
+        if on_progress is not None and handled % 1000 == 0:
+            on_progress(handled)
+    for shard in list(chunk):
+        flush(shard)
+    if on_progress is not None:
+        on_progress(handled)
+    if erased and store.client.exists(keys.scan):
+        from .scan import scan_and_save
+
+        scan_and_save(store, today)
+    return erased
+
+
+
+def forget_command(settings: Settings, user_ids: list[str], from_file: str | None,
+                   no_progress: bool) -> int:
+    """`forget USER_ID ... [--from-file F]`: erase the users, print how many were erased.
+    Exit code 0 when done, 1 when Redis failed (re-running is safe), 2 when it cannot
+    start."""
+    import redis
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from .app import open_store
+    from .store import StoreMismatch
+    from .timebuckets import DayMapper, utc_now
+
+    if not user_ids and from_file is None:
+        print("engagement-stream: forget needs USER_ID arguments or --from-file F",
+              file=sys.stderr)
+        return 2
+    total: int | None = len(user_ids)
+    handle = None
+    if from_file is not None:
+        try:
+            handle = (sys.stdin if from_file == "-"
+                      else open(from_file, encoding="utf-8"))  # noqa: SIM115
+            if handle is not sys.stdin:
+                total = (total or 0) + sum(1 for _ in read_ids(handle))
+                handle.seek(0)
+            else:
+                total = None
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"engagement-stream: cannot read --from-file {from_file}: {exc}",
+                  file=sys.stderr)
+            return 2
+    ids = itertools.chain((u for u in user_ids if u), read_ids(handle or ()))
+    bar = Progress(TextColumn("forget"), BarColumn(), MofNCompleteColumn(),
+                   console=Console(stderr=True),
+                   disable=no_progress or (total is not None and total < 10_000))
+    task = bar.add_task("forget", total=total)
+    store = open_store(settings)
+    try:
+        store.check_meta(record=False)
+        with bar:
+            erased = forget(store, ids, DayMapper(settings.timezone).today(utc_now()),
+                            lambda n: bar.update(task, completed=n))
+    except StoreMismatch as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
+    except (redis.exceptions.RedisError, UnicodeDecodeError) as exc:
+        print(f"engagement-stream: forget stopped, run it again: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        store.close()
+        if handle is not None and handle is not sys.stdin:
+            handle.close()
+    print(f"{erased} user{'s' if erased != 1 else ''} erased")
+    return 0
+
+
+def user_id_hasher(settings: Settings) -> UserIdHasher | None:
+    """The hasher of STREAM_USER_ID_KEY, or None when it is not set."""
+    key = settings.user_id_key
+    return None if key is None else UserIdHasher(key.get_secret_value())
