@@ -154,6 +154,8 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
         flush(shard)
     if on_progress is not None:
         on_progress(handled)
+    if erased:
+        store.drop_cached_figures()
     if erased and store.client.exists(keys.scan):
         from .scan import scan_and_save
 

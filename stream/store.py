@@ -201,6 +201,12 @@ class Store:
         self._campaigns_sha = _first(self.client.script_load(self._campaigns_src))
         self._cohort_sha = _first(self.client.script_load(self._cohort_src))
 
+    def drop_cached_figures(self) -> None:
+        """Forget the segment cohorts read less than SEGMENT_COHORT_SECONDS ago (after
+        `forget` erased users, so this store's next read is exact at once; other
+        processes' stores catch up within SEGMENT_COHORT_SECONDS)."""
+        self._seg_cohorts = None
+
     def check_meta(self, record: bool = True) -> None:
         """Record this store's fixed parameters (unless not `record`: readers), or refuse
         if they differ.

@@ -185,7 +185,8 @@ def _close(got: Any, want: Any) -> bool:
 
 
 def redis_dump(client: Client) -> dict[bytes, Any]:
-    """Every key with its value: hashes as dicts, sets as sets, strings as bytes."""
+    """Every key with its value: hashes as dicts, sets as sets, strings as bytes, sorted
+    sets as member -> score."""
     out: dict[bytes, Any] = {}
     for key in client.scan_iter(count=1000):
         kind = client.type(key)
@@ -195,6 +196,8 @@ def redis_dump(client: Client) -> dict[bytes, Any]:
             out[key] = client.smembers(key)
         elif kind == b"string":
             out[key] = client.get(key)
+        elif kind == b"zset":
+            out[key] = {m: repr(s).encode() for m, s in client.zrange(key, 0, -1, withscores=True)}
         else:
             raise AssertionError(f"unexpected {kind!r} key {key!r}")
     return out

@@ -116,9 +116,10 @@ def test_compiled_fold_takes_plain_activity_with_a_key() -> None:
     keys = KeySpace(shards=1, buckets=16, user_ids=hasher)
     days = DayMapper("UTC")
     ctx = (prepared.now_ms, prepared.lateness_ms, 1, True, {}, days.day_of_ms, 0, 0, {}, {},
-           [{}], {}, hasher.cache, hasher)
+           [{}], {}, days.today(NOW), hasher.cache, hasher)
     assert fold_module._fastfold is not None
-    taken, left = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 5, -1, ctx)
+    taken, left, _late = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 5,
+                                                             -1, ctx)
     assert taken == [5] and left == []
     hasher.cache.clear()
     w = fold_prepared(prepared, keys, days, days.today(NOW), {})
