@@ -24,6 +24,7 @@ from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from .segments import NONE, OTHER, Segments
 from .timebuckets import month_so_far, rolling
+from .zones import same_zone
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -155,7 +156,8 @@ class Store:
                 self.client.hsetnx(meta, name, value)
         stored = {_s(k): _s(v) for k, v in self.client.hgetall(meta).items()}
         for name, value in wanted.items():
-            if stored.get(name) != value and (record or name in stored):
+            if stored.get(name) != value and (record or name in stored) and not (
+                    name == "timezone" and same_zone(stored.get(name) or "", value)):
                 raise StoreMismatch(
                     f"the Redis store was created with {_META_SETTING[name]}={stored.get(name)}"
                     f" but this process has {value}; use another STREAM_REDIS_URL or key "
