@@ -173,7 +173,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return _report(settings, args.json, args.day)
     if args.command == "backfill":
-        return _backfill(settings, args)
+        return _interruptible_backfill(settings, args)
     if args.command == "demo":
         from .demo.run import run_demo
 
@@ -278,6 +278,20 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+def _interruptible_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """`_backfill` with its documented exit code 130 for an interruption at any moment,
+    also before its own handlers are in place (start checks, a hanging broker): SIGTERM
+    counts as Ctrl-C from here on."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _backfill(settings, args)
+    except KeyboardInterrupt:
+        print("backfill interrupted (a re-run continues where it stopped)", file=sys.stderr)
+        return 130
+
+
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import time
@@ -339,9 +353,6 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         print(f"engagement-stream: cannot reach the Kafka brokers {settings.kafka_brokers}: "
               f"check STREAM_KAFKA_BROKERS and that Kafka is up", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before the signal handlers were in place
-        print("backfill interrupted before it started", file=sys.stderr)
-        return 130
     finally:
         store.close()
     skipped = (f", {result.skipped_by_time:,} older than --from-time skipped"

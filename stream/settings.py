@@ -353,6 +353,6 @@ def load(overrides: Mapping[str, Any] | None = None) -> Settings:
             f"STREAM_{field.upper()}")
         given = err.get("input")
         if (isinstance(given, str) and "password" not in field and field != "redis_url"
-                and repr(given) not in msg):
-            msg += f" (got {given!r})"
+                and not any(repr(part.strip()) in msg for part in given.split(","))):
+            msg += f" (got {given!r})"  # once: not when the message names the value already
         raise SettingsError(f"bad setting {source}: {msg}") from None
