@@ -242,6 +242,26 @@ def test_worker_waits_for_unreachable_brokers_then_starts(redis_server: RedisSer
             later.stop()
 
 
+def test_worker_waits_for_unreachable_redis_then_starts(broker: TansuBroker,
+                                                        topics: Topics) -> None:
+    """The same choice for Redis: not ready while it is unreachable, ready once it is up."""
+    later = RedisServer(port=free_port())
+    env = worker_env(broker.bootstrap, later.url, topics.env())
+    with WorkerProcess(env) as worker:
+        wait_until(lambda: worker.get("/healthz")[0] == 200, 30, "/healthz to answer")
+        time.sleep(3)
+        assert worker.proc is not None and worker.proc.poll() is None, worker.log()
+        assert worker.get("/readyz")[0] == 503
+        assert "Redis unavailable" in worker.log() and "Traceback" not in worker.log()
+        try:
+            later.start()
+            wait_until(lambda: worker.get("/readyz")[0] == 200, 90,
+                       "the worker to start once Redis is up")
+            assert worker.stop() == 0, worker.log()
+        finally:
+            later.stop()
+
+
 def test_worker_stopped_while_waiting_for_brokers_exits_0(redis_server: RedisServer) -> None:
     env = worker_env(f"127.0.0.1:{free_port()}", redis_server.url, unique_topics("w").env())
     with WorkerProcess(env) as worker:
