@@ -176,7 +176,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _interruptible_backfill(settings, args)
     if args.command == "demo":
         from .demo.run import run_demo
+        from .httpserver import BindError, check_bindable
 
+        try:  # before the demo starts its servers (it picks a free port itself)
+            check_bindable(settings.metrics_host)
+        except BindError as exc:
+            print(f"engagement-stream: {exc}", file=sys.stderr)
+            return 2
         return run_demo(settings, users=args.users, rate=args.rate,
                         history_days=args.history_days, duration=args.duration,
                         view=not args.no_view, prometheus=not args.no_prometheus)

@@ -117,8 +117,20 @@ def _bind_address(host: str, port: int) -> tuple[socket.AddressFamily, tuple[Any
     return family, address
 
 
+def check_bindable(host: str) -> None:
+    """Raise BindError unless `host` can be bound (on a free port): for callers that start
+    the server late, after other processes, and want to stop before those instead."""
+    family, address = _bind_address(host, 0)
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            raise BindError(_bind_problem(host, 0, exc)) from None
+
+
 def _bind_problem(host: str, port: int, exc: OSError) -> str:
-    where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+    where = host if ":" not in host else f"[{host.strip('[]')}]"
+    where += f":{port}" if port else ""
     if exc.errno == errno.EADDRINUSE:
         return (f"cannot serve /metrics on {where}: the port is in use; set "
                 f"STREAM_METRICS_PORT to a free port (0: any free one) or stop what holds it")

@@ -197,6 +197,13 @@ def test_metrics_host_unresolvable_or_unbindable(redis_server: RedisServer, host
     assert "STREAM_METRICS_HOST" in line and words in line
 
 
+@pytest.mark.parametrize("host", ["nosuch.invalid", "192.0.2.1"])
+def test_demo_with_a_bad_metrics_host_stops_before_starting_anything(host: str) -> None:
+    line = one_line(run("demo", "--no-view", "--no-prometheus", "--metrics-host", host,
+                        timeout=30))
+    assert "STREAM_METRICS_HOST" in line
+
+
 # -- unreachable brokers and Redis ---------------------------------------------------------
 
 def test_generate_with_unreachable_brokers() -> None:
