@@ -335,10 +335,19 @@ def test_backfill_interrupted_while_redis_is_down_exits_130(broker: TansuBroker,
 
 
 def _connected(pid: int, port: int) -> bool:
-    """`pid` has an established TCP connection to 127.0.0.1:`port`."""
-    out = subprocess.run(["ss", "-tnpH", "state", "established", "dport", f"= :{port}"],
-                         capture_output=True, text=True, check=False).stdout
-    return f"pid={pid}," in out
+    """`pid` has an established TCP connection to `port` (from /proc: its socket inodes
+    among the established IPv4 connections to that remote port)."""
+    try:
+        links = [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")]
+    except OSError:
+        return False
+    inodes = {link[8:-1] for link in links if link.startswith("socket:[")}
+    for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = row.split()
+        remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+        if remote_port == port and fields[3] == "01" and fields[9] in inodes:
+            return True
+    return False
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
