@@ -225,6 +225,12 @@ def test_backfill_with_unreachable_redis(broker: TansuBroker, topics: Topics) ->
     assert "cannot reach Redis" in line and "STREAM_REDIS_URL" in line
 
 
+def test_report_with_unreachable_redis() -> None:
+    line = one_line(run("report", env={
+        "STREAM_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}), code=1)
+    assert "cannot read Redis" in line
+
+
 def test_worker_waits_for_unreachable_brokers_then_starts(redis_server: RedisServer) -> None:
     """The documented choice for the worker: brokers unreachable at start are waited for
     with /readyz 503 (alive, /metrics served), and the worker starts by itself once they
