@@ -167,9 +167,9 @@ class Settings(BaseSettings):
         # forever, the counter climbing.
         if self.dlq_topic in self.topic_list:
             raise ValueError(f"dlq_topic {self.dlq_topic!r} is also one of the consumed "
-                             f"STREAM_TOPICS, so dead "
-                             "letters would be read back and dead-lettered forever: give the "
-                             "dead letters a topic of their own")
+                             f"STREAM_TOPICS, so dead letters would be read back and "
+                             f"dead-lettered forever: give the dead letters a topic of their "
+                             f"own")
         return self
 
     @model_validator(mode="after")
@@ -180,8 +180,8 @@ class Settings(BaseSettings):
         if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
             raise ValueError(f"heartbeat_interval_ms must be at most a third of "
                              f"STREAM_SESSION_TIMEOUT_MS ({self.session_timeout_ms}), not "
-                             f"{self.heartbeat_interval_ms}: lower it "
-                             f"to {self.session_timeout_ms // 3} or less, or raise the session "
+                             f"{self.heartbeat_interval_ms}: lower it to "
+                             f"{self.session_timeout_ms // 3} or less, or raise the session "
                              f"timeout")
         return self
 
