@@ -11,11 +11,13 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NoReturn
 
+from . import __version__
 from .settings import Settings, SettingsError, load
 
 #: flag -> settings field, for the flags every command accepts.
@@ -50,11 +52,47 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    default=None, help="Redis Cluster mode (STREAM_REDIS_CLUSTER=true)")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in plain words (no usage dump, no "argument"/"choose
+    from" jargon), exit code 2 like every other bad setting."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"engagement-stream: {_plain(message)} (see {self.prog} --help)\n")
+
+
+#: argparse's phrasings -> plain ones; the first pattern that matches wins.
+_ARGPARSE_WORDS: tuple[tuple[str, str], ...] = (
+    (r"argument (--day): invalid fromisoformat value: (.*)", r"\1 \2 is not a date YYYY-MM-DD"),
+    (r"argument (--from-time): invalid fromisoformat value: (.*)",
+     r"\1 \2 is not a time such as 2026-11-01T00:00:00Z"),
+    (r"argument (\S+): invalid (?:int|_offset) value: (.*)", r"\1 \2 is not a whole number"),
+    (r"argument (\S+): invalid float value: (.*)", r"\1 \2 is not a number"),
+    (r"argument (\S+): expected one argument", r"\1 needs a value"),
+    (r"argument (\S+): not allowed with argument (\S+)", r"give \2 or \1, not both"),
+    (r"one of the arguments (\S+) (\S+) is required", r"give \1 or \2"),
+    (r"argument COMMAND: invalid choice: (\S+) \(choose from (.*)\)",
+     r"unknown command \1: use one of \2"),
+    (r"the following arguments are required: COMMAND",
+     "give a command: worker, demo, report, backfill or generate"),
+    (r"unrecognized arguments: (.*)", r"unknown option \1"),
+    (r"argument (\S+): (.*)", r"\1: \2"),
+)
+
+
+def _plain(message: str) -> str:
+    for pattern, replacement in _ARGPARSE_WORDS:
+        plain, n = re.subn(f"^{pattern}$", replacement, message)
+        if n:
+            return plain
+    return message
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="engagement-stream",
         description="Kafka product telemetry -> Redis -> Prometheus engagement metrics.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     w = sub.add_parser("worker", help="consume the topics, fold into Redis, serve /metrics")
@@ -109,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _offset(value: str) -> int:
     n = int(value)
     if n < 0:
-        raise argparse.ArgumentTypeError("must be 0 or more")
+        raise argparse.ArgumentTypeError(f"{value} is below 0: give an offset of 0 or more")
     return n
 
 
@@ -145,21 +183,75 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "report":
         return _report(settings, args.json, args.day)
     if args.command == "backfill":
-        return _backfill(settings, args)
+        return _interruptible_backfill(settings, args)
     if args.command == "forget":
         return _forget(settings, args)
     if args.command == "demo":
         from .demo.run import run_demo
+        from .httpserver import BindError, check_bindable
 
+        try:  # before the demo starts its servers (it picks a free port itself)
+            check_bindable(settings.metrics_host)
+        except BindError as exc:
+            print(f"engagement-stream: {exc}", file=sys.stderr)
+            return 2
         return run_demo(settings, users=args.users, rate=args.rate,
                         history_days=args.history_days, duration=args.duration,
                         view=not args.no_view, prometheus=not args.no_prometheus)
     if args.command == "generate":
         from .demo.run import run_generate
 
+        unreachable = _brokers_problem(settings)
+        if unreachable is not None:
+            print(f"engagement-stream: {unreachable}", file=sys.stderr)
+            return 2
         return run_generate(settings, users=args.users, rate=args.rate,
                             history_days=args.history_days)
     return 2
+
+
+def _brokers_problem(settings: Settings) -> str | None:
+    """Why the Kafka brokers cannot be reached now (one line), or None. For the one-shot
+    commands (`backfill`, `generate`), which stop with that line and exit code 2 rather
+    than wait like the worker; aiokafka's own error lines about it are held back."""
+    from aiokafka import AIOKafkaProducer
+    from aiokafka.errors import KafkaConnectionError
+
+    async def check() -> str | None:
+        producer = AIOKafkaProducer(**settings.kafka_options())
+        try:
+            await producer.start()
+        except KafkaConnectionError:
+            return (f"cannot reach the Kafka brokers {settings.kafka_brokers}: check "
+                    f"STREAM_KAFKA_BROKERS and that Kafka is up")
+        finally:
+            await producer.stop()
+        return None
+
+    quiet = logging.getLogger("aiokafka")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)
+    try:
+        return asyncio.run(check())
+    finally:
+        quiet.setLevel(level)
+
+
+def _redis_problem(settings: Settings) -> str | None:
+    """Why Redis cannot be reached now (one line), or None; for `backfill`, which stops
+    with that line and exit code 2 at start rather than wait like the worker."""
+    import redis
+
+    from .app import open_store
+
+    store = open_store(settings, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        store.client.ping()
+    except redis.exceptions.RedisError as exc:
+        return f"cannot reach Redis ({exc}): check STREAM_REDIS_URL and that Redis is up"
+    finally:
+        store.close()
+    return None
 
 
 def _store_mismatch(settings: Settings) -> str | None:
@@ -185,6 +277,7 @@ def _store_mismatch(settings: Settings) -> str | None:
 
 def _worker(settings: Settings) -> int:
     from .app import Stalled, limit_malloc_arenas, run_worker
+    from .httpserver import BindError
     from .store import StoreMismatch
 
     limit_malloc_arenas()
@@ -194,7 +287,7 @@ def _worker(settings: Settings) -> int:
         return 2
     try:
         asyncio.run(run_worker(settings))
-    except StoreMismatch as exc:
+    except (StoreMismatch, BindError) as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)
         return 2
     except Stalled as exc:
@@ -203,11 +296,26 @@ def _worker(settings: Settings) -> int:
     return 0
 
 
+def _interruptible_backfill(settings: Settings, args: argparse.Namespace) -> int:
+    """`_backfill` with its documented exit code 130 for an interruption at any moment,
+    also before its own handlers are in place (start checks, a hanging broker): SIGTERM
+    counts as Ctrl-C from here on."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        return _backfill(settings, args)
+    except KeyboardInterrupt:
+        print("backfill interrupted (a re-run continues where it stopped)", file=sys.stderr)
+        return 130
+
+
 def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     import signal
     import time
     from zoneinfo import ZoneInfo
 
+    from aiokafka.errors import KafkaConnectionError
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -229,9 +337,10 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from_time = args.from_time
     if from_time is not None and from_time.tzinfo is None:
         from_time = from_time.replace(tzinfo=ZoneInfo(settings.timezone))
-    mismatch = _store_mismatch(settings)
-    if mismatch is not None:
-        print(f"engagement-stream: {mismatch}", file=sys.stderr)
+    problem = (_topics_problem(topics, settings) or _redis_problem(settings)
+               or _store_mismatch(settings) or _brokers_problem(settings))
+    if problem is not None:
+        print(f"engagement-stream: {problem}", file=sys.stderr)
         return 2
     bar = Progress(TextColumn("backfill"), BarColumn(), MofNCompleteColumn(),
                    TaskProgressColumn(), TimeElapsedColumn(), TextColumn("ETA"),
@@ -258,6 +367,10 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     except (BackfillError, StoreMismatch) as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)
         return 2
+    except KafkaConnectionError:  # the brokers went away between the check and the start
+        print(f"engagement-stream: cannot reach the Kafka brokers {settings.kafka_brokers}: "
+              f"check STREAM_KAFKA_BROKERS and that Kafka is up", file=sys.stderr)
+        return 2
     finally:
         store.close()
     skipped = (f", {result.skipped_by_time:,} older than --from-time skipped"
@@ -273,6 +386,22 @@ def _forget(settings: Settings, args: argparse.Namespace) -> int:
     from .privacy import forget_command
 
     return forget_command(settings, args.user_ids, args.from_file, args.no_progress)
+
+
+def _topics_problem(topics: list[str], settings: Settings) -> str | None:
+    """Why `backfill --topic` cannot be replayed (one line), or None."""
+    from .settings import topic_name_problem
+
+    if not topics:
+        return "--topic is empty: give a topic name (or leave --topic out for STREAM_TOPICS)"
+    for topic in topics:
+        bad = topic_name_problem(topic)
+        if bad is not None:
+            return f"--topic: {bad}"
+        if topic == settings.dlq_topic:
+            return (f"--topic {topic!r} is the dead-letter topic (STREAM_DLQ_TOPIC): replaying "
+                    f"it would dead-letter its messages again; give an input topic")
+    return None
 
 
 def _report(settings: Settings, as_json: bool, day: date | None) -> int:

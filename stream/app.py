@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import figures
@@ -122,8 +123,13 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
                            live=lambda: health.live, ready=lambda: health.ready)
     server.start()
     log.info("serving http://%s:%d/metrics", settings.metrics_host, server.port)
-    producer = AIOKafkaProducer(acks="all", linger_ms=5, **settings.kafka_options())
-    await producer.start()
+    producer = await _start_producer(settings, stop)
+    if producer is None:  # stopped while the brokers were unreachable
+        server.stop()
+        figures_collector.stop()
+        fold_store.close()
+        scrape_store.close()
+        return
     worker = Worker(settings, fold_store, make_source(settings), producer, health)
     if started is not None:
         started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
@@ -158,6 +164,35 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         scrape_store.close()
     if health.stalled_for() >= 2 * health.stall_seconds:
         raise Stalled(f"no progress for {health.stalled_for():.0f}s with lag; exiting")
+
+
+#: Longest pause between attempts to reach unreachable brokers at start, seconds.
+BROKER_RETRY_MAX_SECONDS = 30.0
+
+
+async def _start_producer(settings: Settings,
+                          stop: asyncio.Event) -> AIOKafkaProducer | None:
+    """The dead-letter producer, started. Brokers unreachable at start are waited for
+    (like Redis): /metrics is served meanwhile, /readyz answers 503 and a warning is
+    logged at each attempt (1 s doubling to 30 s apart), so the order in which Kafka,
+    Redis and the workers come up does not matter. None when `stop` is set first."""
+    delay = 1.0
+    while True:
+        producer = AIOKafkaProducer(acks="all", linger_ms=5, **settings.kafka_options())
+        try:
+            await producer.start()
+            return producer
+        except KafkaConnectionError as exc:
+            # A producer that failed to start is discarded: aiokafka's cannot be restarted.
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            log.warning("Kafka brokers %s unreachable (%s); retrying in %.0fs, not ready "
+                        "meanwhile", settings.kafka_brokers, exc, delay)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=delay)
+        if stop.is_set():
+            return None
+        delay = min(delay * 2, BROKER_RETRY_MAX_SECONDS)
 
 
 def limit_malloc_arenas() -> None:

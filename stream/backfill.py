@@ -28,7 +28,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from .collector import Health
-from .consumer import Record, Run, Worker, runs_of
+from .consumer import Record, Run, Worker, _GiveUp, runs_of
 from .settings import Settings
 from .store import Store
 from .timebuckets import ms
@@ -241,6 +241,10 @@ async def run_backfill(settings: Settings, store: Store, topics: Iterable[str], 
     relay = asyncio.create_task(_relay(outer, done))
     try:
         await worker.run(done)
+    except _GiveUp as exc:
+        # Interrupted while Redis (or the dead-letter topic) was unavailable: the batch in
+        # flight was not applied and a re-run reads it again; an interruption, not a failure.
+        log.info("%s: the batch in flight was not applied", exc)
     finally:
         relay.cancel()
         await producer.stop()

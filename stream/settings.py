@@ -100,7 +100,8 @@ class Settings(BaseSettings):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown IANA time zone {value!r}") from exc
+            raise ValueError("not a known IANA time zone: use a name such as UTC or "
+                             "Europe/Berlin") from exc
         return value
 
     @field_validator("kafka_client")
@@ -127,13 +128,33 @@ class Settings(BaseSettings):
         names = [t.strip() for t in value.split(",") if t.strip()]
         if not names:
             raise ValueError("no topic given")
+        for name in names:
+            _check_topic_name(name)
         return ",".join(names)
+
+    @field_validator("dlq_topic")
+    @classmethod
+    def _dlq_topic(cls, value: str) -> str:
+        _check_topic_name(value)
+        return value
+
+    @field_validator("batch_wait_ms")
+    @classmethod
+    def _batch_wait(cls, value: int) -> int:
+        # Refused rather than raised to a floor: a setting silently changed would surprise.
+        if value < MIN_BATCH_WAIT_MS:
+            raise ValueError(f"must be at least {MIN_BATCH_WAIT_MS}: below that an idle worker "
+                             f"polls without pause and burns a whole core (default 100)")
+        return value
 
     @field_validator("redis_url")
     @classmethod
     def _redis_url(cls, value: SecretStr) -> SecretStr:
         if not value.get_secret_value().startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
+        problem = _redis_url_problem(value.get_secret_value())
+        if problem:
+            raise ValueError(problem)
         return value
 
     @field_validator("kafka_brokers")
@@ -142,13 +163,39 @@ class Settings(BaseSettings):
         for part in value.split(","):
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
-                raise ValueError(f"{part.strip()!r} is not host:port")
+                raise ValueError(f"{part.strip()!r} is not host:port (e.g. kafka:9092)")
+            if not 1 <= int(port) <= 65535:
+                raise ValueError(f"{part.strip()!r} has port {port}: a port is 1-65535")
         return value
 
     @model_validator(mode="after")
     def _sasl(self) -> Settings:
         if self.kafka_security_protocol.startswith("SASL") and not self.kafka_sasl_mechanism:
             raise ValueError("kafka_sasl_mechanism is required with a SASL security protocol")
+        return self
+
+    @model_validator(mode="after")
+    def _dlq_not_consumed(self) -> Settings:
+        # The worker would read its own dead letters back and dead-letter them again,
+        # forever, the counter climbing.
+        if self.dlq_topic in self.topic_list:
+            raise ValueError(f"dlq_topic {self.dlq_topic!r} is also one of the consumed "
+                             f"STREAM_TOPICS, so dead letters would be read back and "
+                             f"dead-lettered forever: give the dead letters a topic of their "
+                             f"own")
+        return self
+
+    @model_validator(mode="after")
+    def _heartbeat(self) -> Settings:
+        # Kafka expects heartbeats at most a third of the session timeout apart, so a
+        # member survives a lost heartbeat or two; at or above it the group evicts
+        # healthy members.
+        if self.heartbeat_interval_ms * 3 > self.session_timeout_ms:
+            raise ValueError(f"heartbeat_interval_ms must be at most a third of "
+                             f"STREAM_SESSION_TIMEOUT_MS ({self.session_timeout_ms}), not "
+                             f"{self.heartbeat_interval_ms}: lower it to "
+                             f"{self.session_timeout_ms // 3} or less, or raise the session "
+                             f"timeout")
         return self
 
     # -- derived -------------------------------------------------------------------------
@@ -184,6 +231,97 @@ class Settings(BaseSettings):
         return opts
 
 
+#: Below this STREAM_BATCH_WAIT_MS an idle worker polls Kafka without pause.
+MIN_BATCH_WAIT_MS = 10
+
+#: Kafka's rule for topic names (and `.`/`..` are refused).
+_TOPIC_NAME = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why `name` is not a Kafka topic name (Kafka's own rule), or None. A bad name would
+    otherwise only show as a flood of client errors with nothing consumed."""
+    if not _TOPIC_NAME.fullmatch(name) or name in (".", ".."):
+        return (f"{name!r} is not a Kafka topic name: use 1-249 letters, digits, '.', '_' "
+                f"or '-' (but not '.' or '..')")
+    return None
+
+
+def _check_topic_name(name: str) -> None:
+    problem = topic_name_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+#: Query options of a Redis URL taken as text (besides those redis-py parses as numbers
+#: or flags itself, `URL_QUERY_ARGUMENT_PARSERS`).
+_REDIS_TEXT_OPTIONS = frozenset({
+    "client_name", "username", "password", "ssl_ca_certs", "ssl_ca_path", "ssl_ca_data",
+    "ssl_certfile", "ssl_keyfile", "ssl_password", "ssl_cert_reqs", "ssl_ciphers",
+})
+_SSL_CERT_REQS = ("none", "optional", "required")
+
+
+def _redis_url_problem(url: str) -> str | None:
+    """What is wrong with a Redis URL, checked as redis-py will read it, or None. An unknown
+    query option would otherwise fail at the first connection (a TypeError deep in
+    redis-py), and a bad port or database would be a traceback or silently ignored."""
+    import inspect
+    from urllib.parse import urlsplit
+
+    from redis.connection import URL_QUERY_ARGUMENT_PARSERS, Connection, parse_url
+
+    try:
+        parsed = parse_url(url)  # type: ignore[no-untyped-call]
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        if "port" in str(exc).lower():
+            return "the port is not a number 1-65535: use redis://HOST:PORT/DB"
+        return f"{exc}"[:1].lower() + f"{exc}"[1:].rstrip(".")
+    if parts.scheme != "unix":
+        if not parts.hostname:
+            return "no host: use redis://HOST:PORT/DB"
+        if port == 0:
+            return "port 0: a port is 1-65535"
+        path = parts.path.strip("/")
+        if path and not path.isdigit():
+            return f"database {path!r} is not a number: use redis://HOST:PORT/0"
+    cls = parsed.get("connection_class", Connection)
+    accepted = {name for klass in cls.__mro__ if "__init__" in vars(klass)
+                for name in inspect.signature(klass.__init__).parameters}
+    known = (set(URL_QUERY_ARGUMENT_PARSERS) | _REDIS_TEXT_OPTIONS) & (accepted | {
+        "max_connections"})
+    for name in parsed:
+        if name in ("host", "port", "path", "db", "connection_class", "username",
+                    "password"):
+            continue
+        if name not in known:
+            hint = (" (TLS options need rediss://)" if name.startswith("ssl_")
+                    and parts.scheme != "rediss" else "")
+            return f"unknown query option {name!r}{hint}: see the settings in the README"
+    reqs = parsed.get("ssl_cert_reqs")
+    if reqs is not None and reqs not in _SSL_CERT_REQS:
+        return "ssl_cert_reqs must be none, optional or required"
+    return None
+
+
+#: Plain words for pydantic's error types (the setting name comes before them).
+_PLAIN_ERRORS = {
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "float_parsing": "must be a number",
+    "bool_parsing": "must be true or false",
+    "greater_than_equal": "must be at least {ge}",
+    "greater_than": "must be more than {gt}",
+    "less_than_equal": "must be at most {le}",
+    "less_than": "must be less than {lt}",
+    "literal_error": "must be {expected}",
+    "string_too_short": "must not be empty",
+    "string_pattern_mismatch": "may hold only letters, digits, '_', '.' and '-'",
+}
+
+
 class SettingsError(Exception):
     """A bad setting; the message is one line naming it."""
 
@@ -215,15 +353,20 @@ def load(overrides: Mapping[str, Any] | None = None) -> Settings:
     except ValidationError as exc:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else "setting"
+        msg = str(err["msg"]).removeprefix("Value error, ")
         if not err["loc"]:  # a check across fields names the field it blames first
-            first = str(err["msg"]).removeprefix("Value error, ").split(" ", 1)[0]
+            first = msg.split(" ", 1)[0]
             if first in Settings.model_fields:
                 field = first
+                msg = msg.split(" ", 1)[1]
+        plain = _PLAIN_ERRORS.get(str(err["type"]))
+        if plain is not None:
+            msg = plain.format(**err.get("ctx", {}))
         source = "--" + field.replace("_", "-") if field in (overrides or {}) else (
             f"STREAM_{field.upper()}")
-        msg = str(err["msg"]).removeprefix("Value error, ")
         given = err.get("input")
-        if isinstance(given, str) and "password" not in field and field not in (
-                "redis_url", "user_id_key"):
-            msg += f" (got {given!r})"
+        if (isinstance(given, str) and "password" not in field
+                and field not in ("redis_url", "user_id_key")
+                and not any(repr(part.strip()) in msg for part in given.split(","))):
+            msg += f" (got {given!r})"  # once: not when the message names the value already
         raise SettingsError(f"bad setting {source}: {msg}") from None

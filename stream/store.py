@@ -26,6 +26,7 @@ from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from .privacy import NO_KEY
 from .segments import NONE, OTHER, Segments
 from .timebuckets import month_so_far, rolling
+from .zones import same_zone
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -224,7 +225,8 @@ class Store:
         for name, value in wanted.items():
             if name == "user_id_key" and stored.get(name, value) != value:
                 raise StoreMismatch(_key_mismatch(stored[name], value))
-            if stored.get(name) != value and (record or name in stored):
+            if stored.get(name) != value and (record or name in stored) and not (
+                    name == "timezone" and same_zone(stored.get(name) or "", value)):
                 raise StoreMismatch(
                     f"the Redis store was created with {_META_SETTING[name]}={stored.get(name)}"
                     f" but this process has {value}; use another STREAM_REDIS_URL or key "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,6 +54,31 @@ def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**settings)
 
 
+def topic_router(topics: Sequence[str] = TOPICS) -> Callable[[str], str]:
+    """Event type -> topic among `topics` (the `STREAM_TOPICS` of the worker that will read
+    them), so `generate` and `demo` write where the worker reads.
+
+    A given topic named like one of the contract's four keeps that topic's events;
+    otherwise the events of the i-th default topic (activity and signups, visits and
+    conversions, cancellations, surveys) go to the i-th given topic, wrapping around when
+    fewer are given (one topic takes everything). The default list routes as
+    :func:`stream.demo.generator.topic_for`.
+
+    Raises:
+        ValueError: for no topics.
+    """
+    given = list(dict.fromkeys(topics))
+    if not given:
+        raise ValueError("no topics to produce to")
+    route = {default: (default if default in given else given[i % len(given)])
+             for i, default in enumerate(TOPICS)}
+
+    def topic_of(event_type: str) -> str:
+        return route[topic_for(event_type)]
+
+    return topic_of
+
+
 async def ensure_topics(
     bootstrap: str,
     topics: Iterable[str] = TOPICS,
@@ -92,6 +117,7 @@ async def produce_events(
     *,
     progress: Callable[[int], None] | None = None,
     chunk: int = DEFAULT_CHUNK,
+    topics: Sequence[str] = TOPICS,
 ) -> int:
     """Send ``events`` as fast as the broker takes them; return how many were sent.
 
@@ -105,6 +131,8 @@ async def produce_events(
         progress: called with the running total of acknowledged events after each
             chunk and at the end (default: none).
         chunk: messages in flight before waiting for acknowledgements.
+        topics: the topics to write to (see :func:`topic_router`; default: the four
+            event topics of the contract).
 
     Raises:
         aiokafka.errors.KafkaError: if the broker rejects or times out a send.
@@ -112,10 +140,11 @@ async def produce_events(
     """
     encode = msgspec.json.Encoder().encode
     send = producer.send
+    topic_of = topic_router(topics)
     pending: list[asyncio.Future[Any]] = []
     total = 0
     for event in events:
-        topic = topic_for(event["type"])
+        topic = topic_of(event["type"])
         pending.append(await send(topic, encode(event), key=str(event["user_id"]).encode()))
         if len(pending) >= chunk:
             await asyncio.gather(*pending)
@@ -144,6 +173,7 @@ async def run_live(
     *,
     now_fn: Callable[[], datetime] = _utc_now,
     on_sent: Callable[[int], None] | None = None,
+    topics: Sequence[str] = TOPICS,
 ) -> int:
     """Produce ``model.live`` events at ``rate`` per second until ``stop`` is set.
 
@@ -163,6 +193,8 @@ async def run_live(
             the four topics, to show the dead-letter path (default 2000; 0 disables).
         now_fn: the clock stamped on live events (default: UTC wall clock).
         on_sent: called with the running total after each tick (default: none).
+        topics: the topics to write to (see :func:`topic_router`), bad messages spread
+            over them (default: the four event topics of the contract).
 
     Returns:
         The number of messages sent, bad ones included.
@@ -175,6 +207,8 @@ async def run_live(
     encode = msgspec.json.Encoder().encode
     send = producer.send
     stream = model.live(now_fn)
+    topic_of = topic_router(topics)
+    spread = list(dict.fromkeys(topics))
     rng = random.Random(f"{model.seed}:bad")
     burst = max(rate * BURST_SECONDS, 1.0)
     tokens = 0.0
@@ -193,11 +227,11 @@ async def run_live(
         for _ in range(due):
             sent += 1
             if bad_every and sent % bad_every == 0:
-                topic = TOPICS[(sent // bad_every) % len(TOPICS)]
+                topic = spread[(sent // bad_every) % len(spread)]
                 value, key = bad_message(rng, now_fn()), b"bad-message"
             else:
                 event = next(stream)
-                topic, value = topic_for(event["type"]), encode(event)
+                topic, value = topic_of(event["type"]), encode(event)
                 key = str(event["user_id"]).encode()
             pending.append(await send(topic, value, key=key))
         if previous:

@@ -153,10 +153,11 @@ async def _demo(settings: Settings, console: Console, users: int, rate: float,
                 history_days: int, duration: float | None, view: bool) -> None:
     loop = asyncio.get_running_loop()
     async with _producing(settings, users) as (stop, model, producer):
-        await _load_history(console, producer, model, history_days)
+        await _load_history(console, producer, model, history_days, settings.topic_list)
         started: asyncio.Future[Runtime] = loop.create_future()
         worker = asyncio.create_task(run_worker(settings, started, stop, install_signals=False))
-        live = asyncio.create_task(run_live(producer, model, rate, stop))
+        live = asyncio.create_task(run_live(producer, model, rate, stop,
+                                            topics=settings.topic_list))
         runtime = await started
         if duration is not None:
             loop.call_later(duration, stop.set)
@@ -167,7 +168,8 @@ async def _demo(settings: Settings, console: Console, users: int, rate: float,
         await asyncio.gather(worker, live)
 
 
-async def _load_history(console: Console, producer: Any, model: EventModel, days: int) -> None:
+async def _load_history(console: Console, producer: Any, model: EventModel, days: int,
+                        topics: tuple[str, ...]) -> None:
     if days <= 0:
         return
     events = list(model.history(datetime.now(UTC), days=days))
@@ -176,7 +178,8 @@ async def _load_history(console: Console, producer: Any, model: EventModel, days
                   TimeRemainingColumn(), console=console, transient=True) as progress:
         task = progress.add_task("history", total=len(events), days=days)
         await produce_events(producer, events,
-                             progress=lambda n: progress.update(task, completed=n))
+                             progress=lambda n: progress.update(task, completed=n),
+                             topics=topics)
     console.print(f"loaded {len(events):,} events of {days} days of history")
 
 
@@ -219,8 +222,9 @@ def run_generate(settings: Settings, users: int, rate: float, history_days: int)
 
     async def go() -> None:
         async with _producing(settings, users) as (stop, model, producer):
-            await _load_history(Console(), producer, model, history_days)
-            await run_live(producer, model, rate, stop)
+            await _load_history(Console(), producer, model, history_days,
+                                settings.topic_list)
+            await run_live(producer, model, rate, stop, topics=settings.topic_list)
 
     asyncio.run(go())
     return 0
