@@ -170,6 +170,8 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    if totals.get("dl:unreadable_batch"):
+        out["dead_letter_total"]["unreadable_batch"] = totals["dl:unreadable_batch"]
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
     if raw.scan.get("today") == str(today):

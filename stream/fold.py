@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
+from .events import EVENT_TYPES, UNREADABLE_BATCH, DeadLetter, Event, Unreadable, decode_batch
 from .keys import KeySpace
 from .timebuckets import DayMapper
 
@@ -139,6 +139,10 @@ class Prepared:
             src_at[start:stop] = [src] * (stop - start)
         values, offsets = self.values, self.offsets
         items = decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)
+        for n, i in enumerate(idx):
+            value = values[i]
+            if type(value) is Unreadable:  # a record batch in place of its messages
+                items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
         return [Message(src_at[i], offsets[i], item, values[i])
                 for i, item in zip(idx, items, strict=True)]
 
