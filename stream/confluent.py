@@ -31,7 +31,8 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, libversion
 
-from .consumer import Record, Run, runs_of
+from .consumer import OriginReader, RecentOrigins, Record, Run, runs_of
+from .fetched import Origin
 from .settings import Settings
 
 log = logging.getLogger("stream.kafka")
@@ -110,6 +111,7 @@ class ConfluentSource:
         self._positions: dict[tuple[str, int], int] = {}  # the last offset each was moved to
         self._job: _Job | None = None
         self._error: BaseException | None = None  # a failed on_assigned, raised by getmany
+        self._recent = RecentOrigins()
         self._lock = threading.Lock()
 
     # -- Source -----------------------------------------------------------------------------
@@ -161,6 +163,9 @@ class ConfluentSource:
             records = self._drop_moved(records, job.moved)
         return runs_of(records)
 
+    def origins(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
+        return self._recent.lookup(topic, partition, offsets)
+
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater (cached from fetch responses), not ListOffsets: some brokers
         # answer "latest" wrongly.
@@ -207,9 +212,14 @@ class ConfluentSource:
         for m in msgs:
             err = m.error()
             if err is None:
-                append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+                append(Record(m.topic(), m.partition(), m.offset(),  # type: ignore[arg-type]
+                              m.key(), m.value()))
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s/%s: %s", m.topic(), m.partition(), err)
+        if msgs:
+            # Their keys and headers are read only for dead letters (by the event loop;
+            # a deque's append is atomic).
+            self._recent.add([_messages_origins(msgs)])
         return out
 
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -284,6 +294,22 @@ class ConfluentSource:
                           key[0], key[1], self._positions[key])
                 self.seek(key[0], key[1], self._positions[key])
         return kept
+
+
+def _messages_origins(msgs: list[Any]) -> OriginReader:
+    """An `OriginReader` over librdkafka's messages of one `consume()` call."""
+
+    def read(topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
+        wanted = set(offsets)
+        out: dict[int, Origin] = {}
+        for m in msgs:
+            offset = m.offset()
+            if (offset in wanted and m.error() is None and m.partition() == partition
+                    and m.topic() == topic):
+                out[offset] = (m.key(), list(m.headers() or ()))
+        return out
+
+    return read
 
 
 def _on_error(err: KafkaError) -> None:
