@@ -1,0 +1,68 @@
+"""Producing test messages as real producers do: in record batches of a chosen codec,
+with keys, headers, tombstones (also keyless ones, which aiokafka refuses to send) and
+values of several megabytes; each message's (topic, partition, offset) is returned, so a
+test can find it again, e.g. on the dead-letter topic."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer
+
+#: (topic, key, value, headers)
+Full = tuple[str, bytes | None, bytes | None, list[tuple[str, bytes]]]
+#: Where a message landed: (topic, partition, offset)
+Place = tuple[str, int, int]
+
+MAX_BYTES = 8 * 1024 * 1024
+
+
+async def _produce(bootstrap: str, messages: Sequence[Full], codec: str | None) -> list[Place]:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, enable_idempotence=False,
+                                linger_ms=20, max_batch_size=256 * 1024,
+                                max_request_size=MAX_BYTES, compression_type=codec,
+                                request_timeout_ms=30_000)
+    await producer.start()
+    try:
+        futures = [await producer.send(t, value=v, key=k, headers=h or None)
+                   for t, k, v, h in messages]
+        await producer.flush()
+        return [(m.topic, m.partition, m.offset) for m in await asyncio.gather(*futures)]
+    finally:
+        await producer.stop()
+
+
+def _produce_keyless_nulls(bootstrap: str, messages: Sequence[Full]) -> list[Place]:
+    """librdkafka sends a message with neither key nor value (aiokafka does not)."""
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": 1,
+                         "enable.idempotence": False})
+    places: list[Place] = []
+
+    def done(err: object, msg: object) -> None:
+        assert err is None, err
+        places.append((msg.topic(), msg.partition(), msg.offset()))  # type: ignore[attr-defined]
+
+    for t, k, v, h in messages:
+        producer.produce(t, value=v, key=k, headers=h or None, on_delivery=done)
+        producer.flush(30)
+    assert len(places) == len(messages)
+    return places
+
+
+def produce_groups(bootstrap: str,
+                   groups: Sequence[tuple[str | None, Sequence[Full]]]) -> list[Place]:
+    """Produce each group in turn (all of a group acknowledged before the next starts, so
+    the order of the whole list holds within each partition), a group in batches of its
+    codec (None: uncompressed, "keyless-null": through librdkafka, one by one); returns
+    the place of every message, in order."""
+    places: list[Place] = []
+    for codec, messages in groups:
+        if not messages:
+            continue
+        if codec == "keyless-null":
+            places += _produce_keyless_nulls(bootstrap, messages)
+        else:
+            places += asyncio.run(_produce(bootstrap, messages, codec))
+    return places
