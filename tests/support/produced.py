@@ -34,10 +34,16 @@ async def _produce(bootstrap: str, messages: Sequence[Full], codec: str | None) 
         await producer.stop()
 
 
-def _produce_keyless_nulls(bootstrap: str, messages: Sequence[Full]) -> list[Place]:
-    """librdkafka sends a message with neither key nor value (aiokafka does not)."""
+def _produce_rdkafka(bootstrap: str, messages: Sequence[Full], codec: str = "none",
+                     one_by_one: bool = False) -> list[Place]:
+    """Through librdkafka, in batches of `codec` (its own framing of each codec), or one
+    message at a time. librdkafka sends a message with neither key nor value (aiokafka
+    does not)."""
     producer = Producer({"bootstrap.servers": bootstrap, "acks": 1,
-                         "enable.idempotence": False})
+                         "enable.idempotence": False, "compression.codec": codec,
+                         "linger.ms": 20, "message.max.bytes": MAX_BYTES,
+                         # the partition of a key as aiokafka (and the Java client) choose it
+                         "partitioner": "murmur2_random"})
     places: list[Place] = []
 
     def done(err: object, msg: object) -> None:
@@ -46,7 +52,11 @@ def _produce_keyless_nulls(bootstrap: str, messages: Sequence[Full]) -> list[Pla
 
     for t, k, v, h in messages:
         producer.produce(t, value=v, key=k, headers=h or None, on_delivery=done)
-        producer.flush(30)
+        if one_by_one:
+            producer.flush(30)
+        else:
+            producer.poll(0)
+    producer.flush(60)
     assert len(places) == len(messages)
     return places
 
@@ -55,14 +65,18 @@ def produce_groups(bootstrap: str,
                    groups: Sequence[tuple[str | None, Sequence[Full]]]) -> list[Place]:
     """Produce each group in turn (all of a group acknowledged before the next starts, so
     the order of the whole list holds within each partition), a group in batches of its
-    codec (None: uncompressed, "keyless-null": through librdkafka, one by one); returns
-    the place of every message, in order."""
+    codec: aiokafka's batches for None (uncompressed), "gzip", "snappy" (xerial framing),
+    "lz4", "zstd"; librdkafka's for "rdkafka:<codec>" (plain snappy); "keyless-null":
+    through librdkafka one by one. Returns the place of every message, in order (for
+    librdkafka's batches: in delivery order, so only compare them as a set)."""
     places: list[Place] = []
     for codec, messages in groups:
         if not messages:
             continue
         if codec == "keyless-null":
-            places += _produce_keyless_nulls(bootstrap, messages)
+            places += _produce_rdkafka(bootstrap, messages, one_by_one=True)
+        elif codec is not None and codec.startswith("rdkafka:"):
+            places += _produce_rdkafka(bootstrap, messages, codec.split(":", 1)[1])
         else:
             places += asyncio.run(_produce(bootstrap, messages, codec))
     return places
