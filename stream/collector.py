@@ -184,6 +184,10 @@ class Health:
             PREFIX + "dead_letter_values_omitted",
             "Dead letters produced without their value: too large for the dead-letter topic.",
             registry=registry)
+        self.unreadable_batches = Counter(
+            PREFIX + "unreadable_batches",
+            "Kafka record batches this worker could not read and dead-lettered whole "
+            "(reason unreadable_batch).", registry=registry)
         self.dead_letter_failing = False
         info = Gauge(PREFIX + "build_info", "Version of engagement-stream.", ["version"],
                      registry=registry)

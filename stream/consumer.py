@@ -528,6 +528,9 @@ class Worker:
         while True:
             pending = await self._send_dead(pending, origins)
             if not pending:
+                for m in dead:
+                    if type(m.value) is Unreadable:
+                        self.health.unreadable_batches.inc()
                 if self._dead_letter_failing:
                     self._dead_letter_failing = False
                     self.health.set_dead_letter_failing(False)
