@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import struct
 
 import pytest
+from aiokafka.record._crc32c import crc as crc32c
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 from stream.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
@@ -29,7 +32,7 @@ from tests.faults.harness import (
 )
 from tests.support import oracle
 from tests.support.kafka import Topics, consume_all
-from tests.support.produced import Full, produce_groups
+from tests.support.produced import Full, produce_groups, produce_raw_batch
 from tests.support.workers import WorkerProcess
 
 TRACE = [("trace-id", b"7f3a"), ("origin", b"mobile")]
@@ -120,5 +123,74 @@ def test_tombstones_huge_messages_and_snappy_batches(broker: TansuBroker,
         assert metrics[("engagement_dead_letter_values_omitted_total", ())] == 2
         assert metrics[("engagement_dead_letter_failing", ())] == 0
         assert worker.get("/healthz")[0] == 200
+        assert worker.stop() == 0
+        assert "Traceback" not in worker.log()
+
+
+def corrupt_batches() -> dict[str, bytes]:
+    """Record batches no reader can read, of three records each: one whose CRC does not
+    match (a flipped byte in a value) and one whose gzip data is not gzip."""
+    def plain() -> bytes:
+        builder = DefaultRecordBatchBuilder(2, 0, 0, -1, -1, -1, 1 << 20)
+        for i in range(3):
+            builder.append(i, timestamp=None, key=b"k%d" % i,
+                           value=b'{"event_id": "lost-%d"}' % i, headers=[("h", b"v")])
+        return bytes(builder.build())
+
+    bad_crc = bytearray(plain())
+    bad_crc[-5] ^= 0xFF
+    data = plain()
+    records = b"\x1f\x8b" + data[61:]  # a gzip header, then no gzip data
+    bad_gzip = bytearray(data[:61]) + records
+    struct.pack_into(">i", bad_gzip, 8, len(bad_gzip) - 12)
+    struct.pack_into(">h", bad_gzip, 21, struct.unpack_from(">h", bad_gzip, 21)[0] | 1)
+    struct.pack_into(">I", bad_gzip, 17, crc32c(bytes(bad_gzip[21:])))
+    return {"CRC mismatch": bytes(bad_crc), "gzip data not readable": bytes(bad_gzip)}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+def test_unreadable_batches_are_dead_lettered_whole_and_the_partitions_move(
+        broker: TansuBroker, redis_server: RedisServer, topics: Topics, client: str) -> None:
+    truth = make_dataset(topics, 2_000, seed=51)
+    valid: list[Full] = [(t, k, v, []) for t, k, v in truth.messages]
+    half = len(valid) // 2
+    produce_groups(broker.bootstrap, [(None, valid[:half])])
+    bad = corrupt_batches()
+    where = {}
+    for (why, raw), (topic, partition) in zip(bad.items(), [(topics.activity, 0),
+                                                            (topics.conversions, 1)],
+                                             strict=True):
+        where[why] = (topic, partition, produce_raw_batch(broker.bootstrap, topic, partition,
+                                                          raw))
+    produce_groups(broker.bootstrap, [("lz4", valid[half:])])
+    # the oracle reads values; the batches are not among them
+    truth.dead_letters["unreadable_batch"] = len(bad)
+    truth.run.figures["dead_letter_total"]["unreadable_batch"] = len(bad)
+    worker = WorkerProcess(env_for(broker.bootstrap, redis_server.url, topics, truth,
+                                   STREAM_KAFKA_CLIENT=client)).start()
+    with logged_workers(worker):
+        wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 120)
+        wait_lag_zero([worker])
+        with RedisServer() as ref:
+            assert_exact(redis_server.url, truth, ref)  # dead_letter_total too
+        every = asyncio.run(consume_all(broker.bootstrap, topics.dead_letter, timeout=60))
+        assert len(every) == sum(truth.dead_letters.values())
+        got = [m for m in every if m.header("error") == "unreadable_batch"]
+        assert len(got) == len(bad)
+        for m in got:
+            why = next(w for w in bad if w in (m.header("error_detail") or ""))
+            topic, partition, offset = where[why]
+            assert m.header("error") == "unreadable_batch"
+            assert (m.header("source_topic"), m.header("source_partition"),
+                    m.header("source_offset"), m.header("source_last_offset")) == (
+                topic, str(partition), str(offset), str(offset + 2))
+            # the batch's bytes (the broker sets its base offset)
+            assert m.value is not None and m.value[61:] == bad[why][61:]
+        metrics = worker.metrics()
+        assert metrics[("engagement_unreadable_batches_total", ())] == len(bad)
+        assert worker.log().count("dead-lettering it whole as unreadable_batch") == len(bad)
+        assert worker.proc is not None and worker.proc.poll() is None
         assert worker.stop() == 0
         assert "Traceback" not in worker.log()

@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.protocol.produce import ProduceRequest
 from confluent_kafka import Producer
 
 #: (topic, key, value, headers)
@@ -80,3 +81,26 @@ def produce_groups(bootstrap: str,
         else:
             places += asyncio.run(_produce(bootstrap, messages, codec))
     return places
+
+
+async def _produce_raw(bootstrap: str, topic: str, partition: int, batch: bytes) -> int:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, enable_idempotence=False)
+    await producer.start()
+    try:
+        await producer.client.force_metadata_update()
+        await producer.client._wait_on_metadata(topic)
+        node = producer.client.cluster.leader_for_partition(TopicPartition(topic, partition))
+        response = await producer.client.send(
+            node, ProduceRequest(None, 1, 30_000, [(topic, [(partition, batch)])]))
+        (_, parts), = response.topics
+        (_, error, offset, *_), = parts
+        assert error == 0, f"the broker refused the batch: error {error}"
+        return int(offset)
+    finally:
+        await producer.stop()
+
+
+def produce_raw_batch(bootstrap: str, topic: str, partition: int, batch: bytes) -> int:
+    """Append `batch` (a record batch's bytes, as they are: a corrupt one too) to the
+    partition with a produce request of our own; returns its base offset."""
+    return asyncio.run(_produce_raw(bootstrap, topic, partition, batch))
