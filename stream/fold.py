@@ -138,11 +138,12 @@ class Prepared:
         for src, start, stop in self.runs:
             src_at[start:stop] = [src] * (stop - start)
         values, offsets = self.values, self.offsets
-        items = decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)
-        for n, i in enumerate(idx):
-            value = values[i]
-            if type(value) is Unreadable:  # a record batch in place of its messages
-                items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
+        taken = [values[i] for i in idx]
+        items = decode_batch(taken, self.now_ms, self.lateness_ms)
+        if Unreadable in map(type, taken):  # a record batch in place of its messages
+            for n, value in enumerate(taken):
+                if type(value) is Unreadable:
+                    items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
         return [Message(src_at[i], offsets[i], item, values[i])
                 for i, item in zip(idx, items, strict=True)]
 
