@@ -520,7 +520,9 @@ class Worker:
            letter, never lose one), for ever: the batch is not applied until its dead
            letters are in. After DEAD_LETTER_ATTEMPTS failed attempts the worker reports
            itself unhealthy (`/healthz` 503, `engagement_dead_letter_failing` 1) until
-           the topic accepts them again."""
+           the topic accepts them again. A refusal comes at once; a broker that does not
+           answer fails an attempt only after the producer's request timeout (40 s), so
+           a short broker outage does not make the worker unhealthy."""
         delay = DEAD_LETTER_RETRY_SECONDS
         attempts = 0
         origins = self._origins(dead)
@@ -545,6 +547,8 @@ class Worker:
                           "they are in)", self.settings.dlq_topic, len(pending), attempts)
             if self._stop is not None and self._stop.is_set():
                 raise _GiveUp("stopping while the dead-letter topic is unavailable")
+            # The lag stays true meanwhile, so the stall watchdog sees that nothing moves.
+            self._update_lag()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 10.0)
 

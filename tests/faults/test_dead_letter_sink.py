@@ -33,6 +33,12 @@ class Source:
         return {o: self.known[(topic, partition, o)] for o in offsets
                 if (topic, partition, o) in self.known}
 
+    def assignment(self) -> set[tuple[str, int]]:
+        return {("in", 2)}
+
+    def highwater(self, topic: str, partition: int) -> int | None:
+        return 100
+
 
 class Producer:
     """Refuses the first `refuse` sends of the value `refused` (as a broker that is not
@@ -148,6 +154,9 @@ async def test_a_refusing_topic_makes_the_worker_unhealthy_and_nothing_is_lost(
         await asyncio.sleep(0.01)
     assert not w.health.live and not task.done()
     assert w.health.dead_letter_failing_gauge._value.get() == 1
+    w._owned.add(("in", 2))
+    await asyncio.sleep(0.5)  # one more retry: the lag is kept up to date meanwhile
+    assert w.health.lag_total == 100
     await asyncio.wait_for(task, 30)
     assert w.health.live
     assert w.health.dead_letter_failing_gauge._value.get() == 0
