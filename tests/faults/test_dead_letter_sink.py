@@ -86,13 +86,18 @@ def dead(offset: int, value: bytes | None, reason: str = "invalid_json") -> Mess
     return Message("in/2", offset, DeadLetter(reason, "why"), value)
 
 
+async def within(call: Any) -> None:
+    """A dead-letter call that loops (a refusal it does not handle) fails in seconds."""
+    await asyncio.wait_for(call, 10)
+
+
 OURS = ["error", "error_detail", "source_topic", "source_partition", "source_offset"]
 
 
 async def test_original_key_and_headers_come_first_then_ours() -> None:
     producer = Producer()
     source = Source({("in", 2, 5): (b"user-1", [("trace", b"t1"), ("error", b"theirs")])})
-    await worker(producer, source)._dead_letter([dead(5, b"{bad"), dead(6, b"{bad2")])
+    await within(worker(producer, source)._dead_letter([dead(5, b"{bad"), dead(6, b"{bad2")]))
     first, second = producer.sent
     assert first["key"] == b"user-1" and first["value"] == b"{bad"
     assert first["headers"] == [("trace", b"t1"), ("error", b"theirs"), ("error", b"invalid_json"),
@@ -104,7 +109,7 @@ async def test_original_key_and_headers_come_first_then_ours() -> None:
 async def test_tombstones_keep_their_key_and_say_they_were_null() -> None:
     producer = Producer()
     source = Source({("in", 2, 1): (b"k", [])})
-    await worker(producer, source)._dead_letter([dead(1, None), dead(2, None)])
+    await within(worker(producer, source)._dead_letter([dead(1, None), dead(2, None)]))
     keyed, keyless = producer.sent
     assert (keyed["key"], keyed["value"]) == (b"k", None)
     assert ("dead_letter_value", b"null") in keyed["headers"]
@@ -120,7 +125,8 @@ async def test_too_large_goes_out_without_its_value(where: str) -> None:
     source = Source({("in", 2, 7): (b"k7", [("trace", b"t7")]),
                      ("in", 2, 9): (b"K" * 5000, [("trace", b"t9")])})
     w = worker(producer, source)
-    await w._dead_letter([dead(7, b"x" * 3000), dead(8, b"{small"), dead(9, b"y" * 3000)])
+    await within(w._dead_letter([dead(7, b"x" * 3000), dead(8, b"{small"),
+                                 dead(9, b"y" * 3000)]))
     # (a refusal in the broker's acknowledgement is sent again after the others)
     by_offset = {dict(m["headers"])["source_offset"]: m for m in producer.sent}
     assert len(by_offset) == len(producer.sent) == 3
@@ -168,8 +174,8 @@ async def test_a_refusing_topic_makes_the_worker_unhealthy_and_nothing_is_lost(
 async def test_an_unreadable_batch_names_its_offset_range() -> None:
     producer = Producer()
     batch = Unreadable(b"\x00" * 80, "record batch of offsets 10-14 not readable: x", 10, 14)
-    await worker(producer, Source({}))._dead_letter(
-        [Message("in/2", 14, DeadLetter("unreadable_batch", batch.detail), batch)])
+    await within(worker(producer, Source({}))._dead_letter(
+        [Message("in/2", 14, DeadLetter("unreadable_batch", batch.detail), batch)]))
     (sent,) = producer.sent
     assert sent["value"] == b"\x00" * 80 and sent["key"] is None
     headers = dict(sent["headers"])

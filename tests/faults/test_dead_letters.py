@@ -190,6 +190,8 @@ def test_unreadable_batches_are_dead_lettered_whole_and_the_partitions_move(
             assert m.value is not None and m.value[61:] == bad[why][61:]
         metrics = worker.metrics()
         assert metrics[("engagement_unreadable_batches_total", ())] == len(bad)
+        assert metrics[("engagement_dead_letter_total", (("reason", "unreadable_batch"),))] == \
+            len(bad)
         assert worker.log().count("dead-lettering it whole as unreadable_batch") == len(bad)
         assert worker.proc is not None and worker.proc.poll() is None
         assert worker.stop() == 0
