@@ -211,8 +211,13 @@ def _read(pr: PartitionRecords, records: FetchedRecords, chunk: Chunk, limit: in
             #    ended with the exception).
             pos = _entry_holding(records.data, records.library_from, pr.next_fetch_offset)
             if pos is None:
+                # No whole batch at or past the fetch offset: nothing of the rest can be
+                # handed over; a truncated one is fetched again (and this repeats, logged,
+                # until the stall watchdog restarts the worker).
+                log.error("record set of %s not readable past offset %d: %r", pr._tp,
+                          pr.next_fetch_offset, exc)
                 pr._records_iterator = None
-                raise
+                return True
             after, pr.next_fetch_offset = _unreadable(
                 records.data, pos, pr.next_fetch_offset, chunk,
                 f"{type(exc).__name__}: {exc}")

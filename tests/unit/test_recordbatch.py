@@ -306,3 +306,23 @@ def test_without_the_compiled_reader_aiokafka_reads_it_all(
         got, next_offset, _ = worker_read(data, 0, limit)
         assert (got, next_offset) == library_read(data, 0)
         assert [v for _, v in got] == [b"a", None, b"b", b"c"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(batch_spec, min_size=1, max_size=4), st.data())
+def test_damaged_record_sets_never_stop_the_reader(specs: list[Any], data: Any) -> None:
+    """Bytes of a record set overwritten at random (a length, a magic byte, a codec bit,
+    a record): the reader never raises, hands each offset over once, rising, and every
+    batch it cannot read comes out whole."""
+    raw, _ = record_set(specs)
+    damaged = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 4))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    for limit in (3, 1 << 30):
+        chunk, next_offset = fetched.read_record_set(bytes(damaged), limit=limit)
+        assert chunk.offsets == sorted(set(chunk.offsets))
+        assert not chunk.offsets or next_offset > chunk.offsets[-1]
+        for offset, value in zip(chunk.offsets, chunk.values, strict=True):
+            if isinstance(value, Unreadable):
+                assert value.first <= value.last == offset
+                assert bytes(value) in damaged
