@@ -6,9 +6,11 @@
  * a fetch response's record set (the format of KIP-98, see Kafka's "Record Batch"
  * documentation) and appends them to two lists.
  *
- * It takes only what it can read exactly: uncompressed batches of magic 2. A batch that
- * is compressed, of an older magic, or malformed is handed back, and aiokafka's own
- * reader (the definition) reads the rest of the record set, raising its errors. Control
+ * It takes only what it can read exactly: uncompressed batches of magic 2. A compressed
+ * batch is handed back once its CRC is checked (stream/fetched.py decompresses it and
+ * reads the result here again), a malformed one is handed back as such (the worker
+ * dead-letters it whole), and at a batch of an older magic aiokafka's own reader reads
+ * the rest of the record set. Control
  * batches (transaction markers) are skipped as aiokafka skips them with the default
  * isolation level, read_uncommitted; the worker uses the library's reader for
  * read_committed. With check_crcs each batch's CRC-32C is checked before any of its
@@ -33,7 +35,7 @@
 #define COMPRESSION_MASK 0x07
 #define CONTROL_FLAG 0x20
 
-enum { DONE = 0, FULL = 1, LIBRARY = 2, BAD_CRC = 3 };
+enum { DONE = 0, FULL = 1, LIBRARY = 2, BAD_CRC = 3, COMPRESSED = 4, MALFORMED = 5 };
 
 static uint32_t crc32c_table[8][256];
 
@@ -131,8 +133,10 @@ static int read_record(const unsigned char **pp, const unsigned char *end, int64
  * and offset of each record at or above `next_offset` to `values` and `offsets`, at most
  * `max_records` of them. status: 0 every complete batch read (`pos` at the end, or at a
  * truncated last batch, which the broker sends whole in the next fetch); 1 `max_records`
- * reached (`pos` at the batch to go on from); 2 the batch at `pos` is for the library's
- * reader; 3 the batch at `pos` fails its CRC. `next_offset`: past the last record taken
+ * reached (`pos` at the batch to go on from); 2 the batch at `pos` is of an older magic,
+ * for the library's reader; 3 the batch at `pos` fails its CRC; 4 the batch at `pos` is
+ * compressed (any codec bits, CRC checked); 5 the batch at `pos` is malformed (none of
+ * its records taken by this call). `next_offset`: past the last record taken
  * or batch skipped, as aiokafka's `next_fetch_offset`. */
 static PyObject *read_batches(PyObject *self, PyObject *args) {
     Py_buffer buf;
@@ -161,14 +165,26 @@ static PyObject *read_batches(PyObject *self, PyObject *args) {
             break;
         }
         const Py_ssize_t total = LOG_OVERHEAD + (Py_ssize_t)length;
-        if (total < HEADER_SIZE || b[MAGIC_AT] != 2 ||
-            (b[ATTRIBUTES_AT + 1] & COMPRESSION_MASK) != 0) {
+        /* The magic byte is at the same place in every message format. */
+        if (total <= MAGIC_AT) {
+            status = MALFORMED;
+            break;
+        }
+        if (b[MAGIC_AT] != 2) {
             status = LIBRARY;
+            break;
+        }
+        if (total < HEADER_SIZE) {
+            status = MALFORMED;
             break;
         }
         if (check_crcs && crc32c(b + ATTRIBUTES_AT, total - ATTRIBUTES_AT) !=
                               (uint32_t)be32(b + CRC_AT)) {
             status = BAD_CRC;
+            break;
+        }
+        if ((b[ATTRIBUTES_AT + 1] & COMPRESSION_MASK) != 0) {
+            status = COMPRESSED;
             break;
         }
         const int64_t base = be64(b);
@@ -208,7 +224,7 @@ static PyObject *read_batches(PyObject *self, PyObject *args) {
             }
             if (ok && !full && p != end) ok = 0;
             if (!ok) {
-                /* Malformed: take none of it here; the library's reader decides. */
+                /* Malformed: take none of it (of what this call took). */
                 Py_ssize_t took = PyList_GET_SIZE(values) - before;
                 if (took > 0) {
                     next_offset = PyLong_AsLongLong(PyList_GET_ITEM(offsets, before));
@@ -219,7 +235,7 @@ static PyObject *read_batches(PyObject *self, PyObject *args) {
                     }
                     taken -= took;
                 }
-                status = LIBRARY;
+                status = MALFORMED;
                 break;
             }
             if (full) {

@@ -28,7 +28,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
 from .collector import Health
-from .consumer import Record, Run, Worker, _GiveUp, runs_of
+from .consumer import RecentOrigins, Record, Run, Worker, _GiveUp, records_origins, runs_of
+from .fetched import Origin
 from .settings import Settings
 from .store import Store
 from .timebuckets import ms
@@ -89,6 +90,7 @@ class BackfillSource:
         self._min_ts: dict[TP, int] = {}  # scan mode: skip messages older than this
         self._done: set[TP] = set()
         self.progress = Progress()
+        self._recent = RecentOrigins()
 
     # -- Source ----------------------------------------------------------------------------
     async def start(self, on_assigned: Any, on_revoked: Any) -> None:
@@ -136,8 +138,13 @@ class BackfillSource:
             if key not in self._done:
                 # the position skips what records do not show (transaction markers)
                 self.pos[key] = max(self.pos[key], await self._consumer.position(tp))
+        self._recent.add([records_origins(tp.topic, tp.partition, msgs)
+                          for tp, msgs in data.items() if msgs])
         self._check_done()
         return runs_of(out)
+
+    def origins(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
+        return self._recent.lookup(topic, partition, offsets)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         return self.end.get((topic, partition))

@@ -194,6 +194,24 @@ class Health:
         self.ready_gauge = Gauge(PREFIX + "worker_ready",
                                  "1 when Redis is reachable and partitions are assigned.",
                                  registry=registry)
+        self.dead_letter_failing_gauge = Gauge(
+            PREFIX + "dead_letter_failing",
+            "1 while the dead-letter topic keeps refusing this worker's dead letters "
+            "(after bounded retries; /healthz answers 503, no partition moves).",
+            registry=registry)
+        self.dead_letter_errors = Counter(
+            PREFIX + "dead_letter_produce_errors",
+            "Dead letters the dead-letter topic refused (each attempt; retried).",
+            registry=registry)
+        self.dead_letter_values_omitted = Counter(
+            PREFIX + "dead_letter_values_omitted",
+            "Dead letters produced without their value: too large for the dead-letter topic.",
+            registry=registry)
+        self.unreadable_batches = Counter(
+            PREFIX + "unreadable_batches",
+            "Kafka record batches this worker could not read and dead-lettered whole "
+            "(reason unreadable_batch).", registry=registry)
+        self.dead_letter_failing = False
         info = Gauge(PREFIX + "build_info", "Version of engagement-stream.", ["version"],
                      registry=registry)
         info.labels(__version__).set(1)
@@ -255,6 +273,11 @@ class Health:
             return 0.0
         return time.monotonic() - self._progress_at
 
+    def set_dead_letter_failing(self, failing: bool) -> None:
+        """The dead-letter topic keeps refusing dead letters (liveness fails) or not."""
+        self.dead_letter_failing = failing
+        self.dead_letter_failing_gauge.set(1 if failing else 0)
+
     @property
     def live(self) -> bool:
-        return self.stalled_for() < self.stall_seconds
+        return self.stalled_for() < self.stall_seconds and not self.dead_letter_failing

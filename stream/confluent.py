@@ -18,6 +18,11 @@ calling thread. So:
 - Messages of a partition that was sought or (re)assigned while a consume call was under
   way may come from before the move: they are dropped and the partition is sought again to
   where it was moved, so the worker never sees a gap.
+- A batch librdkafka cannot read (it reports `_BAD_COMPRESSION` or `_BAD_MSG`, and would
+  fetch the same batch for ever) is read once by the worker's own reader
+  (`stream/fetched.py`, through a one-off aiokafka consumer): an unreadable batch comes
+  out whole, to be dead-lettered as `unreadable_batch`, and the partition is sought past
+  it, as with the default client.
 """
 
 from __future__ import annotations
@@ -29,9 +34,13 @@ import threading
 from collections.abc import Iterable
 from typing import Any
 
+from aiokafka import AIOKafkaConsumer
+from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, libversion
 
-from .consumer import Record, Run, runs_of
+from . import fetched
+from .consumer import OriginReader, RecentOrigins, Record, Run, chunk_origins, runs_of
+from .fetched import Origin
 from .settings import Settings
 
 log = logging.getLogger("stream.kafka")
@@ -41,6 +50,8 @@ log = logging.getLogger("stream.kafka")
 FETCH_QUEUE_BACKOFF_MS = 100
 #: How often a callback waiting for a hook checks that the event loop is still there.
 HOOK_POLL_SECONDS = 0.5
+#: librdkafka's errors for a batch it cannot read (it fetches it again and again).
+UNREADABLE_CODES = (KafkaError._BAD_COMPRESSION, KafkaError._BAD_MSG)
 
 
 def librdkafka_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
@@ -59,6 +70,9 @@ def librdkafka_config(settings: Settings, group: str | None = None) -> dict[str,
         "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
         "fetch.max.bytes": 64 * 1024 * 1024,
         "max.partition.fetch.bytes": 8 * 1024 * 1024,
+        # A corrupt batch is reported (then read by the worker's reader, see the module's
+        # doc) rather than handed over as messages, as with the default client.
+        "check.crcs": True,
         "security.protocol": settings.kafka_security_protocol,
         "logger": logging.getLogger("stream.kafka.librdkafka"),
     }
@@ -95,6 +109,7 @@ class ConfluentSource:
     def __init__(self, settings: Settings, group: str | None = None,
                  topics: Iterable[str] | None = None) -> None:
         self._topics = list(topics or settings.topic_list)
+        self._settings = settings
         self._conf = librdkafka_config(settings, group)
         self._consumer: Consumer | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(
@@ -110,6 +125,11 @@ class ConfluentSource:
         self._positions: dict[tuple[str, int], int] = {}  # the last offset each was moved to
         self._job: _Job | None = None
         self._error: BaseException | None = None  # a failed on_assigned, raised by getmany
+        self._recent = RecentOrigins()
+        # (topic, partition) -> offset of a batch librdkafka cannot read (consumer thread);
+        # and the next offset the worker is to get of each partition (event loop).
+        self._unreadable: dict[tuple[str, int], int] = {}
+        self._next: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
 
     # -- Source -----------------------------------------------------------------------------
@@ -143,6 +163,12 @@ class ConfluentSource:
         consumer = self._consumer
         if consumer is None:
             return []
+        if self._unreadable and timeout_ms > 0 and self._job is None:
+            # Not in the worker's fetch ahead (given up after 50 ms: this takes longer),
+            # and with no consume call under way (the seeks go straight to librdkafka).
+            runs = await self._read_unreadable()
+            if runs:
+                return runs
         job = self._job
         if job is None or (job.future is not None and job.future.cancelled()):
             job = self._job = _Job()
@@ -159,7 +185,15 @@ class ConfluentSource:
         self._job = None
         if job.moved:
             records = self._drop_moved(records, job.moved)
-        return runs_of(records)
+        return self._handed(runs_of(records))
+
+    def _handed(self, runs: list[Run]) -> list[Run]:
+        for topic, partition, _, offsets in runs:
+            self._next[(topic, partition)] = offsets[-1] + 1
+        return runs
+
+    def origins(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
+        return self._recent.lookup(topic, partition, offsets)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         # The fetch highwater (cached from fetch responses), not ListOffsets: some brokers
@@ -177,6 +211,7 @@ class ConfluentSource:
         key = (topic, partition)
         with self._lock:
             self._positions[key] = offset
+            self._next[key] = offset
             if self._job is not None:
                 self._job.moved.add(key)
             if self._assigning is not None:
@@ -207,10 +242,53 @@ class ConfluentSource:
         for m in msgs:
             err = m.error()
             if err is None:
-                append(Record(m.topic(), m.partition(), m.offset(), m.key(), m.value()))
+                append(Record(m.topic(), m.partition(), m.offset(),  # type: ignore[arg-type]
+                              m.key(), m.value()))
+            elif err.code() in UNREADABLE_CODES and _where(m) is not None:
+                topic, partition, offset = _where(m)  # type: ignore[misc]
+                with self._lock:
+                    known = self._unreadable.get((topic, partition))
+                    self._unreadable[(topic, partition)] = offset
+                if known != offset:
+                    log.warning("librdkafka cannot read %s/%d at offset %d (%s); reading it "
+                                "with the worker's reader", topic, partition, offset, err.str())
             elif err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consume error on %s/%s: %s", m.topic(), m.partition(), err)
+        if msgs:
+            # Their keys and headers are read only for dead letters (by the event loop;
+            # a deque's append is atomic).
+            self._recent.add([_messages_origins(msgs)])
         return out
+
+    # -- batches librdkafka cannot read ------------------------------------------------------
+    async def _read_unreadable(self) -> list[Run]:
+        """The messages from each offset librdkafka could not read, as the worker's reader
+        reads them (an unreadable batch comes out whole), each partition sought past them."""
+        runs: list[Run] = []
+        readers: list[OriginReader] = []
+        with self._lock:
+            pending = dict(self._unreadable)
+        for key, offset in pending.items():
+            topic, partition = key
+            at = self._next.get(key)
+            if key in self._assigned and at is not None:
+                if offset > at:
+                    # Messages before it are still to come (they were dropped after a move,
+                    # or are further back in librdkafka's queue): it will report it again.
+                    continue
+                # From where the worker is (a report from before a move names an older
+                # offset: this then reads good messages, nothing is lost or repeated).
+                chunk = await read_once(self._settings, topic, partition, at)
+                if not chunk.offsets:
+                    continue  # nothing read: librdkafka tries again, and so do we
+                runs.append((topic, partition, chunk.values, chunk.offsets))
+                readers.append(chunk_origins(topic, partition, chunk))
+                self.seek(topic, partition, chunk.offsets[-1] + 1)
+            with self._lock:
+                if self._unreadable.get(key) == offset:
+                    del self._unreadable[key]
+        self._recent.add(readers)
+        return self._handed(runs)
 
     def _assign_cb(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         assigned = {(tp.topic, tp.partition) for tp in partitions}
@@ -284,6 +362,53 @@ class ConfluentSource:
                           key[0], key[1], self._positions[key])
                 self.seek(key[0], key[1], self._positions[key])
         return kept
+
+
+def _where(m: Any) -> tuple[str, int, int] | None:
+    """(topic, partition, offset) of a librdkafka message, when it has all three."""
+    topic, partition, offset = m.topic(), m.partition(), m.offset()
+    if topic is None or partition is None or offset is None or offset < 0:
+        return None
+    return topic, partition, offset
+
+
+async def read_once(settings: Settings, topic: str, partition: int,
+                    offset: int) -> fetched.Chunk:
+    """One fetch of a partition from `offset`, read by the worker's reader (a one-off
+    group-less aiokafka consumer); an empty chunk when nothing comes within seconds."""
+    consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
+                                value_deserializer=fetched.raw_value,
+                                fetch_max_bytes=64 * 1024 * 1024,
+                                max_partition_fetch_bytes=8 * 1024 * 1024,
+                                **settings.kafka_options())
+    await consumer.start()
+    try:
+        tp = AioTopicPartition(topic, partition)
+        consumer.assign([tp])
+        consumer.seek(tp, offset)
+        for _ in range(5):
+            got = (await consumer.getmany(tp, timeout_ms=1000)).get(tp)
+            if isinstance(got, fetched.Chunk) and got.offsets:
+                return got
+    finally:
+        await consumer.stop()
+    return fetched.Chunk()
+
+
+def _messages_origins(msgs: list[Any]) -> OriginReader:
+    """An `OriginReader` over librdkafka's messages of one `consume()` call."""
+
+    def read(topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
+        wanted = set(offsets)
+        out: dict[int, Origin] = {}
+        for m in msgs:
+            offset = m.offset()
+            if (offset in wanted and m.error() is None and m.partition() == partition
+                    and m.topic() == topic):
+                out[offset] = (m.key(), list(m.headers() or ()))
+        return out
+
+    return read
 
 
 def _on_error(err: KafkaError) -> None:

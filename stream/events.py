@@ -28,6 +28,31 @@ FUTURE: Final = "future"
 #: Not in the contract's list: a message that made the fold itself fail (a bug, never bad input).
 PROCESSING_ERROR: Final = "processing_error"
 DEAD_LETTER_REASONS: Final = (INVALID_JSON, INVALID_EVENT, LATE, FUTURE, PROCESSING_ERROR)
+#: Not in the contract's list: a Kafka record batch that could not be read (unknown codec,
+#: corrupt, CRC mismatch), dead-lettered whole in place of its messages.
+UNREADABLE_BATCH: Final = "unreadable_batch"
+
+
+class Unreadable(bytes):
+    """The bytes of a record batch that could not be read, standing in the consumed
+    values for its messages (at the offset of its last one, `last`): the fold
+    dead-letters it as UNREADABLE_BATCH with `detail`. `first` is the first offset of it
+    not read before (the batch's base offset, unless some of it was read).
+
+    A bytes object, so it goes through the fold as a value; no JSON value can equal one:
+    a batch starts with its base offset, whose first byte is 0 (it is never `{`, and the
+    decoders reject it as invalid JSON before the fold replaces its result)."""
+
+    def __new__(cls, data: bytes, detail: str, first: int, last: int) -> Unreadable:
+        self = super().__new__(cls, data)
+        self.detail = detail
+        self.first = first
+        self.last = last
+        return self
+
+    detail: str
+    first: int
+    last: int
 
 #: How far ahead of the processor's clock an event may be, in milliseconds (5 minutes).
 MAX_FUTURE_MS: Final = 5 * 60 * 1000

@@ -179,6 +179,8 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     out.update(cohort_figures(raw.cohorts))
     out["late_events_total"] = {a: totals.get(LATE_FIELD + a, 0) for a in LATE_AGES}
     out["users_forgotten_total"] = totals.get("fu", 0)
+    if totals.get("dl:unreadable_batch"):
+        out["dead_letter_total"]["unreadable_batch"] = totals["dl:unreadable_batch"]
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
         out.update(segment_cohort_figures(raw.segments))

@@ -20,7 +20,7 @@ from typing import Any
 import msgspec
 
 from . import campaigns
-from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
+from .events import EVENT_TYPES, UNREADABLE_BATCH, DeadLetter, Event, Unreadable, decode_batch
 from .figures import LATE_AGES, LATE_FIELD, late_age
 from .keys import KeySpace
 from .timebuckets import DayMapper
@@ -144,7 +144,12 @@ class Prepared:
         for src, start, stop in self.runs:
             src_at[start:stop] = [src] * (stop - start)
         values, offsets = self.values, self.offsets
-        items = decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)
+        taken = [values[i] for i in idx]
+        items = decode_batch(taken, self.now_ms, self.lateness_ms)
+        if Unreadable in map(type, taken):  # a record batch in place of its messages
+            for n, value in enumerate(taken):
+                if type(value) is Unreadable:
+                    items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
         return [Message(src_at[i], offsets[i], item, values[i])
                 for i, item in zip(idx, items, strict=True)]
 

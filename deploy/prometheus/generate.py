@@ -66,6 +66,10 @@ D1_RETENTION_FOR = "1h"
 # Share of the consumed events dated more than a week before the day they were folded.
 OLD_EVENTS_RATIO_MAX = 0.05
 OLD_EVENTS_FOR = "15m"
+#: The dead-letter topic has refused a worker's dead letters after its bounded retries.
+DEAD_LETTER_FAILING_FOR = "2m"
+#: A worker dead-lettered a record batch it could not read, within this window.
+UNREADABLE_BATCH_WINDOW = "30m"
 
 # Prometheus job name of the workers (the compose scrape job and the Kubernetes Service).
 JOB = "engagement-stream"
@@ -443,6 +447,27 @@ def _alerts() -> list[Alert]:
             "Prometheus cannot scrape the metrics endpoint of an engagement-stream worker, "
             "or finds no worker at all.",
         ),
+        Alert(
+            "EngagementDeadLetterTopicFailing",
+            f'max by (job, instance) (engagement_dead_letter_failing{{job="{JOB}"}}) > 0',
+            DEAD_LETTER_FAILING_FOR,
+            "critical",
+            "The dead-letter topic refuses the dead letters of {{ $labels.instance }}",
+            "Worker {{ $labels.instance }} cannot produce to the dead-letter topic after its "
+            "retries; it keeps retrying, and none of its partitions moves until the topic "
+            "accepts them (its /healthz answers 503).",
+        ),
+        Alert(
+            "EngagementUnreadableBatch",
+            "sum by (job, instance) (increase(engagement_unreadable_batches_total"
+            f'{{job="{JOB}"}}[{UNREADABLE_BATCH_WINDOW}])) > 0',
+            "0m",
+            "warning",
+            "{{ $labels.instance }} dead-lettered a Kafka record batch it could not read",
+            "A record batch could not be read (unknown codec, corrupt data, CRC mismatch); "
+            "it is on the dead-letter topic whole, reason unreadable_batch, with its "
+            "source topic, partition and offset range in the headers.",
+        ),
     ]
 
 
@@ -814,6 +839,34 @@ def _pipeline_cases() -> list[Case]:
             "EngagementExporterDown",
             "30m",
             {_sel("up", instance=W1): "1x30", _sel("up", instance=W2): "1x30"},
+        ),
+        Case(
+            "a worker's dead letters are refused for minutes",
+            "EngagementDeadLetterTopicFailing",
+            "30m",
+            {_sel("engagement_dead_letter_failing", instance=W1): "0x20 1x10",
+             _sel("engagement_dead_letter_failing", instance=W2): "0x30"},
+            [({"instance": W1}, 1)],
+        ),
+        Case(
+            "dead letters refused for a moment",
+            "EngagementDeadLetterTopicFailing",
+            "30m",
+            {_sel("engagement_dead_letter_failing", instance=W1): "0x28 1 0"},
+        ),
+        Case(
+            "a record batch dead-lettered whole",
+            "EngagementUnreadableBatch",
+            "30m",
+            {_sel("engagement_unreadable_batches_total", instance=W1): "0x20 1x10",
+             _sel("engagement_unreadable_batches_total", instance=W2): "0x30"},
+            [({"instance": W1}, 1)],
+        ),
+        Case(
+            "no unreadable batch for longer than the window",
+            "EngagementUnreadableBatch",
+            "90m",
+            {_sel("engagement_unreadable_batches_total", instance=W1): "0x10 1x80"},
         ),
     ]
 

@@ -3,10 +3,12 @@ compiled reader stream/_recordbatch.c) against aiokafka's own reader.
 
 Record sets are built with aiokafka's batch builder (an implementation of the format
 independent of ours): batches with keys, headers, null and empty values, large values,
-gzip-compressed batches, control batches, a batch cut off at the end (as a fetch of
-limited size ends), fetch offsets inside a batch, and any `max_records`. Whatever the
-mix, the worker must get exactly the (offset, value) pairs aiokafka's reader yields, and
-resume at the same next offset.
+batches compressed with every codec (gzip, snappy in xerial framing and plain, lz4,
+zstd), control batches, a batch cut off at the end (as a fetch of limited size ends),
+fetch offsets inside a batch, and any `max_records`. Whatever the mix, the worker must
+get exactly the (offset, value) pairs aiokafka's reader yields, and resume at the same
+next offset; and the key and headers of any message on demand, as aiokafka reads them.
+Batches that cannot be read come out whole, once, as an `Unreadable` at their last offset.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import struct
 import weakref
 from typing import Any
 
+import cramjam
 import pytest
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
 from aiokafka.errors import CorruptRecordException
@@ -27,10 +30,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import fetched
+from stream.events import Unreadable
 from stream.fetched import Chunk, FetchedRecords, raw_value
 
 TP = TopicPartition("t", 0)
-GZIP = 1
+GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4
+CODECS = {"gzip": GZIP, "snappy": SNAPPY, "lz4": LZ4, "zstd": ZSTD}
 CONTROL = 0x20
 
 
@@ -54,6 +59,19 @@ def batch(base: int, records: list[tuple[bytes | None, bytes | None, list[Any]]]
         attributes = struct.unpack_from(">h", data, 21)[0] | CONTROL
         struct.pack_into(">h", data, 21, attributes)
         struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+def recompressed(plain: bytes, codec: int, compress: Any) -> bytes:
+    """An uncompressed batch with its records compressed by `compress` and marked with
+    codec number `codec` (any 0-7), its length and CRC made right: how librdkafka writes
+    plain (unframed) snappy, or a batch of a codec nobody knows."""
+    records = bytes(compress(plain[61:]))
+    data = bytearray(plain[:61]) + records
+    struct.pack_into(">i", data, 8, len(data) - 12)
+    attributes = struct.unpack_from(">h", data, 21)[0] & ~0x07 | codec
+    struct.pack_into(">h", data, 21, attributes)
+    struct.pack_into(">I", data, 17, crc32c(bytes(data[21:])))
     return bytes(data)
 
 
@@ -93,7 +111,8 @@ record = st.tuples(st.one_of(st.none(), st.binary(max_size=10)), values,
                                                                      st.binary(max_size=8))),
                             max_size=2))
 batch_spec = st.tuples(st.lists(record, min_size=1, max_size=12),
-                       st.sampled_from(["plain", "plain", "plain", "gzip", "control"]),
+                       st.sampled_from(["plain", "plain", "plain", "gzip", "snappy",
+                                        "raw-snappy", "lz4", "zstd", "control"]),
                        st.integers(0, 2))
 
 
@@ -104,8 +123,12 @@ def record_set(specs: list[Any]) -> tuple[bytes, int]:
     for recs, kind, gap in specs:
         if kind == "control":
             recs = recs[:1]
-        data += batch(base, recs, codec=GZIP if kind == "gzip" else 0,
-                      control=kind == "control", gap=gap)
+        if kind == "raw-snappy":
+            data += recompressed(batch(base, recs, gap=gap), SNAPPY,
+                                 cramjam.snappy.compress_raw)
+        else:
+            data += batch(base, recs, codec=CODECS.get(kind, 0),
+                          control=kind == "control", gap=gap)
         base += (len(recs) - 1) * (gap + 1) + 1
         first_next = first_next or base
     return data, first_next
@@ -125,6 +148,21 @@ def test_same_messages_as_aiokafka(specs: list[Any], start: int, limit: int,
     got, next_offset, _ = worker_read(data, fetch_offset, limit)
     assert got == expected
     assert next_offset == expected_next
+    # Every batch, compressed or not, was read by the compiled reader.
+    chunk, _ = fetched.read_record_set(data, fetch_offset, limit=limit)
+    assert not chunk.records
+    assert list(zip(chunk.offsets, chunk.values, strict=True)) == expected
+    # Keys and headers on demand, as aiokafka's reader has them.
+    want = library_origins(data, fetch_offset)
+    assert chunk.origins(want) == want
+    assert chunk.origins([o for o, _ in expected[::3]]) == {
+        o: want[o] for o, _ in expected[::3]}
+
+
+def library_origins(data: bytes, fetch_offset: int) -> dict[int, Any]:
+    pr = PartitionRecords(TP, MemoryRecords(data), [], fetch_offset, None, None, True,
+                          READ_UNCOMMITTED)
+    return {r.offset: (r.key, list(r.headers)) for r in pr}
 
 
 def test_plain_batches_are_read_by_the_compiled_reader() -> None:
@@ -140,34 +178,103 @@ def test_plain_batches_are_read_by_the_compiled_reader() -> None:
     assert values == [b"v0", b"v1", b"v2", b"v3", b"v4", None, b""]
 
 
-def test_compressed_batches_go_to_aiokafka() -> None:
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "raw-snappy", "lz4", "zstd"])
+def test_compressed_batches_are_read_by_the_compiled_reader(codec: str) -> None:
     plain = batch(0, [(None, b"a", []), (None, b"b", [])])
-    data = plain + batch(2, [(None, b"c", []), (None, b"d", [])], codec=GZIP) + \
-        batch(4, [(None, b"e", [])])
+    recs: list[Any] = [(b"k2", b"c", [("h", b"1")]), (None, b"d" * 5000, []), (None, None, [])]
+    middle = (recompressed(batch(2, recs), SNAPPY, cramjam.snappy.compress_raw)
+              if codec == "raw-snappy" else batch(2, recs, codec=CODECS[codec]))
+    data = plain + middle + batch(5, [(None, b"e", [])])
     assert fetched._recordbatch is not None
+    # The C reader stops at the compressed batch, its CRC checked: status 4.
     status, pos, nxt = fetched._recordbatch.read(data, 0, 0, 1000, True, [], [])
-    assert (status, pos, nxt) == (2, len(plain), 2)
-    got, next_offset, _ = worker_read(data, 0, 1000)
-    assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d"), (4, b"e")]
-    assert next_offset == 5
+    assert (status, pos, nxt) == (4, len(plain), 2)
+    for limit in (1, 2, 1000):
+        got, next_offset, _ = worker_read(data, 0, limit)
+        assert got == [(0, b"a"), (1, b"b"), (2, b"c"), (3, b"d" * 5000), (4, None),
+                       (5, b"e")]
+        assert next_offset == 6
+    chunk, _ = fetched.read_record_set(data)
+    assert chunk.records == []  # nothing went through aiokafka's per-message reader
+    assert chunk.origins([2, 4]) == {2: (b"k2", [("h", b"1")]), 4: (None, [])}
 
 
-def test_a_corrupt_batch_raises_after_what_came_before() -> None:
+def unreadable_of(data: bytes, fetch_offset: int = 0, limit: int = 1000) -> list[Any]:
+    got, _, _ = worker_read(data, fetch_offset, limit)
+    return [(o, (v.first, v.last, bytes(v), v.detail.split(": ", 1)[1])
+             if isinstance(v, Unreadable) else v) for o, v in got]
+
+
+def test_a_corrupt_batch_comes_out_whole_and_the_rest_is_read() -> None:
     good = batch(0, [(None, b"a", []), (None, b"b", [])])
-    bad = bytearray(batch(2, [(None, b"c", [])]))
+    bad = bytearray(batch(2, [(None, b"c", []), (None, b"c2", [])]))
     bad[-2] ^= 0xFF  # inside the record: the CRC no longer matches
-    data = good + bytes(bad)
-    records = FetchedRecords(data)
-    pr = PartitionRecords(TP, records, [], 0, None, raw_value, True, READ_UNCOMMITTED)
-    first = Chunk()
-    assert not fetched._take(pr, records, first, 100)
-    assert first.offsets == [0, 1]
-    with pytest.raises(CorruptRecordException):
-        fetched._take(pr, records, Chunk(), 100)
-    # The fetch position stays at the corrupt batch, so it is fetched again.
-    assert pr.next_fetch_offset == 2
+    after = batch(4, [(None, b"d", [])])
+    data = good + bytes(bad) + after
+    for limit in (1, 2, 3, 100):
+        assert unreadable_of(data, limit=limit) == [
+            (0, b"a"), (1, b"b"), (3, (2, 3, bytes(bad), "CRC mismatch (corrupt batch)")),
+            (4, b"d")]
+    # from inside it: only the offsets not read before are named
+    assert unreadable_of(data, 3) == [(3, (3, 3, bytes(bad), "CRC mismatch (corrupt batch)")),
+                                      (4, b"d")]
+    # aiokafka's own reader raises at it
     with pytest.raises(CorruptRecordException):
         library_read(data, 0)
+    # so does the path without the compiled reader, which then hands it over the same way
+    records = FetchedRecords(data)
+    pr = PartitionRecords(TP, records, [], 0, None, raw_value, True, READ_UNCOMMITTED)
+    chunk = Chunk()
+    saved = fetched._recordbatch
+    try:
+        fetched._recordbatch = None
+        assert fetched._take(pr, records, chunk, 100)
+    finally:
+        fetched._recordbatch = saved
+    assert chunk.offsets == [0, 1, 3, 4]
+    assert isinstance(chunk.values[2], Unreadable) and bytes(chunk.values[2]) == bytes(bad)
+    assert pr.next_fetch_offset == 5
+
+
+@pytest.mark.parametrize(("codec", "compress", "why"), [
+    (5, cramjam.zstd.compress, "unknown compression codec 5 (attributes bits 0-2)"),
+    (7, bytes, "unknown compression codec 7 (attributes bits 0-2)"),
+    (LZ4, cramjam.gzip.compress, "lz4 data not readable"),
+    (GZIP, lambda b: b"\x1f\x8b" + bytes(b), "gzip data not readable"),
+    (SNAPPY, lambda b: b"\x82SNAPPY\x00" + bytes(b), "snappy data not readable"),
+    (ZSTD, lambda b: bytes(cramjam.zstd.compress(b))[:-3], "zstd data not readable"),
+])
+def test_a_batch_that_does_not_decompress_comes_out_whole(codec: int, compress: Any,
+                                                           why: str) -> None:
+    bad = recompressed(batch(2, [(None, b"c", []), (None, b"d", [])]), codec, compress)
+    data = batch(0, [(None, b"a", []), (None, b"b", [])]) + bad + batch(4, [(None, b"e", [])])
+    got = unreadable_of(data)
+    assert [o for o, _ in got] == [0, 1, 3, 4]
+    first, last, raw, detail = got[2][1]
+    assert (first, last, raw) == (2, 3, bad)
+    assert detail.startswith(why)
+    assert got[3] == (4, b"e")
+
+
+def test_malformed_records_inside_a_compressed_batch_come_out_whole() -> None:
+    # the records of the batch, decompressed, end in the middle of one
+    plain = batch(2, [(None, b"c", []), (None, b"d", [])])
+    bad = recompressed(plain, ZSTD, lambda b: cramjam.zstd.compress(bytes(b)[:-2]))
+    got = unreadable_of(batch(0, [(None, b"a", []), (None, b"b", [])]) + bad)
+    assert got[:2] == [(0, b"a"), (1, b"b")]
+    assert got[2][0] == 3 and got[2][1][:3] == (2, 3, bad)
+    assert got[2][1][3] == "malformed records in a compressed batch"
+
+
+def test_a_batch_header_too_short_comes_out_whole() -> None:
+    good = batch(0, [(None, b"a", [])])
+    short = bytearray(good[:40])
+    struct.pack_into(">qi", short, 0, 1, 28)  # a v2 batch of 40 bytes: no room for records
+    data = good + bytes(short) + batch(2, [(None, b"z", [])])
+    got = unreadable_of(data)
+    assert got[0] == (0, b"a")
+    assert got[1][0] == 1 and got[1][1][2] == bytes(short)
+    assert got[2] == (2, b"z")
 
 
 def test_read_record_sets_are_freed_without_the_cycle_collector() -> None:
@@ -199,3 +306,23 @@ def test_without_the_compiled_reader_aiokafka_reads_it_all(
         got, next_offset, _ = worker_read(data, 0, limit)
         assert (got, next_offset) == library_read(data, 0)
         assert [v for _, v in got] == [b"a", None, b"b", b"c"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(batch_spec, min_size=1, max_size=4), st.data())
+def test_damaged_record_sets_never_stop_the_reader(specs: list[Any], data: Any) -> None:
+    """Bytes of a record set overwritten at random (a length, a magic byte, a codec bit,
+    a record): the reader never raises, hands each offset over once, rising, and every
+    batch it cannot read comes out whole."""
+    raw, _ = record_set(specs)
+    damaged = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 4))):
+        damaged[data.draw(st.integers(0, len(damaged) - 1))] = data.draw(st.integers(0, 255))
+    for limit in (3, 1 << 30):
+        chunk, next_offset = fetched.read_record_set(bytes(damaged), limit=limit)
+        assert chunk.offsets == sorted(set(chunk.offsets))
+        assert not chunk.offsets or next_offset > chunk.offsets[-1]
+        for offset, value in zip(chunk.offsets, chunk.values, strict=True):
+            if isinstance(value, Unreadable):
+                assert value.first <= value.last == offset
+                assert bytes(value) in damaged
