@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .events import DEAD_LETTER_REASONS, EVENT_TYPES
+from .events import DEAD_LETTER_REASONS, EVENT_TYPES, IGNORED_REASONS, UNMAPPED
 
 #: Promoters answer 9-10, detractors 0-6 (passives 7-8 count only in the total).
 NPS_PROMOTER_MIN = 9
@@ -80,6 +80,7 @@ PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
 )
 #: Figures that are all-time totals: they have no value for a past day.
 TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total")
+TOTALS += ("ignored_total",)
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -170,6 +171,9 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     }
     if totals.get("dl:processing_error"):
         out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    if totals.get(f"dl:{UNMAPPED}"):
+        out["dead_letter_total"][UNMAPPED] = totals[f"dl:{UNMAPPED}"]
+    out["ignored_total"] = {r: totals.get(f"ig:{r}", 0) for r in IGNORED_REASONS}
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
     if raw.scan.get("today") == str(today):
@@ -285,6 +289,8 @@ METRICS: dict[str, str] = {
     "events_total": "Valid events consumed, by type (all workers, from Redis).",
     "dead_letter_total": "Messages dead-lettered, by reason (all workers, from Redis).",
 }
+METRICS["ignored_total"] = ("Messages of a mapped format that became no event, by reason "
+                            "(all workers, from Redis).")
 #: The `previous_day_*` family: yesterday's complete figures, for alerting.
 METRICS.update({
     "previous_day_daily_active_users": "Distinct users with activity yesterday (estimate).",
@@ -345,3 +351,4 @@ LABELS: dict[str, str] = {"conversion_ratio": "campaign",
                           "previous_day_conversion_ratio": "campaign",
                           "events_total": "type", "dead_letter_total": "reason",
                           "lifecycle_users": "state", "previous_day_lifecycle_users": "state"}
+LABELS["ignored_total"] = "reason"

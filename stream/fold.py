@@ -15,13 +15,16 @@ import base64
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from .events import EVENT_TYPES, DeadLetter, Event, decode_batch
+from .events import EVENT_TYPES, DeadLetter, Event, Ignored, decode_batch
 from .keys import KeySpace
 from .timebuckets import DayMapper
+
+if TYPE_CHECKING:
+    from .formats import Mapper
 
 try:  # the optional compiled shortcut for plain activity messages (stream/_fastfold.c)
     from . import _fastfold
@@ -40,7 +43,7 @@ class Message(msgspec.Struct, gc=False):
 
     src: str
     offset: int
-    item: Event | DeadLetter
+    item: Event | DeadLetter | Ignored
     value: bytes | None = None
 
 
@@ -130,6 +133,9 @@ class Prepared:
     runs: list[tuple[str, int, int]]
     now_ms: int
     lateness_ms: int
+    #: topic -> the mapper of its format (contract section 5), for the topics that are
+    #: not `native`; their messages are decoded by it instead of `decode_batch`
+    formats: Mapping[str, Mapper] | None = None
 
     def messages(self, indices: Iterable[int] | None = None) -> list[Message]:
         """The decoded messages at `indices` (default all), in that order."""
@@ -138,7 +144,34 @@ class Prepared:
         for src, start, stop in self.runs:
             src_at[start:stop] = [src] * (stop - start)
         values, offsets = self.values, self.offsets
+        if self.formats:
+            return self._mapped_messages(idx, src_at)
         items = decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)
+        return [Message(src_at[i], offsets[i], item, values[i])
+                for i, item in zip(idx, items, strict=True)]
+
+    def mapped(self, src: str) -> Mapper | None:
+        """The mapper of `src`'s topic, None when it is native."""
+        return self.formats.get(src.rpartition("/")[0]) if self.formats else None
+
+    def _mapped_messages(self, idx: list[int], src_at: list[str]) -> list[Message]:
+        """`messages` when some topics are mapped: each run of one source decoded by its
+        topic's format (native ones by `decode_batch`), in the order of `idx`."""
+        values, offsets = self.values, self.offsets
+        items: list[Event | DeadLetter | Ignored] = []
+        start = 0
+        while start < len(idx):
+            src = src_at[idx[start]]
+            stop = start + 1
+            while stop < len(idx) and src_at[idx[stop]] == src:
+                stop += 1
+            run = [values[i] for i in idx[start:stop]]
+            mapper = self.mapped(src)
+            if mapper is None:
+                items += decode_batch(run, self.now_ms, self.lateness_ms)
+            else:
+                items += mapper.decode_batch(run, self.now_ms, self.lateness_ms)
+            start = stop
         return [Message(src_at[i], offsets[i], item, values[i])
                 for i, item in zip(idx, items, strict=True)]
 
@@ -171,6 +204,15 @@ def fold_prepared(
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
+        if batch.formats and batch.mapped(src) is not None:
+            # a mapped topic's messages are not in section 1's shape: the Python path
+            # decodes them through their mapping
+            left += range(start, stop)
+            if stop > start:
+                last = max(batch.offsets[start:stop])
+                if out.last_offset.get(src, -1) < last:
+                    out.last_offset[src] = last
+            continue
         taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
                                               ceilings.get(src, -1), ctx)
         left += rest
@@ -270,6 +312,18 @@ def fold(
             if plan is None:
                 plan = shards[dead_letter_shard] = ShardPlan()
             reason = "dl:" + item.reason
+            plan.totals[reason] = plan.totals.get(reason, 0) + 1
+            continue
+        if isinstance(item, Ignored):
+            # Counted like a dead letter, in the dead-letter shard's totals (atomically
+            # with that shard's offsets, so a redelivery is not counted twice); nothing
+            # else is written.
+            if m.offset <= applied.get((src, dead_letter_shard), -1):
+                continue
+            plan = shards.get(dead_letter_shard)
+            if plan is None:
+                plan = shards[dead_letter_shard] = ShardPlan()
+            reason = "ig:" + item.reason
             plan.totals[reason] = plan.totals.get(reason, 0) + 1
             continue
         user = item.user_id

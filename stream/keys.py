@@ -36,7 +36,8 @@ Layout (`P` is the key prefix, default `es`):
     a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`,
     `nps:<score>`, `csat:<score>`.
-  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters.
+  - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
+    `ig:<reason>` messages of a mapped format that became no event.
   - With `STREAM_SEGMENTS` only (stream/segments.py): `P:{Ps}:scnt:<day>` hash of the
     per-day counters by segment (`s:<kind>:<dim>:<value>`, kind `v`, `c`, `nps<score>`,
     `csat<score>`); `P:{Ps}:scust` hash of churn difference arrays by segment

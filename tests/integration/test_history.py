@@ -81,6 +81,7 @@ def test_report_day_matches_oracle(filled: tuple[str, ds.Dataset]) -> None:
         want.update({f"previous_day_{n}": before[n] for n in oracle.PREVIOUS_DAY_FIGURES
                      if n in before})
         assert "events_total" not in got and "dead_letter_total" not in got
+        assert "ignored_total" not in got
         assert_matches(got, want, f"--day {day}")
     # Today: report --json carries yesterday's complete figures; --day today is the same
     # figures without the all-time totals.
@@ -92,7 +93,8 @@ def test_report_day_matches_oracle(filled: tuple[str, ds.Dataset]) -> None:
     assert_matches(got_now, want_now, "now")
     today_out = run_cli(env, "report", "--day", today.isoformat(), "--json")
     assert json.loads(today_out.stdout) == {k: v for k, v in got_now.items()
-                                            if k not in ("events_total", "dead_letter_total")}
+                                            if k not in ("events_total", "dead_letter_total",
+                                                         "ignored_total")}
     # The table form prints the day in its title.
     table = run_cli(env, "report", "--day", (today - timedelta(days=1)).isoformat())
     assert table.returncode == 0 and (today - timedelta(days=1)).isoformat() in table.stdout

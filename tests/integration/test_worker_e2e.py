@@ -56,7 +56,7 @@ def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
 def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
     """The contract's metrics read back from /metrics, shaped like `report --json`."""
     out: dict[str, Any] = {"conversion_ratio": {}, "previous_day_conversion_ratio": {},
-                           "events_total": {}, "dead_letter_total": {}}
+                           "events_total": {}, "dead_letter_total": {}, "ignored_total": {}}
     for (name, labels), value in worker.metrics().items():
         if not name.startswith("engagement_"):
             continue
@@ -68,6 +68,8 @@ def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
             out["events_total"][lab["type"]] = int(value)
         elif short == "dead_letter_total":
             out["dead_letter_total"][lab["reason"]] = int(value)
+        elif short == "ignored_total":
+            out["ignored_total"][lab["reason"]] = int(value)
         elif not lab and short in oracle_keys:
             out[short] = value
     return out
