@@ -102,8 +102,8 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
     """Why a message was rejected: `reason` is one of DEAD_LETTER_REASONS (or UNMAPPED),
-    `detail` is for
-    humans (it never contains the message itself, only where it went wrong)."""
+    `detail` is for humans (it never contains the message itself, only where it went
+    wrong)."""
 
     reason: str
     detail: str
