@@ -97,7 +97,7 @@ async def latest_messages(kafka_options: dict[str, Any], topic: str, n: int) -> 
     try:
         parts = consumer.partitions_for_topic(topic)
         if not parts:
-            await consumer.force_metadata_update()  # type: ignore[no-untyped-call]
+            await consumer.force_metadata_update()
             parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise LookupError(f"topic {topic!r} has no partitions (does it exist?)")
