@@ -220,9 +220,10 @@ def _hand_made(out: MappedStream, preset: str, topic: str, data: ds.Dataset,
     def add(msg: dict[str, Any], expect: Expect) -> None:
         out.add(topic, b"hand", json.dumps(msg).encode(), expect)
 
-    # anonymous-only users (their events count under the anonymous id)
+    # anonymous-only users (their events count under the anonymous id); signups where the
+    # preset has them, so an exact figure (customers) tells whose they are
     for n in range(5):
-        e = event(n, "activity", f"anon-{preset}-{n}")
+        e = event(n, "activity" if preset == "snowplow" else "signup", f"anon-{preset}-{n}")
         msg = encode(e, rng)
         assert msg is not None
         if preset in ("segment", "rudderstack"):
