@@ -145,6 +145,7 @@ class Mapper:
         self.paths: tuple[str, ...] = tuple(paths)
         self._parts = tuple(tuple(p.split(".")) for p in self.paths)
         self._typed = _typed_extractor(self.paths)
+        self._decide_fast = _compiled_decide(rules, {p: i for i, p in enumerate(self.paths)})
 
     # -- the definition ---------------------------------------------------------------
     def explain(self, value: bytes | None, now_ms: int, max_lateness_ms: int) -> Outcome:
@@ -243,7 +244,7 @@ class Mapper:
         if typed is None:
             return [self.explain(v, now_ms, max_lateness_ms).item for v in values]
         decode_typed, extract = typed
-        decide = self._decide
+        decide = self._decide_fast
         props_of = self._props_of
         oldest = now_ms - max_lateness_ms
         newest = now_ms + MAX_FUTURE_MS
@@ -313,6 +314,49 @@ def _annotate(detail: str, rule: Rule, origin: dict[str, str],
                         f"{rule.label})")
             return f"{detail} ({rule.label})"
     return f"{detail} ({rule.label})"
+
+
+def _compiled_decide(rules: list[_CompiledRule], index: dict[str, int]) -> (
+    Callable[[Sequence[Any]], _CompiledRule | None]
+):
+    """`Mapper._decide` as one generated function: the tests inline (no call per test),
+    each path's value and type read once. Same results for every input (the property
+    test in tests/unit/test_formats.py holds the two together)."""
+    namespace: dict[str, Any] = {"UNSET": MISSING, "R": rules}
+    used = sorted({index[path] for r in rules for path, _ in r.rule.match})
+    lines = ["def decide(v):"]
+    lines += [f"    x{i} = v[{i}]; t{i} = type(x{i})" for i in used]
+    for n, compiled in enumerate(rules):
+        conds = []
+        for k, (path, (kind, data)) in enumerate(compiled.rule.match):
+            i = index[path]
+            if kind == "present":
+                held = (f"(x{i} is not UNSET and x{i} is not None and "
+                        f"not (t{i} is str and not x{i}))")
+                conds.append(held if data else f"not {held}")
+                continue
+            name = f"M{n}_{k}"
+            strs = frozenset(m for m in data if type(m) is str)
+            nums = frozenset(m for m in data if type(m) is int or type(m) is float)
+            bools = frozenset(m for m in data if type(m) is bool)
+            alts = []
+            if strs:
+                namespace[name + "s"] = strs
+                alts.append(f"(t{i} is str and x{i} in {name}s)")
+            if nums:
+                namespace[name + "n"] = nums
+                alts.append(f"((t{i} is int or t{i} is float) and x{i} in {name}n)")
+            if bools:
+                namespace[name + "b"] = bools
+                alts.append(f"(t{i} is bool and x{i} in {name}b)")
+            if any(m is None for m in data):
+                alts.append(f"x{i} is None")
+            conds.append("(" + " or ".join(alts) + ")")
+        lines.append(f"    if {' and '.join(conds) or 'True'}:")
+        lines.append(f"        return R[{n}]")
+    lines.append("    return None")
+    exec("\n".join(lines), namespace)  # noqa: S102  # generated from a checked mapping
+    return namespace["decide"]  # type: ignore[no-any-return]
 
 
 def _typed_extractor(paths: tuple[str, ...]) -> (
