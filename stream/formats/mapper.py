@@ -355,7 +355,7 @@ def _compiled_decide(rules: list[_CompiledRule], index: dict[str, int]) -> (
         lines.append(f"    if {' and '.join(conds) or 'True'}:")
         lines.append(f"        return R[{n}]")
     lines.append("    return None")
-    exec("\n".join(lines), namespace)  # noqa: S102  # generated from a checked mapping
+    exec("\n".join(lines), namespace)  # generated from a checked mapping
     return namespace["decide"]  # type: ignore[no-any-return]
 
 

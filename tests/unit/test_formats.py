@@ -125,7 +125,7 @@ def test_settings_refuse_a_bad_mapping_in_one_line(tmp_path: Path) -> None:
     assert "\n" not in text
     assert text.startswith("bad setting --event-format: mapping file ")
     assert str(bad) in text and "needs `campaign`" in text
-    with pytest.raises(SettingsError, match="STREAM_TOPIC_FORMATS|--topic-formats"):
+    with pytest.raises(SettingsError, match=r"STREAM_TOPIC_FORMATS|--topic-formats"):
         load({"topic_formats": "a=segment,b"})
     with pytest.raises(SettingsError, match="given twice"):
         load({"topic_formats": "a=segment,a=native"})
@@ -256,7 +256,8 @@ def test_rule_order_first_match_wins() -> None:
     ("x", None, False), (None, "", False),
 ])
 def test_matching_keeps_json_types_apart(want: Any, value: Any, holds: bool) -> None:
-    m = mapper(BASE + "rules: [{match: {k: %s}, type: activity}]\n" % json.dumps(want))
+    literal = json.dumps(want)
+    m = mapper(BASE + f"rules: [{{match: {{k: {literal}}}, type: activity}}]\n")
     got = one(m, {"id": "e", "uid": "u", "at": TS, "k": value})
     assert (got == Event("e", 0, "u", TS_MS)) is holds, got
 
