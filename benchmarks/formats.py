@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from stream import formats
+from stream.app import _tune_gc
 from stream.fold import Prepared, compiled_fold_available, fold_prepared
 from stream.keys import KeySpace
 from stream.timebuckets import DayMapper
@@ -93,6 +94,7 @@ def main() -> None:
                                LATENESS_MS, {"t": formats.load("segment")}),  # type: ignore[dict-item]
                       keys, days, today, {}, {})
     assert a.hll == b.hll and a.shards == b.shards and a.folded == b.folded == 5000
+    _tune_gc()  # the worker's garbage-collector settings, as in `python -m stream worker`
 
     best = {"native": float("inf"), "native (Python path)": float("inf"),
             "segment track": float("inf")}

@@ -204,7 +204,8 @@ def fold_prepared(
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
-        if batch.formats and batch.mapped(src) is not None:
+        mapper = batch.mapped(src) if batch.formats else None
+        if mapper is not None and not mapper.compiled_shape:
             # a mapped topic's messages are not in section 1's shape: the Python path
             # decodes them through their mapping
             left += range(start, stop)
@@ -213,8 +214,11 @@ def fold_prepared(
                 if out.last_offset.get(src, -1) < last:
                     out.last_offset[src] = last
             continue
+        # shape 0: section-1 activity events; a mapping's own shape (the `segment`
+        # preset's track and screen calls) otherwise
         taken, rest = _fastfold.fold_activity(batch.values, batch.offsets, start, stop,
-                                              ceilings.get(src, -1), ctx)
+                                              ceilings.get(src, -1), ctx,
+                                              0 if mapper is None else mapper.compiled_shape)
         left += rest
         if stop > start:
             last = max(batch.offsets[start:stop])

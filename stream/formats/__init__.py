@@ -23,6 +23,9 @@ NATIVE: Final = "native"
 #: Format names that are not paths: the contract names exactly these two.
 NAMED_PRESETS: Final = ("segment",)
 PRESETS_DIR: Final = Path(__file__).parent / "presets"
+#: Presets whose common messages stream/_fastfold.c folds itself (the shape number it
+#: knows them by): the shipped file, not a copy, whose rules the compiled code repeats.
+COMPILED_SHAPES: Final = {"segment": 1}
 
 
 def preset_path(name: str) -> Path:
@@ -43,7 +46,7 @@ def load(name: str) -> Mapper | None:
         return None
     if name in NAMED_PRESETS:
         spec = load_file(preset_path(name))
-        return Mapper(spec, name)
+        return Mapper(spec, name, compiled_shape=COMPILED_SHAPES.get(name, 0))
     return Mapper(load_file(name), name)
 
 

@@ -117,9 +117,12 @@ class Mapper:
     """A loaded mapping, ready to decode messages. `name` is the format as selected
     (`segment`, or the path of the file)."""
 
-    def __init__(self, spec: Spec, name: str | None = None) -> None:
+    def __init__(self, spec: Spec, name: str | None = None, compiled_shape: int = 0) -> None:
         self.spec = spec
         self.name = name or spec.source
+        #: the shape stream/_fastfold.c folds of this mapping's messages (0: none); only
+        #: the shipped `segment` preset has one (1), as the compiled code knows its rules
+        self.compiled_shape = compiled_shape
         paths: dict[str, int] = {}
 
         def index(path: str) -> int:
