@@ -15,6 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any
 
+from aiokafka.errors import KafkaError
+
 from ..events import EVENT_TYPES, DeadLetter, Event, Ignored, decode
 from . import NAMED_PRESETS, NATIVE, FormatError, load, presets
 from .mapper import Mapper, Outcome
@@ -96,8 +98,7 @@ async def latest_messages(kafka_options: dict[str, Any], topic: str, n: int) -> 
     await consumer.start()
     try:
         parts = consumer.partitions_for_topic(topic)
-        if not parts:
-            await consumer.force_metadata_update()
+        if not parts and topic in await consumer.topics():  # metadata not fetched yet
             parts = consumer.partitions_for_topic(topic)
         if not parts:
             raise LookupError(f"topic {topic!r} has no partitions (does it exist?)")
@@ -107,23 +108,37 @@ async def latest_messages(kafka_options: dict[str, Any], topic: str, n: int) -> 
         end = await consumer.end_offsets(tps)
         got: list[tuple[int, int, int, bytes | None]] = []
         for tp in tps:
-            start = max(first[tp], end[tp] - n)
-            if start >= end[tp]:
-                continue
-            consumer.seek(tp, start)
-            while True:
-                batch = await consumer.getmany(tp, timeout_ms=2000)
-                records = batch.get(tp, [])
-                if not records:
+            # Where the partition ends: the listed end offset first, then the highwater of
+            # the fetch itself (a broker may list less than it holds); read again from
+            # further back when the first start was too late.
+            high = end[tp]
+            for _ in range(3):
+                start = max(first[tp], high - n)
+                consumer.seek(tp, start)
+                records = await _read_to_end(consumer, tp)
+                fetched_high = consumer.highwater(tp)
+                if fetched_high is None or fetched_high - n >= start or start == first[tp]:
+                    high = fetched_high if fetched_high is not None else high
                     break
-                got += [(r.timestamp, r.partition, r.offset, r.value) for r in records
-                        if r.offset < end[tp]]
-                if records[-1].offset >= end[tp] - 1:
-                    break
+                high = fetched_high
+            got += [(r.timestamp, r.partition, r.offset, r.value) for r in records
+                    if high - n <= r.offset < high]
         got.sort(key=lambda r: (r[0], r[1], r[2]))
         return [r[3] for r in got[-n:]]
     finally:
         await consumer.stop()
+
+
+async def _read_to_end(consumer: Any, tp: Any) -> list[Any]:
+    """The records of `tp` from the consumer's position to the partition's end."""
+    out: list[Any] = []
+    while True:
+        batch = await consumer.getmany(tp, timeout_ms=2000)
+        records = batch.get(tp, [])
+        out += records
+        high = consumer.highwater(tp)
+        if not records or (high is not None and await consumer.position(tp) >= high):
+            return out
 
 
 def run(fmt: str, sample: str | None, topic: str | None, latest: int, as_json: bool,
@@ -152,7 +167,7 @@ def run(fmt: str, sample: str | None, topic: str | None, latest: int, as_json: b
         else:
             assert topic is not None
             values = asyncio.run(latest_messages(kafka_options(), topic, latest))
-    except (OSError, LookupError) as exc:
+    except (OSError, LookupError, KafkaError) as exc:
         print(f"cannot read the sample: {exc}", file=out)
         return 2
     now_ms = int(time.time() * 1000)

@@ -155,3 +155,31 @@ def test_bad_mapping_file_stops_the_worker_in_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("engagement-stream: bad setting STREAM_TOPIC_FORMATS: "
                                f"mapping file {bad}: rule 1: a visit event needs `campaign`")
     assert "Traceback" not in out.stderr
+
+
+def test_check_format_reads_the_latest_messages_of_a_topic(broker: TansuBroker,
+                                                           topics: Topics) -> None:
+    now_ms = oracle.to_ms(ds.datetime.now(ds.UTC))
+    calls: list[dict[str, Any]] = [
+        {"type": "track", "event": "Signed Up", "messageId": f"m{i}", "userId": f"u{i}",
+         "timestamp": now_ms - 60_000} for i in range(5)]
+    calls[4] = {"type": "identify", "userId": "u4"}
+    asyncio.run(produce(broker.bootstrap, [(topics.activity, b"k", json.dumps(c).encode())
+                                           for c in calls]))
+    env = worker_env(broker.bootstrap, "redis://127.0.0.1:1/0")
+    out = subprocess.run([sys.executable, "-m", "stream", "check-format", "segment",
+                          "--topic", topics.activity, "--latest", "3", "--json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    recs = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["outcome"] for r in recs] == ["event", "event", "ignored"]
+    assert [r["event"]["event_id"] for r in recs[:2]] == ["m2", "m3"]
+    assert recs[0]["rule"] == "rule 1 (Signed Up)"
+    assert recs[0]["event"] == {"event_id": "m2", "type": "signup", "user_id": "u2",
+                                "ts": now_ms - 60_000}
+    # the committed offsets of the worker's group did not move (no group was used)
+    missing = subprocess.run([sys.executable, "-m", "stream", "check-format", "segment",
+                              "--topic", "no.such.topic." + topics.suffix], env=env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert missing.returncode == 2
+    assert "cannot read the sample" in missing.stdout
