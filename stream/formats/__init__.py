@@ -44,6 +44,9 @@ def load(name: str) -> Mapper | None:
     naming the file and the problem). Loaded once per name and process."""
     if name == NATIVE:
         return None
+    if not name:
+        raise FormatError("''", ["an empty format: use native, segment or the path of a "
+                                 "mapping file"])
     if name in NAMED_PRESETS:
         spec = load_file(preset_path(name))
         return Mapper(spec, name, compiled_shape=COMPILED_SHAPES.get(name, 0))

@@ -114,6 +114,8 @@ def test_format_names() -> None:
     assert formats.load(str(formats.preset_path("posthog"))) is not None
     assert set(formats.presets()) == {"segment", "rudderstack", "posthog", "snowplow",
                                       "cloudevents"}
+    with pytest.raises(FormatError, match="an empty format"):
+        formats.load("")
 
 
 def test_settings_refuse_a_bad_mapping_in_one_line(tmp_path: Path) -> None:
