@@ -17,6 +17,7 @@ the two agree.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -159,7 +160,13 @@ class Mapper:
             if not value.isascii():
                 value.decode("utf-8")
             obj = msgspec.json.decode(value)
-        except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        except msgspec.DecodeError as exc:
+            # A number beyond what msgspec holds (1e999, a 5000-digit integer) is still
+            # JSON: section 1 accepts it in a field it ignores, so a mapping does too.
+            obj = _beyond_range(value) if "out of range" in str(exc) else None
+            if obj is None:
+                return Outcome(DeadLetter(INVALID_JSON, str(exc)), None, None)
+        except UnicodeDecodeError as exc:
             return Outcome(DeadLetter(INVALID_JSON, str(exc)), None, None)
         except RecursionError:
             return Outcome(DeadLetter(INVALID_JSON, "nesting too deep"), None, None)
@@ -189,9 +196,10 @@ class Mapper:
         event, origin = self._build(compiled, values)
         try:
             text = msgspec.json.encode(event)
-        except (TypeError, OverflowError, UnicodeEncodeError) as exc:  # pragma: no cover
-            return Outcome(DeadLetter(INVALID_EVENT, f"cannot encode the event: {exc}"),
-                           compiled.rule, event)
+        except (TypeError, OverflowError, ValueError) as exc:  # a number beyond range
+            return Outcome(DeadLetter(INVALID_EVENT, _annotate(
+                f"a value out of range: {exc}", compiled.rule, origin, self.spec.paths_of)),
+                compiled.rule, event)
         item = decode(text, now_ms, max_lateness_ms)
         if isinstance(item, DeadLetter) and item.reason == INVALID_EVENT:
             item = DeadLetter(INVALID_EVENT, _annotate(item.detail, compiled.rule, origin,
@@ -289,6 +297,36 @@ class Mapper:
 
     def rule(self, number: int) -> Rule:
         return self._by_number[number].rule
+
+
+def _beyond_range(value: bytes) -> Any:
+    """`value` decoded by the standard library when msgspec finds a number out of its
+    range, or None when it is not JSON after all (NaN and Infinity are not JSON, nor is
+    a string with a lone UTF-16 surrogate, which msgspec refuses too)."""
+
+    def no_constant(name: str) -> Any:
+        raise ValueError(f"{name} is not JSON")
+
+    def big_int(digits: str) -> Any:
+        # beyond Python's own conversion limit: no field takes such a number anyway
+        return int(digits) if len(digits) < 4000 else float("inf")
+
+    try:
+        obj = json.loads(value, parse_constant=no_constant, parse_int=big_int)
+    except (ValueError, RecursionError):
+        return None
+    stack = [obj]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, str):
+            if any("\ud800" <= ch <= "\udfff" for ch in x):
+                return None
+        elif isinstance(x, dict):
+            stack += x.keys()
+            stack += x.values()
+        elif isinstance(x, list):
+            stack += x
+    return obj
 
 
 def _first(values: Sequence[Any], sources: tuple[int, ...]) -> Any:

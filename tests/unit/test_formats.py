@@ -474,3 +474,31 @@ def test_check_command_on_a_sample(tmp_path: Path, capsys: pytest.CaptureFixture
     listed = capsys.readouterr().out
     assert "segment: STREAM_EVENT_FORMAT=segment" in listed
     assert f"posthog: STREAM_EVENT_FORMAT={formats.preset_path('posthog')}" in listed
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=64), max_size=8))
+def test_random_bytes_never_raise(values: list[bytes]) -> None:
+    for preset in sorted(formats.presets()):
+        m = formats.load(str(formats.preset_path(preset)))
+        assert m is not None
+        vals: list[bytes | None] = list(values)
+        got = m.decode_batch(vals, NOW_MS, LATENESS_MS)
+        assert got == [m.explain(v, NOW_MS, LATENESS_MS).item for v in vals]
+        assert all(isinstance(x, DeadLetter | Ignored | Event) for x in got)
+
+
+@pytest.mark.parametrize("value", [
+    b"[" * 200_000 + b"]" * 200_000,
+    b'{"type":"track","context":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    b'{"type":"track","messageId":"\\ud800","userId":"u","timestamp":1}',
+    b'{"type":"track","messageId":"' + b"x" * 1_000_000 + b'","userId":"u","timestamp":1}',
+    b'{"type":"track","messageId":"m","userId":"u","timestamp":' + b"9" * 5000 + b"}",
+    b'{"type":"track","messageId":"m","userId":"u","timestamp":1e999}',
+])
+def test_hostile_messages_are_dead_lettered(value: bytes) -> None:
+    for m in (SEGMENT, formats.load(str(formats.preset_path("cloudevents")))):
+        assert m is not None
+        fast = m.decode_batch([value], NOW_MS, LATENESS_MS)[0]
+        assert fast == m.explain(value, NOW_MS, LATENESS_MS).item
+        assert isinstance(fast, DeadLetter | Ignored), fast
