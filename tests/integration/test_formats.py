@@ -183,3 +183,23 @@ def test_check_format_reads_the_latest_messages_of_a_topic(broker: TansuBroker,
                              cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2
     assert "cannot read the sample" in missing.stdout
+
+
+def test_backfill_reads_a_mapped_topic(broker: TansuBroker, redis_server: RedisServer,
+                                       topics: Topics) -> None:
+    """`backfill --topic T` takes T's format from the settings like the worker."""
+    data = ds.generate_stable(size=400, seed=9)
+    stream = fd.mapped_stream("segment", data, topics.conversions, seed=9)
+    asyncio.run(produce(broker.bootstrap, stream.messages))
+    env = worker_env(broker.bootstrap, redis_server.url, {
+        **topics.env(), "STREAM_TOPIC_FORMATS": f"{topics.conversions}=segment"})
+    out = subprocess.run([sys.executable, "-m", "stream", "backfill", "--no-progress",
+                          "--topic", topics.conversions, "--from-offset", "0"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    got = report_json(env)
+    want = fd.expected_figures([stream], data)
+    assert got["events_total"] == want["events_total"]
+    assert got["ignored_total"] == want["ignored_total"]
+    assert got["dead_letter_total"] == want["dead_letter_total"]
+    assert got["customers"] == want["customers"]
