@@ -48,6 +48,10 @@ PARTITIONS = 4
 TARGETS = {"b/a": 0.5, "b/d": 4.0, "b/c": 50.0}
 #: Contender (b) on each Kafka client (`STREAM_KAFKA_CLIENT`).
 WORKER_CLIENTS = {"b": "aiokafka", "bc": "confluent"}
+#: Contender (b-segment): the worker on the same events as Segment `track` calls.
+WORKER_CLIENTS["bs"] = "aiokafka"
+TARGETS["bs/b"] = 0.5
+SEGMENT_TOPIC = "bench.segment"
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -345,14 +349,16 @@ class Worker:
 
 
 def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float,
-               name: str = "b") -> tuple[Run, Worker]:
+               name: str = "b", topic: str | None = None,
+               extra: dict[str, str] | None = None) -> tuple[Run, Worker]:
     """Contender (b): the worker folds `total` events; progress is read from Redis.
-    `name` "bc" runs it on confluent-kafka instead of aiokafka."""
+    `name` "bc" runs it on confluent-kafka instead of aiokafka; `topic` and `extra`
+    (settings) replace the events' topic and add to the worker's environment."""
     run = Run(name, total)
     cpu0 = _redis_cpu(env.redis)
     env.redis.config_resetstat()
-    worker = Worker(env, prefix, group, env.topic,
-                    {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name]})
+    worker = Worker(env, prefix, group, topic or env.topic,
+                    {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name], **(extra or {})})
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_rss_worker, args=(worker, run, stop), daemon=True)
     sampler.start()
@@ -596,8 +602,8 @@ def main() -> None:
     p.add_argument("--days", type=int, default=30, help="days the events span (30)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput runs; "
                    "medians are reported (default 1)")
-    p.add_argument("--only", default="a,a2,ar,ck,bc,b,d,c",
-                   help="throughput contenders to run (default a,a2,ar,ck,bc,b,d,c)")
+    p.add_argument("--only", default="a,a2,ar,ck,bc,b,bs,d,c",
+                   help="throughput contenders to run (default a,a2,ar,ck,bc,b,bs,d,c)")
     p.add_argument("--naive-events", type=int, default=50_000,
                    help="events the naive faust agent (c) consumes: at ~3k/s the whole "
                         "set would take minutes; its rate is steady (default 50000)")
@@ -632,6 +638,13 @@ def main() -> None:
         print(f"generated {len(msgs)} events in {time.perf_counter() - t:.1f}s", flush=True)
         seconds = produce(env.bootstrap, topic, msgs)
         print(f"produced in {seconds:.1f}s ({len(msgs) / seconds:,.0f}/s)", flush=True)
+        if "bs" in only:  # the same events as Segment `track` calls, on a topic of their own
+            from .formats import segment_call
+
+            broker.create_topics([SEGMENT_TOPIC], PARTITIONS)
+            seconds = produce(env.bootstrap, SEGMENT_TOPIC,
+                              [(k, segment_call(v)) for k, v in msgs])
+            print(f"produced as Segment track calls in {seconds:.1f}s", flush=True)
         del msgs
 
         rounds: list[dict[str, dict[str, Any]]] = []
@@ -647,6 +660,11 @@ def main() -> None:
                 elif name == "bc":
                     run, other_worker = run_worker(env, f"bc{r}", group, args.events, 600,
                                                    "bc")
+                    other_worker.stop()
+                elif name == "bs":
+                    run, other_worker = run_worker(env, f"bs{r}", group, args.events, 600,
+                                                   "bs", SEGMENT_TOPIC,
+                                                   {"STREAM_EVENT_FORMAT": "segment"})
                     other_worker.stop()
                 else:
                     total = args.naive_events if name == "c" else args.events
@@ -669,7 +687,7 @@ def main() -> None:
         rates = {n: statistics.median(rr[n]["rate"] for rr in rounds) for n in names}
         ratios = {}
         for mine, other in [("b", o) for o in ("a", "a2", "ar", "c", "d", "ck")] + [
-                ("bc", o) for o in ("ck", "a", "b", "d", "c")]:
+                ("bc", o) for o in ("ck", "a", "b", "d", "c")] + [("bs", "b")]:
             if mine in names and other in names:
                 ratios[f"{mine}/{other}"] = statistics.median(
                     rr[mine]["rate"] / rr[other]["rate"] for rr in rounds)
@@ -752,6 +770,7 @@ def _print_table(result: dict[str, Any]) -> None:
               "ck": "(a') confluent-kafka consume, count only",
               "b": "(b) engagement-stream worker, end to end",
               "bc": "(b-confluent) the worker on confluent-kafka",
+              "bs": "(b-segment) the worker, the events as Segment track calls",
               "c": "(c) faust agent, one redis.asyncio call per event",
               "d": "(d) Quix Streams app, batching HLL sink"}
     print("\n== throughput (events/s, median of rounds) ==")

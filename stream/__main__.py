@@ -42,6 +42,10 @@ _COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
     "--campaign-max-series": ("campaign_max_series", int,
                               "campaigns with a conversion-ratio series of their own "
                               "(STREAM_CAMPAIGN_MAX_SERIES)"),
+    "--event-format": ("event_format", str, "native, segment or a mapping file "
+                                            "(STREAM_EVENT_FORMAT)"),
+    "--topic-formats": ("topic_formats", str, "per-topic formats, topic=format,... "
+                                              "(STREAM_TOPIC_FORMATS)"),
 }
 
 
@@ -141,6 +145,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rate", type=float, default=200.0, help="events per second (default 200)")
     g.add_argument("--history-days", type=int, default=0,
                    help="days of back history produced first (default 0)")
+    c = sub.add_parser("check-format", help="check a mapping file and show what a sample "
+                       "of messages becomes (docs/formats.md)")
+    _add_common(c)
+    c.add_argument("format", nargs="?", default="segment",
+                   help="native, segment or the path of a mapping file (default segment)")
+    where = c.add_mutually_exclusive_group()
+    where.add_argument("--sample", metavar="FILE", help="a JSONL file, one message a line")
+    where.add_argument("--topic", metavar="T", help="read the latest messages of topic T "
+                       "(no consumer group; nothing is committed)")
+    c.add_argument("--latest", type=int, default=20, metavar="N",
+                   help="with --topic: how many of the latest messages (default 20)")
+    c.add_argument("--json", action="store_true", help="one JSON object per message")
+    c.add_argument("--presets", action="store_true",
+                   help="list the shipped presets and how to select each")
     return parser
 
 
@@ -167,6 +185,8 @@ def _logging(settings: Settings) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "check-format":
+        return _check_format(args)
     try:
         if args.command == "demo":
             from .demo.run import demo_settings
@@ -252,6 +272,22 @@ def _redis_problem(settings: Settings) -> str | None:
     finally:
         store.close()
     return None
+
+
+def _check_format(args: argparse.Namespace) -> int:
+    """check-format needs no valid settings but the Kafka ones with --topic (a mapping
+    file that the worker would refuse is exactly what it is for)."""
+    from .formats.check import run
+
+    def kafka_options() -> dict[str, Any]:
+        return _settings(args, event_format="native", topic_formats="").kafka_options()
+
+    try:
+        return run(args.format, args.sample, args.topic, args.latest, args.json,
+                   args.presets, args.max_lateness_days or 400, kafka_options, sys.stdout)
+    except SettingsError as exc:
+        print(f"engagement-stream: {exc}", file=sys.stderr)
+        return 2
 
 
 def _store_mismatch(settings: Settings) -> str | None:

@@ -236,14 +236,256 @@ static int parse_activity(const char *p, Py_ssize_t len, span *user, int64_t *ts
            (F_EVENT_ID | F_TYPE | F_USER_ID | F_TS);
 }
 
+/* -- Segment `track` and `screen` calls (the `segment` preset of stream/formats) ------
+ *
+ * With shape 1, fold_activity takes the messages the `segment` preset turns into plain
+ * activity events without any choice left: a JSON object of ASCII bytes (any nesting,
+ * each value strictly JSON) whose `type` is "track" or "screen" (so rules 5 and 6 of the
+ * preset do not depend on `context`), whose `event` is not one of the four names of
+ * rules 1-4 (any other value, or none, leaves rule 6), with `messageId`, `userId` (else,
+ * when it is absent, null or "", `anonymousId`) and `timestamp` as parse_activity takes
+ * `event_id`, `user_id` and `ts`. Anything else (escapes in a key or in these values, a
+ * key met twice, a value of another type, numbers msgspec might read differently) is
+ * handed back to the Python path, which decides it through the mapping. */
+
+#define MAX_DEPTH 32
+
+static int skip_value(const char **pp, const char *end, int depth);
+
+/* Bytes a string scan must stop at: the closing quote, an escape, a control character
+ * or a byte that is not ASCII (one table lookup per byte, not four comparisons: the
+ * calls are mostly long strings). */
+static unsigned char stop_byte[256];
+
+static void init_stop_bytes(void) {
+    for (int c = 0; c < 256; c++)
+        stop_byte[c] = (c < 0x20 || c > 0x7e || c == '"' || c == '\\');
+}
+
+/* A JSON string of ASCII (escapes allowed, but not of a UTF-16 surrogate). */
+static int skip_string(const char **pp, const char *end) {
+    const char *p = *pp;
+    if (p >= end || *p != '"') return 0;
+    p++;
+    while (p < end && *p != '"') {
+        while (p + 8 <= end && !(stop_byte[(unsigned char)p[0]] | stop_byte[(unsigned char)p[1]] |
+                                  stop_byte[(unsigned char)p[2]] | stop_byte[(unsigned char)p[3]] |
+                                  stop_byte[(unsigned char)p[4]] | stop_byte[(unsigned char)p[5]] |
+                                  stop_byte[(unsigned char)p[6]] | stop_byte[(unsigned char)p[7]]))
+            p += 8;
+        while (p < end && !stop_byte[(unsigned char)*p]) p++;
+        if (p >= end || *p == '"') break;
+        unsigned char c = (unsigned char)*p;
+        if (c < 0x20 || c > 0x7e) return 0;
+        if (c == '\\') {
+            p++;
+            if (p >= end) return 0;
+            c = (unsigned char)*p;
+            if (c == 'u') {
+                unsigned v = 0;
+                for (int k = 1; k <= 4; k++) {
+                    if (p + k >= end) return 0;
+                    unsigned char h = (unsigned char)p[k];
+                    v <<= 4;
+                    if (h >= '0' && h <= '9') v |= h - '0';
+                    else if (h >= 'a' && h <= 'f') v |= h - 'a' + 10;
+                    else if (h >= 'A' && h <= 'F') v |= h - 'A' + 10;
+                    else return 0;
+                }
+                if (v >= 0xD800 && v <= 0xDFFF) return 0;
+                p += 4;
+            } else if (!strchr("\"\\/bfnrt", c) || c == 0) {
+                return 0;
+            }
+        }
+        p++;
+    }
+    if (p >= end) return 0;
+    *pp = p + 1;
+    return 1;
+}
+
+/* A JSON number of at most 15 integer digits, an optional fraction and a 1-2 digit
+ * exponent (nothing a decoder could read as infinite or as a big integer). */
+static int skip_number(const char **pp, const char *end) {
+    const char *p = *pp;
+    if (p < end && *p == '-') p++;
+    const char *s = p;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+    if (p == s || p - s > 15 || (p - s > 1 && *s == '0')) return 0;
+    if (p < end && *p == '.') {
+        s = ++p;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+        if (p == s || p - s > 17) return 0;
+    }
+    if (p < end && (*p == 'e' || *p == 'E')) {
+        p++;
+        if (p < end && (*p == '+' || *p == '-')) p++;
+        s = p;
+        while (p < end && *p >= '0' && *p <= '9') p++;
+        if (p == s || p - s > 2) return 0;
+    }
+    *pp = p;
+    return 1;
+}
+
+static int skip_container(const char **pp, const char *end, int depth, char close) {
+    const char *p = skip_ws(*pp + 1, end);
+    if (p < end && *p == close) {
+        *pp = p + 1;
+        return 1;
+    }
+    for (;;) {
+        if (close == '}') {
+            if (!skip_string(&p, end)) return 0;
+            p = skip_ws(p, end);
+            if (p >= end || *p != ':') return 0;
+            p = skip_ws(p + 1, end);
+        }
+        if (!skip_value(&p, end, depth + 1)) return 0;
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == close) {
+            *pp = p + 1;
+            return 1;
+        }
+        return 0;
+    }
+}
+
+static int skip_value(const char **pp, const char *end, int depth) {
+    const char *p = *pp;
+    if (p >= end || depth > MAX_DEPTH) return 0;
+    switch (*p) {
+    case '"': return skip_string(pp, end);
+    case '{': return skip_container(pp, end, depth, '}');
+    case '[': return skip_container(pp, end, depth, ']');
+    case 't':
+        if (end - p >= 4 && memcmp(p, "true", 4) == 0) { *pp = p + 4; return 1; }
+        return 0;
+    case 'f':
+        if (end - p >= 5 && memcmp(p, "false", 5) == 0) { *pp = p + 5; return 1; }
+        return 0;
+    case 'n':
+        if (end - p >= 4 && memcmp(p, "null", 4) == 0) { *pp = p + 4; return 1; }
+        return 0;
+    default: return skip_number(pp, end);
+    }
+}
+
+static inline int is_null(const char *p, const char *end) {
+    return end - p >= 4 && memcmp(p, "null", 4) == 0;
+}
+
+enum { S_TYPE = 1, S_EVENT = 2, S_ID = 4, S_USER = 8, S_ANON = 16, S_TS = 32 };
+
+/* A user id: 1 = a present string (in *out), 2 = not present (null or ""), 0 = hand back. */
+static int read_user(const char **pp, const char *end, span *out) {
+    if (is_null(*pp, end)) {
+        *pp += 4;
+        return 2;
+    }
+    if (!read_str(pp, end, out) || out->n > 256) return 0;
+    return out->n ? 1 : 2;
+}
+
+static int parse_segment_track(const char *p, Py_ssize_t len, span *user, int64_t *ts) {
+    const char *end = p + len;
+    int have = 0, user_state = 0, anon_state = 0;
+    span id, ty, name, uid = {NULL, 0}, anon = {NULL, 0};
+    p = skip_ws(p, end);
+    if (p >= end || *p != '{') return 0;
+    p = skip_ws(p + 1, end);
+    if (p < end && *p == '}') return 0;
+    for (;;) {
+        span key;
+        const char *k = p;
+        if (!skip_string(&p, end)) return 0;
+        key.p = k + 1;
+        key.n = p - k - 2;
+        if (memchr(key.p, '\\', (size_t)key.n)) return 0;  /* an escaped key: Python */
+        p = skip_ws(p, end);
+        if (p >= end || *p != ':') return 0;
+        p = skip_ws(p + 1, end);
+        int f = 0;
+        if (key.n == 4 && memcmp(key.p, "type", 4) == 0) f = S_TYPE;
+        else if (key.n == 5 && memcmp(key.p, "event", 5) == 0) f = S_EVENT;
+        else if (key.n == 9 && memcmp(key.p, "messageId", 9) == 0) f = S_ID;
+        else if (key.n == 6 && memcmp(key.p, "userId", 6) == 0) f = S_USER;
+        else if (key.n == 11 && memcmp(key.p, "anonymousId", 11) == 0) f = S_ANON;
+        else if (key.n == 9 && memcmp(key.p, "timestamp", 9) == 0) f = S_TS;
+        if (f & have) return 0;
+        have |= f;
+        if (f == S_TYPE) {
+            if (!read_str(&p, end, &ty)) return 0;
+            if (!((ty.n == 5 && memcmp(ty.p, "track", 5) == 0) ||
+                  (ty.n == 6 && memcmp(ty.p, "screen", 6) == 0)))
+                return 0;
+        } else if (f == S_EVENT) {
+            if (p < end && *p == '"') {
+                if (!read_str(&p, end, &name)) return 0;
+                if ((name.n == 9 && memcmp(name.p, "Signed Up", 9) == 0) ||
+                    (name.n == 22 && memcmp(name.p, "Subscription Cancelled", 22) == 0) ||
+                    (name.n == 15 && memcmp(name.p, "Order Completed", 15) == 0) ||
+                    (name.n == 16 && memcmp(name.p, "Survey Responded", 16) == 0))
+                    return 0;
+            } else if (!skip_value(&p, end, 1)) {
+                return 0;
+            }
+        } else if (f == S_ID) {
+            if (!read_str(&p, end, &id) || id.n < 1 || id.n > 128) return 0;
+        } else if (f == S_USER) {
+            if (!(user_state = read_user(&p, end, &uid))) return 0;
+        } else if (f == S_ANON) {
+            if (!(anon_state = read_user(&p, end, &anon))) return 0;
+        } else if (f == S_TS) {
+            if (p < end && *p == '"') {
+                span s;
+                if (!read_str(&p, end, &s) || !parse_rfc3339(s, ts)) return 0;
+            } else {
+                const char *s = p;
+                int64_t v = 0;
+                while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+                Py_ssize_t nd = p - s;
+                if (nd < 1 || nd > 15 || (nd > 1 && *s == '0')) return 0;
+                if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return 0;
+                *ts = v;
+            }
+        } else if (!skip_value(&p, end, 1)) {
+            return 0;
+        }
+        p = skip_ws(p, end);
+        if (p < end && *p == ',') {
+            p = skip_ws(p + 1, end);
+            continue;
+        }
+        if (p < end && *p == '}') {
+            p = skip_ws(p + 1, end);
+            break;
+        }
+        return 0;
+    }
+    if (p != end) return 0;
+    if ((have & (S_TYPE | S_ID | S_TS)) != (S_TYPE | S_ID | S_TS)) return 0;
+    if (user_state == 1) *user = uid;
+    else if (anon_state == 1) *user = anon;
+    else return 0;
+    return 1;
+}
+
 static inline int64_t floordiv(int64_t a, int64_t b) {
     int64_t q = a / b;
     if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
     return q;
 }
 
-/* fold_activity(values, offsets, start, stop, ceiling, ctx) -> (taken, leftovers)
+/* fold_activity(values, offsets, start, stop, ceiling, ctx[, shape]) -> (taken, leftovers,
+ *                                                                     late)
  *
+ * shape: 0 (default) section-1 activity events, 1 Segment calls (see parse_segment_track)
  * values/offsets: the batch's lists; [start, stop) one partition's run of them.
  * ceiling: messages at or below this offset are left to the Python path (its exact
  *          per-shard redelivery check).
@@ -267,8 +509,9 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     PyObject *values, *offsets, *ctx;
     Py_ssize_t start, stop;
     long long ceiling;
-    if (!PyArg_ParseTuple(args, "O!O!nnLO!", &PyList_Type, &values, &PyList_Type, &offsets,
-                          &start, &stop, &ceiling, &PyTuple_Type, &ctx))
+    int shape = 0;
+    if (!PyArg_ParseTuple(args, "O!O!nnLO!|i", &PyList_Type, &values, &PyList_Type, &offsets,
+                          &start, &stop, &ceiling, &PyTuple_Type, &ctx, &shape))
         return NULL;
     long long now_ms, lateness_ms, oldest_hll, oldest_bit, today = LLONG_MIN;
     long shards;
@@ -308,7 +551,10 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         span user = {NULL, 0};
         int64_t ts = 0;
         if (offset <= ceiling || !PyBytes_Check(value) ||
-            !parse_activity(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value), &user, &ts) ||
+            !(shape == 1 ? parse_segment_track(PyBytes_AS_STRING(value),
+                                               PyBytes_GET_SIZE(value), &user, &ts)
+                         : parse_activity(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
+                                          &user, &ts)) ||
             ts < oldest_ms || ts > newest_ms) {
             PyObject *idx = PyLong_FromSsize_t(i);
             if (!idx || PyList_Append(left, idx) < 0) {
@@ -462,4 +708,7 @@ static struct PyModuleDef module = {
     methods,
 };
 
-PyMODINIT_FUNC PyInit__fastfold(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__fastfold(void) {
+    init_stop_bytes();
+    return PyModule_Create(&module);
+}

@@ -9,4 +9,5 @@ def fold_activity(
     stop: int,
     ceiling: int,
     ctx: tuple[Any, ...],
+    shape: int = 0,
 ) -> tuple[list[int], list[int], list[list[int]]]: ...

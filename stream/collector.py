@@ -149,6 +149,12 @@ class FiguresCollector(Collector):
                     for v, figure in per.items():
                         g.add_metric([dim, v], figure)
                 yield g
+            elif name == "ignored_total":
+                c = CounterMetricFamily(metric.removesuffix("_total"), help_text,
+                                        labels=[LABELS[name]])
+                for key, count in (value or {}).items():
+                    c.add_metric([key], count)
+                yield c
             elif name in ("events_total", "dead_letter_total"):
                 label = LABELS[name]
                 c = CounterMetricFamily(metric.removesuffix("_total"), help_text, labels=[label])

@@ -27,6 +27,7 @@ from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter, Unreadable
 from .fetched import Origin
 from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
+from .formats import Mapper
 from .keys import KeySpace
 from .settings import Settings
 from .store import Conflict, Store
@@ -267,6 +268,9 @@ class Worker:
         self._owned: set[tuple[str, int]] = set()
         self._last_commit = 0.0
         self._lateness_ms = settings.max_lateness_days * 86_400_000
+        #: topic -> mapper of its format (contract section 5), for the non-native topics
+        #: met so far
+        self._formats: dict[str, Mapper] = {}
         self._stop: asyncio.Event | None = None
         self._audited_at = time.monotonic()
         self._redis_failed = False
@@ -401,6 +405,9 @@ class Worker:
             src = srcs.get(tp)
             if src is None:
                 src = srcs[tp] = src_of(*tp)
+                mapper = self.settings.format_of(topic)
+                if mapper is not None:
+                    self._formats[topic] = mapper
             runs.append((src, len(values), len(values) + len(run_offsets)))
             values += run_values
             offsets += run_offsets
@@ -409,7 +416,8 @@ class Worker:
         if not values:
             return None
         now = utc_now()
-        prepared = Prepared(values, offsets, runs, ms(now), self._lateness_ms)
+        prepared = Prepared(values, offsets, runs, ms(now), self._lateness_ms,
+                            self._formats or None)
         return counts, prepared, self.days.today(now), None
 
     async def _apply(self, prepared: Prepared, today: int,

@@ -54,6 +54,13 @@ class Unreadable(bytes):
     first: int
     last: int
 
+#: A message of a mapped format (contract section 5) that no rule of its mapping matches:
+#: the reason of `engagement_ignored_total` under `otherwise: ignore`, and of a dead
+#: letter under `otherwise: dead_letter` (exported, like `processing_error`, once there
+#: is one).
+UNMAPPED: Final = "unmapped"
+IGNORED_REASONS: Final = (UNMAPPED,)
+
 #: How far ahead of the processor's clock an event may be, in milliseconds (5 minutes).
 MAX_FUTURE_MS: Final = 5 * 60 * 1000
 
@@ -120,11 +127,19 @@ class Event(msgspec.Struct, frozen=True, gc=False):
 
 
 class DeadLetter(msgspec.Struct, frozen=True, gc=False):
-    """Why a message was rejected: `reason` is one of DEAD_LETTER_REASONS, `detail` is for
-    humans (it never contains the message itself, only where it went wrong)."""
+    """Why a message was rejected: `reason` is one of DEAD_LETTER_REASONS (or UNMAPPED),
+    `detail` is for humans (it never contains the message itself, only where it went
+    wrong)."""
 
     reason: str
     detail: str
+
+
+class Ignored(msgspec.Struct, frozen=True, gc=False):
+    """A message of a mapped format that becomes no event (contract section 5): it is
+    counted under `reason` (one of IGNORED_REASONS), neither folded nor dead-lettered."""
+
+    reason: str
 
 
 def parse_ts(value: int | str) -> int | None:

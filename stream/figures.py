@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import campaigns
-from .events import DEAD_LETTER_REASONS, EVENT_TYPES
+from .events import DEAD_LETTER_REASONS, EVENT_TYPES, IGNORED_REASONS, UNMAPPED
 
 #: Promoters answer 9-10, detractors 0-6 (passives 7-8 count only in the total).
 NPS_PROMOTER_MIN = 9
@@ -89,7 +89,7 @@ PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
 )
 #: Figures that are all-time totals: they have no value for a past day.
 TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total", "late_events_total",
-                           "users_forgotten_total")
+                           "users_forgotten_total", "ignored_total")
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -181,6 +181,9 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     out["users_forgotten_total"] = totals.get("fu", 0)
     if totals.get("dl:unreadable_batch"):
         out["dead_letter_total"]["unreadable_batch"] = totals["dl:unreadable_batch"]
+    if totals.get(f"dl:{UNMAPPED}"):
+        out["dead_letter_total"][UNMAPPED] = totals[f"dl:{UNMAPPED}"]
+    out["ignored_total"] = {r: totals.get(f"ig:{r}", 0) for r in IGNORED_REASONS}
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
         out.update(segment_cohort_figures(raw.segments))
@@ -299,6 +302,8 @@ METRICS: dict[str, str] = {
     "events_total": "Valid events consumed, by type (all workers, from Redis).",
     "dead_letter_total": "Messages dead-lettered, by reason (all workers, from Redis).",
 }
+METRICS["ignored_total"] = ("Messages of a mapped format that became no event, by reason "
+                            "(all workers, from Redis).")
 #: The `previous_day_*` family: yesterday's complete figures, for alerting.
 METRICS.update({
     "previous_day_daily_active_users": "Distinct users with activity yesterday (estimate).",
@@ -431,3 +436,4 @@ METRICS.update({
 LABELS.update({"cohort_retention_ratio": "day", "cohort_users": "day",
                "previous_day_cohort_retention_ratio": "day",
                "previous_day_cohort_users": "day", "late_events_total": "age"})
+LABELS["ignored_total"] = "reason"

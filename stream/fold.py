@@ -15,15 +15,26 @@ import base64
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from . import campaigns
-from .events import EVENT_TYPES, UNREADABLE_BATCH, DeadLetter, Event, Unreadable, decode_batch
+from .events import (
+    EVENT_TYPES,
+    UNREADABLE_BATCH,
+    DeadLetter,
+    Event,
+    Ignored,
+    Unreadable,
+    decode_batch,
+)
 from .figures import LATE_AGES, LATE_FIELD, late_age
 from .keys import KeySpace
 from .timebuckets import DayMapper
+
+if TYPE_CHECKING:
+    from .formats import Mapper
 
 try:  # the optional compiled shortcut for plain activity messages (stream/_fastfold.c)
     from . import _fastfold
@@ -45,7 +56,7 @@ class Message(msgspec.Struct, gc=False):
 
     src: str
     offset: int
-    item: Event | DeadLetter
+    item: Event | DeadLetter | Ignored
     value: bytes | None = None
 
 
@@ -136,6 +147,9 @@ class Prepared:
     runs: list[tuple[str, int, int]]
     now_ms: int
     lateness_ms: int
+    #: topic -> the mapper of its format (contract section 5), for the topics that are
+    #: not `native`; their messages are decoded by it instead of `decode_batch`
+    formats: Mapping[str, Mapper] | None = None
 
     def messages(self, indices: Iterable[int] | None = None) -> list[Message]:
         """The decoded messages at `indices` (default all), in that order."""
@@ -144,14 +158,43 @@ class Prepared:
         for src, start, stop in self.runs:
             src_at[start:stop] = [src] * (stop - start)
         values, offsets = self.values, self.offsets
-        taken = [values[i] for i in idx]
-        items = decode_batch(taken, self.now_ms, self.lateness_ms)
-        if Unreadable in map(type, taken):  # a record batch in place of its messages
-            for n, value in enumerate(taken):
-                if type(value) is Unreadable:
+        items: list[Event | DeadLetter | Ignored] = (
+            self._mapped_items(idx, src_at) if self.formats
+            else list(decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)))
+        if Unreadable in map(type, (values[i] for i in idx)):
+            # a record batch in place of its messages, whatever the topic's format
+            for n, i in enumerate(idx):
+                value = values[i]
+                if isinstance(value, Unreadable):
                     items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
         return [Message(src_at[i], offsets[i], item, values[i])
                 for i, item in zip(idx, items, strict=True)]
+
+    def mapped(self, src: str) -> Mapper | None:
+        """The mapper of `src`'s topic, None when it is native."""
+        return self.formats.get(src.rpartition("/")[0]) if self.formats else None
+
+    def _mapped_items(self, idx: list[int],
+                      src_at: list[str]) -> list[Event | DeadLetter | Ignored]:
+        """The decoded items of `messages` when some topics are mapped: each run of one
+        source decoded by its topic's format (native ones by `decode_batch`), in the
+        order of `idx`."""
+        values = self.values
+        items: list[Event | DeadLetter | Ignored] = []
+        start = 0
+        while start < len(idx):
+            src = src_at[idx[start]]
+            stop = start + 1
+            while stop < len(idx) and src_at[idx[stop]] == src:
+                stop += 1
+            run = [values[i] for i in idx[start:stop]]
+            mapper = self.mapped(src)
+            if mapper is None:
+                items += decode_batch(run, self.now_ms, self.lateness_ms)
+            else:
+                items += mapper.decode_batch(run, self.now_ms, self.lateness_ms)
+            start = stop
+        return items
 
 
 def fold_prepared(
@@ -184,8 +227,21 @@ def fold_prepared(
     ceilings = _ceilings(applied)
     left: list[int] = []
     for src, start, stop in batch.runs:
-        taken, rest, late = _fastfold.fold_activity(batch.values, batch.offsets, start,
-                                                    stop, ceilings.get(src, -1), full)
+        mapper = batch.mapped(src) if batch.formats else None
+        if mapper is not None and not mapper.compiled_shape:
+            # a mapped topic's messages are not in section 1's shape: the Python path
+            # decodes them through their mapping
+            left += range(start, stop)
+            if stop > start:
+                last = max(batch.offsets[start:stop])
+                if out.last_offset.get(src, -1) < last:
+                    out.last_offset[src] = last
+            continue
+        # shape 0: section-1 activity events; a mapping's own shape (the `segment`
+        # preset's track and screen calls) otherwise
+        taken, rest, late = _fastfold.fold_activity(
+            batch.values, batch.offsets, start, stop, ceilings.get(src, -1), full,
+            0 if mapper is None else mapper.compiled_shape)
         left += rest
         if stop > start:
             last = max(batch.offsets[start:stop])
@@ -290,6 +346,18 @@ def fold(
             if plan is None:
                 plan = shards[dead_letter_shard] = ShardPlan()
             reason = "dl:" + item.reason
+            plan.totals[reason] = plan.totals.get(reason, 0) + 1
+            continue
+        if isinstance(item, Ignored):
+            # Counted like a dead letter, in the dead-letter shard's totals (atomically
+            # with that shard's offsets, so a redelivery is not counted twice); nothing
+            # else is written.
+            if m.offset <= applied.get((src, dead_letter_shard), -1):
+                continue
+            plan = shards.get(dead_letter_shard)
+            if plan is None:
+                plan = shards[dead_letter_shard] = ShardPlan()
+            reason = "ig:" + item.reason
             plan.totals[reason] = plan.totals.get(reason, 0) + 1
             continue
         user = item.user_id

@@ -41,7 +41,8 @@ Layout (`P` is the key prefix, default `es`):
     there) and for campaigns from the rolling windows below.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
     `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`),
-    `fu` users erased by `forget`.
+    `fu` users erased by `forget`, `ig:<reason>` messages of a mapped format that became
+    no event.
   - `P:{Ps}:cw:<k>` hash and `P:{Ps}:cwv:<k>` sorted set, k = 0 or 1: the rolling
     campaign window of the 30 days ending `anchor - k` (`@` of `cw:0`): `#v`, `#c` its
     visits and conversions, `c:<campaign>` a campaign's conversions, `cwv` campaign ->

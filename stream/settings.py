@@ -12,7 +12,7 @@ import importlib.util
 import os
 import re
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -21,6 +21,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_TOPICS = (
     "engagement.activity,engagement.conversions,engagement.cancellations,engagement.surveys"
 )
+if TYPE_CHECKING:
+    from .formats import Mapper
+
 _SECRET_FILE_NAMES = ("redis_url", "kafka_sasl_password", "kafka_ssl_password", "user_id_key")
 
 
@@ -93,6 +96,11 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value().encode()) < 16:
             raise ValueError("must be at least 16 characters (e.g. `openssl rand -hex 32`)")
         return value
+    event_format: str = Field("native", description="format of the topics' messages: native "
+                                                   "(section 1), segment, or the path of a "
+                                                   "mapping file (docs/formats.md)")
+    topic_formats: str = Field("", description="per-topic formats, topic=format,...; they "
+                                               "override event_format")
 
     @field_validator("timezone")
     @classmethod
@@ -121,6 +129,29 @@ class Settings(BaseSettings):
                 raise ValueError(f"segment dimension {name!r} must be 1-64 letters, digits, "
                                  f"'_', '.' or '-'")
         return ",".join(dict.fromkeys(names))
+
+    @field_validator("event_format")
+    @classmethod
+    def _event_format(cls, value: str) -> str:
+        from . import formats
+
+        try:
+            formats.load(value.strip())
+        except formats.FormatError as exc:
+            raise ValueError(str(exc)) from None
+        return value.strip()
+
+    @field_validator("topic_formats")
+    @classmethod
+    def _topic_formats(cls, value: str) -> str:
+        from . import formats
+
+        try:
+            for fmt in formats.parse_topic_formats(value).values():
+                formats.load(fmt)
+        except formats.FormatError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("topics")
     @classmethod
@@ -202,6 +233,14 @@ class Settings(BaseSettings):
     @property
     def topic_list(self) -> tuple[str, ...]:
         return tuple(self.topics.split(","))
+
+    def format_of(self, topic: str) -> Mapper | None:
+        """The `formats.Mapper` of `topic`'s format, None when it is `native` (the
+        formats were checked at start, so this does not raise)."""
+        from . import formats
+
+        chosen = formats.parse_topic_formats(self.topic_formats)
+        return formats.load(chosen.get(topic, self.event_format))
 
     @property
     def shards(self) -> int:

@@ -7,7 +7,8 @@
 -- ARGV[1]  msgpack map built by store.py:
 --   t   key prefix of the shard, e.g. "es:{es0}:"
 --   o   flat list: src, expected offset (-1 = none), new offset, ...
---   e   map totals field -> increment (`e:<type>`, `dl:<reason>`, `late:<age>`)
+--   e   map totals field -> increment (`e:<type>`, `dl:<reason>`, `late:<age>`,
+--       `ig:<reason>`)
 --   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
 --       (numbers as decimal strings: Redis would format a Lua number for every call)
 --   bf  flat list: day, first byte, i, day, ...: ARGV[i] is a bitmap fragment (the bytes

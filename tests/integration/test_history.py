@@ -82,6 +82,7 @@ def test_report_day_matches_oracle(filled: tuple[str, ds.Dataset]) -> None:
                      if n in before})
         assert "events_total" not in got and "dead_letter_total" not in got
         assert "late_events_total" not in got
+        assert "ignored_total" not in got
         assert_matches(got, want, f"--day {day}")
     # Today: report --json carries yesterday's complete figures; --day today is the same
     # figures without the all-time totals.
@@ -95,7 +96,8 @@ def test_report_day_matches_oracle(filled: tuple[str, ds.Dataset]) -> None:
     assert json.loads(today_out.stdout) == {k: v for k, v in got_now.items()
                                             if k not in ("events_total", "dead_letter_total",
                                                          "late_events_total",
-                                                         "users_forgotten_total")}
+                                                         "users_forgotten_total",
+                                                         "ignored_total")}
     # The table form prints the day in its title.
     table = run_cli(env, "report", "--day", (today - timedelta(days=1)).isoformat())
     assert table.returncode == 0 and (today - timedelta(days=1)).isoformat() in table.stdout

@@ -57,7 +57,7 @@ def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
     """The contract's metrics read back from /metrics, shaped like `report --json`."""
     out: dict[str, Any] = {"conversion_ratio": {}, "previous_day_conversion_ratio": {},
                            "events_total": {}, "dead_letter_total": {},
-                           "late_events_total": {}}
+                           "late_events_total": {}, "ignored_total": {}}
     out |= {name: {} for name in DAY_LABELLED}
     for (name, labels), value in worker.metrics().items():
         if not name.startswith("engagement_"):
@@ -74,6 +74,8 @@ def metrics_as_report(worker: WorkerProcess) -> dict[str, Any]:
             out[short][lab["age"]] = int(value)
         elif short in DAY_LABELLED:
             out[short][lab["day"]] = int(value) if short.endswith("_users") else value
+        elif short == "ignored_total":
+            out["ignored_total"][lab["reason"]] = int(value)
         elif not lab and short in oracle_keys:
             out[short] = value
     return out

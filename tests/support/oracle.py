@@ -24,7 +24,8 @@ Conventions chosen where the contract leaves room (test data avoids these corner
   the event has been accepted (a dead-lettered first copy does not hide a later valid
   one); every ``activity`` is folded (folding it twice changes nothing).
 - ``events_total`` and ``dead_letter_total`` always list every type and every reason,
-  with 0 where nothing was seen.
+  with 0 where nothing was seen; ``ignored_total`` is ``{"unmapped": 0}`` (native
+  messages are never ignored).
 - ``late_events_total`` counts by the one clock ``now``: every message is taken as
   folded on ``now``'s day (a test folding under several clocks adds up runs per clock).
 """
@@ -343,6 +344,7 @@ def figures_as_of(
     folded = [e for e in oracle_run.folded if e.ts_ms < next_midnight]
     out = _figures(folded, [], Counter(), from_ms(next_midnight - 1), tz, campaign_max_series)
     del out["events_total"], out["dead_letter_total"], out["late_events_total"]
+    del out["ignored_total"]
     return out
 
 
@@ -494,6 +496,8 @@ def _figures(
     out["dead_letter_total"] = {r: dead[r] for r in REASONS}
     out.update(_cohorts(folded, today, day_of))
     out["late_events_total"] = _late(accepted, today, day_of)
+    # native messages are never ignored; tests of mapped formats count their own
+    out["ignored_total"] = {"unmapped": 0}
     return out
 
 

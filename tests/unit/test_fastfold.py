@@ -222,3 +222,108 @@ def test_the_shortcut_counts_late_activity_by_age(zone: str) -> None:
     taken, left, late = fold_module._fastfold.fold_activity(
         values, prepared.offsets, 0, len(values), -1, ctx)
     assert taken == [10] and left == [] and late == [[2, 2, 2, 3]]
+
+
+# -- the `segment` preset's shape (fold_activity shape 1) ---------------------------------
+_SEGMENT_EVENTS = ["Video Played", "Signed Up", "Subscription Cancelled", "Order Completed",
+                   "Survey Responded", "Signed\\u0020Up", "signed up", ""]
+
+
+@st.composite
+def _segment_value(draw: st.DrawFn) -> bytes:
+    """A Segment call in the variants the compiled shape takes or must hand back."""
+    kind = draw(st.integers(0, 12))
+    if kind == 0:
+        return draw(st.sampled_from([b"", b"{", b"[]", b"null", b'{"type":"track"}',
+                                     b'{"type":"track",}', b"\xff", b'{"a":1e999}']))
+    user = draw(st.sampled_from(USERS))
+    fields: dict[str, Any] = {
+        "type": draw(st.sampled_from(["track"] * 4 + ["screen", "page", "identify",
+                                                       "Track", 1, None])),
+        "messageId": draw(st.sampled_from(["m1", "m2", "m3"] * 3 + ["", None, 5, "x" * 128,
+                                                                   "x" * 129])),
+        "timestamp": draw(_ts()),
+    }
+    if draw(st.integers(0, 3)):
+        fields["event"] = draw(st.sampled_from([*_SEGMENT_EVENTS, 3, None, ["x"]]))
+    ids = draw(st.sampled_from([1, 1, 1, 0, 2, 3, 4, 5]))
+    if ids in (0, 1, 2):
+        fields["userId"] = user if ids else draw(st.sampled_from(["", None, 7, "u" * 257]))
+    if ids in (0, 2, 3, 4):
+        fields["anonymousId"] = draw(st.sampled_from([user, "anon-1", "", None, 7]))
+    extra = draw(st.integers(0, 4))
+    if extra >= 1:
+        fields["context"] = draw(st.sampled_from([
+            {"library": {"name": "analytics.js"}, "campaign": {"name": "spring"}},
+            {"page": {"path": "/a\"b", "n": [1, 2.5, -3e-2, True, False, None]}},
+            {"deep": [[[[{"x": "ü"}]]]]}, "text", None, [1, {"a": {}}],
+            {"esc": "tab\t\u00e9 \U0001f600"}]))
+    if extra >= 2:
+        fields["properties"] = {"survey": "nps", "score": draw(st.sampled_from([9, "9"]))}
+    if extra >= 3:
+        fields["sentAt"] = "2026-11-22T10:00:00.000Z"
+        fields["integrations"] = {}
+    keys = draw(st.permutations(list(fields)))
+    sep = draw(st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t")]))
+    body = json.dumps({k: fields[k] for k in keys}, separators=sep,
+                      ensure_ascii=draw(st.booleans()))
+    # Escaped keys, a key given twice, and trailing bytes must be handed back too.
+    trick = draw(st.integers(0, 12))
+    if trick == 1:
+        body = body.replace('"type"', '"typ\\u0065"', 1)
+    elif trick == 2:
+        body = body[:-1] + ', "type": "identify"}'
+    elif trick == 3:
+        body = body[:-1] + ', "userId": "later"}'
+    elif trick == 4:
+        body += " x"
+    elif trick == 5:
+        body = body.replace('\\\\u', '\\u', 1)
+    return body.encode()
+
+
+@needs_extension
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_segment_value(), max_size=40), st.sampled_from(["UTC", "Asia/Kolkata"]),
+       st.sampled_from([1, 3]))
+def test_compiled_segment_shape_equals_the_mapping(values: list[bytes], zone: str,
+                                                   shards: int) -> None:
+    from stream import formats
+
+    segment = formats.load("segment")
+    assert segment is not None and segment.compiled_shape == 1
+    vals: list[bytes | None] = list(values)
+    prepared = Prepared(vals, list(range(len(vals))), [("s/0", 0, len(vals))], NOW_MS,
+                        LATENESS_MS, {"s": segment})
+    keys = KeySpace(shards=shards, buckets=16)
+    today = DayMapper(zone).today(NOW)
+    fast = fold_prepared(prepared, keys, DayMapper(zone), today, {}, {})
+    slow = fold_prepared(prepared, keys, DayMapper(zone), today, {}, {}, compiled=False)
+    assert _normal(fast) == _normal(slow)
+
+
+@needs_extension
+def test_the_segment_shape_takes_track_and_screen_calls() -> None:
+    ts = NOW_MS - 3_600_000
+    calls = [
+        {"type": "track", "event": "Video Played", "messageId": "m1", "userId": "u1",
+         "timestamp": _rfc3339(ts, 0, 3), "context": {"library": {"name": "a"}},
+         "properties": {"n": [1, 2.5]}},
+        {"type": "screen", "messageId": "m2", "userId": "", "anonymousId": "a2",
+         "timestamp": ts},
+        {"type": "track", "event": "Signed Up", "messageId": "m3", "userId": "u3",
+         "timestamp": ts},
+        {"type": "page", "messageId": "m4", "userId": "u4", "timestamp": ts},
+    ]
+    values: list[bytes | None] = [json.dumps(c).encode() for c in calls]
+    days = DayMapper("UTC")
+    ctx = (NOW_MS, LATENESS_MS, 1, True, {}, days.day_of_ms, 0, 0, {}, {}, [{}], {})
+    assert fold_module._fastfold is not None
+    taken, left, _late = fold_module._fastfold.fold_activity(values, [0, 1, 2, 3], 0, 4, -1,
+                                                             ctx, 1)
+    assert taken == [2] and left == [2, 3]
+    # a user's own copy of the preset is not the compiled shape: same writes, Python path
+    from stream import formats
+
+    copy = formats.load(str(formats.preset_path("segment")))
+    assert copy is not None and copy.compiled_shape == 0

@@ -73,7 +73,8 @@ def test_previous_day_family() -> None:
     assert "previous_day_csat_ratio" not in f  # no answers: not exported
     assert "previous_day_events_total" not in f
     assert as_of_day(f).keys() == f.keys() - {"events_total", "dead_letter_total",
-                                              "late_events_total", "users_forgotten_total"}
+                                              "late_events_total", "users_forgotten_total",
+                                              "ignored_total"}
     # without the day before, the family is absent (the stickiness one aside)
     raw.previous = None
     assert not [k for k in compute(raw) if k.startswith("previous_day_")
