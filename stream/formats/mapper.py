@@ -11,7 +11,7 @@ a typed msgspec decoder (nested structs holding only the keys the mapping names,
 msgspec skips everything else in C) and its rules into a few set lookups; an event of a
 type without type-specific fields is accepted inline with the checks `events` applies to
 it. Anything that path cannot settle exactly (a typed decode that fails, an event it
-cannot accept inline) goes through the definition. tests/unit/test_formats.py checks
+cannot accept inline) goes through the definition. tests/unit/test_formats_pure.py checks
 the two agree.
 """
 
@@ -362,7 +362,7 @@ def _compiled_decide(rules: list[_CompiledRule], index: dict[str, int]) -> (
 ):
     """`Mapper._decide` as one generated function: the tests inline (no call per test),
     each path's value and type read once. Same results for every input (the property
-    test in tests/unit/test_formats.py holds the two together)."""
+    test in tests/unit/test_formats_pure.py holds the two together)."""
     namespace: dict[str, Any] = {"UNSET": MISSING, "R": rules}
     used = sorted({index[path] for r in rules for path, _ in r.rule.match})
     lines = ["def decide(v):"]
