@@ -66,8 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="local broker + Redis + generator + worker + live view")
     _add_common(d)
     d.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
-    d.add_argument("--rate", type=float, default=200.0,
-                   help="live events per second (default 200)")
+    d.add_argument("--rate", type=float, default=None,
+                   help="play today at the speed that gives about this many live events "
+                        "per second (default: --day-minutes)")
+    d.add_argument("--day-minutes", type=float, default=10.0,
+                   help="real minutes one simulated day lasts (default 10)")
     d.add_argument("--history-days", type=int, default=40,
                    help="days of back history loaded first (default 40)")
     d.add_argument("--duration", type=float, default=None,
@@ -141,7 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(settings, users=args.users, rate=args.rate,
                         history_days=args.history_days, duration=args.duration,
-                        view=not args.no_view, prometheus=not args.no_prometheus)
+                        view=not args.no_view, prometheus=not args.no_prometheus,
+                        day_minutes=args.day_minutes)
     if args.command == "generate":
         from .demo.run import run_generate
 
