@@ -90,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     start.add_argument("--from-offset", type=_offset, metavar="N",
                        help="from offset N of every partition")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    doc = sub.add_parser("doctor", help="check the configuration against the real Kafka and "
+                         "Redis before a first deployment (exit code 0: all checks pass)")
+    _add_common(doc)
     g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
     _add_common(g)
     g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -146,12 +149,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                         history_days=args.history_days, duration=args.duration,
                         view=not args.no_view, prometheus=not args.no_prometheus,
                         day_minutes=args.day_minutes)
+    if args.command == "doctor":
+        return _doctor(settings)
     if args.command == "generate":
         from .demo.run import run_generate
 
         return run_generate(settings, users=args.users, rate=args.rate,
                             history_days=args.history_days)
     return 2
+
+
+def _doctor(settings: Settings) -> int:
+    from .app import open_store
+    from .doctor import doctor
+
+    # Connection errors are the doctor's own findings, printed once as a check line.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    store = open_store(settings, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return doctor(settings, store)
+    finally:
+        store.close()
 
 
 def _store_mismatch(settings: Settings) -> str | None:
