@@ -158,15 +158,19 @@ class Trends:
             series.popleft()
 
     def buckets(self, name: str, now: float) -> list[float]:
-        """The series in `width` equal slices of the window ending `now` (the last
-        sample of each slice; slices before the first sample are left out)."""
+        """The series in `width` equal slices of the window ending `now`, or of its span
+        while it is younger (the last sample of each slice; slices before the first sample
+        are left out)."""
         series = self._series.get(name)
         if not series:
             return []
-        step = self.window / self.width
+        # A young series spans less than the window: its slices are as short as its span
+        # allows (1 s at least), so a trend shows within seconds of the start.
+        span = min(self.window, max(now - series[0][0], float(self.width)))
+        step = span / self.width
         out: list[float | None] = [None] * self.width
         for at, sample in series:
-            slot = min(self.width - 1, max(0, int((at - (now - self.window)) / step)))
+            slot = min(self.width - 1, max(0, int((at - (now - span)) / step)))
             out[slot] = sample
         filled: list[float] = []
         last: float | None = None
