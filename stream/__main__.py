@@ -93,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="check the configuration against the real Kafka and "
                          "Redis before a first deployment (exit code 0: all checks pass)")
     _add_common(doc)
+    snd = sub.add_parser("send", help="produce test messages (a JSON object gets an event_id "
+                         "and ts when it has none), e.g. one event to see in report")
+    _add_common(snd)
+    snd.add_argument("message", nargs="*", help="message values (default: one activity event)")
+    snd.add_argument("--topic", default=None, help="topic (default: the first of STREAM_TOPICS)")
     g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
     _add_common(g)
     g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -151,6 +156,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         day_minutes=args.day_minutes)
     if args.command == "doctor":
         return _doctor(settings)
+    if args.command == "send":
+        from .send import send
+
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return send(settings, args.message, args.topic)
     if args.command == "generate":
         from .demo.run import run_generate
 
