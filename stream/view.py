@@ -210,9 +210,14 @@ class LiveView:
         self.pipeline = Pipeline()
         self._at = 0.0
 
-    def sample(self, figs: dict[str, Any], pipeline: Pipeline, at: float) -> None:
-        """Record one reading taken at monotonic time `at`."""
+    def sample(self, figs: dict[str, Any], pipeline: Pipeline, at: float,
+               trend: bool = True) -> None:
+        """Record one reading taken at monotonic time `at`; without `trend` it is shown
+        but left out of the trends (say, while the worker catches up on a backlog, whose
+        jump would flatten the rest of the sparkline)."""
         self.figs, self.pipeline, self._at = figs, pipeline, at
+        if not trend:
+            return
         for name, _, _ in LIVE_FIGURES:
             self.trends.add(name, at, figs.get(name))
         for campaign, ratio in figs.get("conversion_ratio", {}).items():
@@ -239,12 +244,13 @@ class LiveView:
                           change(kind, figs.get(name), figs.get("previous_day_" + name)))
         room = max(0, height - _FIXED_ROWS)
         campaigns = self._campaigns()
-        for campaign, ratio, before in campaigns[:room]:
+        shown = campaigns if len(campaigns) <= room else campaigns[:max(0, room - 1)]
+        for campaign, ratio, before in shown:
             table.add_row(f"Conversion {campaign}", f"{100 * ratio:.2f} %",
                           self.trends.spark(f"conversion_ratio:{campaign}", at),
                           change("ratio", ratio, before))
-        if len(campaigns) > room:
-            status += f" · {len(campaigns) - room} campaigns not shown"
+        if room and len(shown) < len(campaigns):
+            table.add_row(f"(+{len(campaigns) - len(shown)} more on /metrics)", "", "", "")
         lines: list[RenderableType] = [_line(status, "bold"), table]
         p = self.pipeline
         lines.append(_line(f"pipeline  {p.rate:,.0f} msg/s {self.trends.spark('rate', at)}"

@@ -328,6 +328,7 @@ async def _live_view(console: Console, runtime: Runtime, stop: asyncio.Event, li
     view = LiveView(links)
     last_total, last_time = _processed(health), time.monotonic()
     last_plain = 0.0
+    caught_up = False
     loop = asyncio.get_running_loop()
     live = Live(console=console, auto_refresh=False, transient=False,
                 vertical_overflow="crop") if console.is_terminal else None
@@ -339,7 +340,9 @@ async def _live_view(console: Console, runtime: Runtime, stop: asyncio.Event, li
                 now = time.monotonic()
                 rate = (processed - last_total) / max(now - last_time, 1e-6)
                 last_total, last_time = processed, now
-                view.sample(figs, Pipeline(rate, health.lag_total, processed), now)
+                # Trends start once the worker has caught up on the history it found.
+                caught_up = caught_up or (health.assigned and health.lag_total == 0)
+                view.sample(figs, Pipeline(rate, health.lag_total, processed), now, caught_up)
                 status = day.status(loop.time())
                 if live is not None:
                     live.update(view.render(status, console.height), refresh=True)

@@ -197,7 +197,8 @@ def test_the_live_view_fits_an_80x24_terminal() -> None:
     def screen(*flags: str) -> list[str]:
         out = subprocess.run([*server, "capture-pane", "-p", *flags, "-t", "demo"],
                              capture_output=True, text=True, timeout=10)
-        return out.stdout.rstrip("\n").split("\n")
+        # Trailing spaces dropped: -J keeps them, and they are no wrapping.
+        return [ln.rstrip() for ln in out.stdout.rstrip("\n").split("\n")]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith(("STREAM_", "TMUX"))}
     subprocess.run([*server, "new-session", "-d", "-s", "demo", "-x", "80", "-y", "24",

@@ -73,9 +73,10 @@ def test_the_view_fits_80x24_without_wrapping() -> None:
                   "NPS (30 d)", "CSAT 4-5 (30 d)"):
         assert sum(line.startswith(label) for line in lines) == 1, (label, text)
     assert "compressed day" in lines[0]
-    # Conversion rows fill what is left: 24 - 18 fixed rows = 6 of 7 campaigns.
+    # Conversion rows fill what is left: 24 - 18 fixed rows = 5 of 7 campaigns and a row
+    # that says where the others are.
     shown = [ln for ln in lines if ln.startswith("Conversion ")]
-    assert len(shown) == 6 and "1 campaigns not shown" in lines[0]
+    assert len(shown) == 5 and any(ln.startswith("(+2 more on /metrics)") for ln in lines)
 
 
 def test_each_figure_shows_its_value_trend_and_change_against_yesterday() -> None:
@@ -122,8 +123,8 @@ def _without_prometheus() -> LiveView:
 def test_a_small_terminal_drops_conversion_rows_first() -> None:
     lines = render(filled_view(), height=20)
     assert len(lines) <= 19
-    assert sum(ln.startswith("Conversion ") for ln in lines) == 2
-    assert "5 campaigns not shown" in lines[0]
+    assert sum(ln.startswith("Conversion ") for ln in lines) == 1
+    assert any(ln.startswith("(+6 more on /metrics)") for ln in lines)
     lines = render(filled_view(), height=18)
     assert len(lines) <= 17 and not any(ln.startswith("Conversion ") for ln in lines)
     assert any(ln.startswith("NPS") for ln in lines)
@@ -135,6 +136,20 @@ def test_plain_lines_when_not_a_terminal() -> None:
     assert line.startswith("12:00:00 ")
     assert "daily_active_users=1,290 (+29.0 % vs yesterday)" in line
     assert "dead_letters=invalid_json 3" in line
+
+
+def test_readings_outside_the_trend_are_shown_but_not_graphed() -> None:
+    view = LiveView(LINKS)
+    view.sample(figures(0) | {"daily_active_users": 10}, Pipeline(rate=9000.0), 0.0,
+                trend=False)
+    for step in range(1, 30):
+        view.sample(figures(step), Pipeline(rate=5.0), step * 10.0)
+    lines = render(view)
+    dau = next(ln for ln in lines if ln.startswith("Daily active users"))
+    spark = re.search(f"[{SPARK_BLOCKS}]+", dau)
+    # The catch-up reading (10 users) would have made the day's rise a flat top.
+    assert spark is not None and spark.group().count("█") <= 2
+    assert "5 msg/s" in next(ln for ln in lines if ln.startswith("pipeline"))
 
 
 def test_sparkline_scales_between_min_and_max() -> None:
