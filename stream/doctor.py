@@ -113,8 +113,8 @@ async def _describe(settings: Settings, topics: Sequence[str]) -> dict[str, int]
     """Partitions of each existing topic among `topics` (raises when no broker answers)."""
     admin = AIOKafkaAdminClient(request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
                                 client_id="engagement-stream-doctor", **settings.kafka_options())
-    await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
     try:
+        await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
         existing = set(await admin.list_topics())
         wanted = [t for t in topics if t in existing]
         out: dict[str, int] = {}
@@ -131,8 +131,8 @@ async def _group_state(settings: Settings) -> str:
     """The consumer group's state as the broker reports it (`Empty`, `Stable`, ...)."""
     admin = AIOKafkaAdminClient(request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
                                 client_id="engagement-stream-doctor", **settings.kafka_options())
-    await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
     try:
+        await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
         described = await admin.describe_consumer_groups([settings.consumer_group])
         for response in described:
             for group in response.groups:
@@ -152,9 +152,9 @@ async def _latest(settings: Settings, topics: dict[str, int]) -> dict[str, Topic
                                 fetch_max_wait_ms=100, client_id="engagement-stream-doctor",
                                 request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
                                 **settings.kafka_options())
-    await asyncio.wait_for(consumer.start(), TIMEOUT_SECONDS)
     out = {t: TopicInfo(n) for t, n in topics.items()}
     try:
+        await asyncio.wait_for(consumer.start(), TIMEOUT_SECONDS)
         tps = [TopicPartition(t, p) for t, n in topics.items() for p in range(n)]
         if not tps:
             return out
@@ -200,7 +200,7 @@ def kafka_checks(settings: Settings, decoder_for: Callable[[str], Decoder],
     try:
         found = asyncio.run(_describe(settings, topics))
     except Exception as exc:  # any failure to talk to the brokers is this check's answer
-        return [Check("kafka", False, f"no broker of {brokers} answers ({_why(exc)})",
+        return [Check("kafka", False, f"no broker of {brokers} answers ({why(exc)})",
                       "start Kafka, or set STREAM_KAFKA_BROKERS (and the STREAM_KAFKA_"
                       "SECURITY_PROTOCOL/SASL/SSL settings) to reach it")]
     checks = [Check("kafka", True, f"{brokers} answers")]
@@ -217,7 +217,7 @@ def kafka_checks(settings: Settings, decoder_for: Callable[[str], Decoder],
     try:
         infos = asyncio.run(_latest(settings, inputs))
     except Exception as exc:
-        return [*checks, Check("messages", False, f"cannot read the topics ({_why(exc)})",
+        return [*checks, Check("messages", False, f"cannot read the topics ({why(exc)})",
                                "give this client read access to the topics")]
     for topic, info in infos.items():
         checks.append(_parse_line(topic, check_parse(info.latest, decoder_for(topic))))
@@ -244,7 +244,7 @@ def _group_line(settings: Settings, infos: dict[str, TopicInfo], store: Store | 
     try:
         state = asyncio.run(_group_state(settings))
     except Exception as exc:
-        state = f"not described ({_why(exc)})"
+        state = f"not described ({why(exc)})"
     lag = _lag(infos, store)
     return Check("consumer group", True, f"{group}: {state}; {lag}")
 
@@ -278,7 +278,7 @@ def redis_checks(settings: Settings, store: Store) -> list[Check]:
         persistence = _info(store, "persistence")
         memory = _info(store, "memory")
     except redis.exceptions.RedisError as exc:
-        return [Check("redis", False, f"Redis does not answer ({_why(exc)})",
+        return [Check("redis", False, f"Redis cannot be used ({why(exc)})",
                       "start Redis, or set STREAM_REDIS_URL (redis://[:password@]host:"
                       "port/db, rediss:// for TLS) to reach it")]
     version = str(server.get("redis_version", "?"))
@@ -303,7 +303,11 @@ def redis_checks(settings: Settings, store: Store) -> list[Check]:
                             f"policy {policy}: Redis may evict the store's keys when full",
                             "set maxmemory-policy noeviction (redis.conf, or CONFIG SET "
                             "maxmemory-policy noeviction)"))
-    checks.append(store_check(store))
+    try:
+        checks.append(store_check(store))
+    except redis.exceptions.RedisError as exc:
+        checks.append(Check("store", False, f"cannot read the store's settings ({why(exc)})",
+                            "give this Redis user read access to the store's keys"))
     return checks
 
 
@@ -354,9 +358,12 @@ def port_check(settings: Settings) -> Check:
     return Check("metrics port", True, f"{host}:{port} is free")
 
 
-def _why(exc: BaseException) -> str:
+def why(exc: BaseException) -> str:
+    """An exception in one line, its type named once."""
+    name = type(exc).__name__
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    text = text.removeprefix(name).lstrip(": ")
+    return f"{name}: {text}" if text else name
 
 
 def run_checks(settings: Settings, store: Store,
@@ -364,7 +371,7 @@ def run_checks(settings: Settings, store: Store,
     """Every check against the servers of `settings`; the messages of a topic are
     checked with `decoder_for(topic)` (default: the native format for every topic)."""
     redis_part = redis_checks(settings, store)
-    reachable = "does not answer" not in redis_part[0].detail
+    reachable = len(redis_part) > 1  # an unusable Redis is one failed line
     if decoder_for is None:
         native = native_decoder(settings)
 

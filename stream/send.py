@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from aiokafka import AIOKafkaProducer
 
+from .doctor import why
 from .settings import Settings
 
 #: The message sent when no argument is given.
@@ -41,8 +42,8 @@ async def _send(settings: Settings, topic: str, messages: list[tuple[bytes, byte
                 ) -> list[str]:
     producer = AIOKafkaProducer(acks="all", request_timeout_ms=10_000,
                                 **settings.kafka_options())
-    await asyncio.wait_for(producer.start(), 15)
     try:
+        await asyncio.wait_for(producer.start(), 15)
         lines = []
         for value, key in messages:
             meta = await producer.send_and_wait(topic, value, key=key)
@@ -63,7 +64,7 @@ def send(settings: Settings, texts: Sequence[str], topic: str | None) -> int:
         lines = asyncio.run(_send(settings, target, messages))
     except Exception as exc:  # one line, not a traceback: the broker or topic is the cause
         print(f"engagement-stream: cannot send to {target} on {settings.kafka_brokers}: "
-              f"{type(exc).__name__} {exc}".rstrip())
+              f"{why(exc)}")
         return 1
     for line in lines:
         print(line)
