@@ -19,6 +19,7 @@ import logging
 import random
 import shutil
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,7 +47,7 @@ from .generator import (
     to_epoch_ms,
     topic_for,
 )
-from .producer import make_producer, produce_events, run_live
+from .producer import make_producer, produce_events
 
 log = logging.getLogger("stream.demo")
 
@@ -302,19 +303,6 @@ async def _load_events(console: Console, producer: Any, events: list[Event],
     console.print(f"loaded {len(events):,} events of {days} days of history and today so far")
 
 
-async def _load_history(console: Console, producer: Any, model: EventModel, days: int) -> None:
-    if days <= 0:
-        return
-    events = list(model.history(datetime.now(UTC), days=days))
-    with Progress(TextColumn("loading {task.fields[days]} days of history"), BarColumn(),
-                  TextColumn("{task.completed:,}/{task.total:,} events"),
-                  TimeRemainingColumn(), console=console, transient=True) as progress:
-        task = progress.add_task("history", total=len(events), days=days)
-        await produce_events(producer, events,
-                             progress=lambda n: progress.update(task, completed=n))
-    console.print(f"loaded {len(events):,} events of {days} days of history")
-
-
 #: Seconds between two plain lines of the view when the output is not a terminal.
 PLAIN_EVERY = 10.0
 
@@ -365,12 +353,20 @@ def _processed(health: Any) -> float:
 
 
 def run_generate(settings: Settings, users: int, rate: float, history_days: int) -> int:
-    """Produce history (optional) and then a live stream to `settings.kafka_brokers`."""
+    """Produce history (optional; today so far always) and then the rest of today as a
+    compressed day at about `rate` events per second, as the demo does, to
+    `settings.kafka_brokers`, in `settings.timezone`'s days."""
+    if rate <= 0:
+        print("engagement-stream: --rate must be more than 0", file=sys.stderr)
+        return 2
 
     async def go() -> None:
         async with _producing(settings, users) as (stop, model, producer):
-            await _load_history(Console(), producer, model, history_days)
-            await run_live(producer, model, rate, stop)
+            day = _Day.begin(model, ZoneInfo(settings.timezone), history_days, rate,
+                             DAY_MINUTES)
+            await _load_events(Console(), producer, day.plan.history, history_days)
+            day.start(asyncio.get_running_loop().time())
+            await _play(producer, model, day, stop)
 
     asyncio.run(go())
     return 0

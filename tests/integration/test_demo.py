@@ -4,7 +4,10 @@ behind after Ctrl-C (SIGINT)."""
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import itertools
+import json
 import os
 import re
 import shlex
@@ -15,11 +18,14 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
+from stream.localservers import TansuBroker
+from tests.support.kafka import consume_all
 from tests.support.workers import ROOT, wait_until
 
 
@@ -227,3 +233,51 @@ def test_the_live_view_fits_an_80x24_terminal() -> None:
         wait_until(lambda: "demo stopped" in "\n".join(screen()), 30, "the demo to stop")
     finally:
         subprocess.run([*server, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.mark.slow
+def test_generate_keeps_todays_active_users_within_yesterdays() -> None:
+    """`generate` (the compose demo profile's event stream) plays today as the demo does:
+    once it has played the whole day and replayed some of it, today's active users in
+    what it produced (counted from the messages themselves) are still those of one day,
+    within 10 % of yesterday's."""
+    zone = zone_at_ten()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAM_")}
+    with TansuBroker() as broker:
+        broker.create_topics(["engagement.activity", "engagement.conversions",
+                              "engagement.cancellations", "engagement.surveys"], 2)
+        env.update(PYTHONPATH=str(ROOT), STREAM_TIMEZONE=zone)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stream", "generate", "--brokers", broker.bootstrap,
+             "--users", "3000", "--rate", "400", "--history-days", "2"],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=ROOT)
+        try:
+            time.sleep(25)  # about 2500 events a day at 400/s: the day, then replays
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        read = asyncio.run(consume_all(broker.bootstrap, "engagement.activity", timeout=60))
+    tz = ZoneInfo(zone)
+    today = datetime.now(tz).date()
+    by_day: dict[object, set[str]] = {}
+    messages: collections.Counter[object] = collections.Counter()
+    for message in read:
+        assert message.value is not None
+        event = json.loads(message.value)
+        if event["type"] != "activity":
+            continue
+        ts = event["ts"]
+        at = (datetime.fromtimestamp(ts / 1000, UTC) if isinstance(ts, int)
+              else datetime.fromisoformat(ts))
+        day = at.astimezone(tz).date()
+        by_day.setdefault(day, set()).add(event["user_id"])
+        messages[day] += 1
+    yesterday = by_day[today - timedelta(days=1)]
+    # The day was played, and its sessions replayed more than once since.
+    assert messages[today] > 3 * messages[today - timedelta(days=1)], messages
+    assert 0.9 * len(yesterday) <= len(by_day[today]) <= 1.1 * len(yesterday), (
+        len(by_day[today]), len(yesterday))
