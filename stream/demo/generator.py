@@ -840,6 +840,11 @@ class CompressedDay:
         if self._next < len(rest) or not sessions:
             return out
         day = plan.day_end_ms - plan.day_start_ms
+        # After a long stall (a suspended laptop) play on from the current replay rather
+        # than catching up on every replay missed, which would flood the broker.
+        current = (sim - plan.day_end_ms) // day
+        if current > self._cycle + 1:
+            self._cycle, self._replayed = current, 0
         while True:
             ms, event = sessions[self._replayed]
             if plan.day_end_ms + self._cycle * day + (ms - plan.day_start_ms) > sim:

@@ -39,6 +39,7 @@ from ..localservers import PrometheusServer, RedisServer, TansuBroker, free_port
 from ..settings import Settings
 from ..view import Links, LiveView, Pipeline
 from .generator import (
+    TOPICS,
     CompressedDay,
     DayPlan,
     Event,
@@ -268,9 +269,10 @@ async def _play(producer: AIOKafkaProducer, model: EventModel, day: _Day,
     async def send(event: Event) -> None:
         nonlocal sent
         sent += 1
-        if sent % BAD_EVERY == 0:
-            pending.append(await producer.send(topic_for("survey"), bad_message(
-                rng, datetime.now(UTC)), key=b"bad-message"))
+        if sent % BAD_EVERY == 0:  # spread over the four topics
+            topic = TOPICS[(sent // BAD_EVERY) % len(TOPICS)]
+            pending.append(await producer.send(topic, bad_message(rng, datetime.now(UTC)),
+                                               key=b"bad-message"))
         pending.append(await producer.send(topic_for(event["type"]), encode(event),
                                            key=str(event["user_id"]).encode()))
 

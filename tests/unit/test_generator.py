@@ -480,6 +480,33 @@ def test_the_compressed_day_plays_the_rest_then_only_todays_users() -> None:
     assert {e["user_id"] for e in at_four} <= {e["user_id"] for _, e in plan.rest}
 
 
+def test_a_stalled_play_does_not_catch_up_on_missed_replays() -> None:
+    plan = EventModel(users=300, seed=6).plan_day(DAY_START + timedelta(hours=23), DAY_START,
+                                                  DAY_END, days=1)
+    player = CompressedDay(plan, 1440.0, seed=6)  # a day a minute
+    wall = int(datetime.now(UTC).timestamp() * 1000)
+    first = player.due(30.0, wall)  # the last hour and about half a replay
+    assert len(plan.rest) < len(first) < len(plan.rest) + len(plan.sessions)
+    later = player.due(30.0 + 3600, wall)  # an hour later: 60 replays missed
+    assert len(later) < len(plan.sessions)
+
+
+def test_the_next_days_plan_keeps_the_population() -> None:
+    """At the processor's midnight the demo plays the next day, its population anchored
+    where the first day's was: no signup or cancellation, about as many active users."""
+    model = EventModel(users=3000, seed=8)
+    first = model.plan_day(DAY_START + timedelta(hours=15), DAY_START, DAY_END, days=1)
+    after = model.plan_day(DAY_END, DAY_END, DAY_END + timedelta(days=1), days=0,
+                           baseline=False, anchor=DAY_END)
+    events = after.history + [e for _, e in after.rest]
+    assert {_day_of(ts_ms(e)) for e in events} == {_day_of(after.day_start_ms)}
+    assert not {e["type"] for e in events} & {"signup", "cancellation"}
+    today = _active(first.history, _day_of(first.day_start_ms)) | {
+        e["user_id"] for _, e in first.rest if e["type"] == "activity"}
+    tomorrow = _active(events, _day_of(after.day_start_ms))
+    assert 0.9 * len(today) <= len(tomorrow) <= 1.1 * len(today)
+
+
 def test_restamp_keeps_the_shape_of_ts() -> None:
     ms = int(datetime(2026, 11, 22, 10, 0, 5, 123_000, tzinfo=UTC).timestamp() * 1000)
     base = {"event_id": "e", "type": "activity", "user_id": "u"}
