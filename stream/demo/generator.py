@@ -19,6 +19,15 @@ What is modelled, and why the numbers are what they are:
   at 1.2 % to 9.5 %, differently per campaign.
 * Active users sometimes answer NPS (heavy users are more often promoters; overall NPS
   lands around +30) and CSAT (about 80 % answer 4 or 5).
+* A habit is a rhythm, not a daily coin toss: a user with a 38 % habit comes back every
+  two or three days, and each habit's rhythms are spread evenly over its users, so the
+  daily active users barely move from one day to the next; weekends bring fewer
+  sessions and visits, not fewer active users.
+
+History and live stream are one draw: :meth:`EventModel.plan_day` splits a day at
+``now`` into the history so far and the rest of the day, which :class:`CompressedDay`
+plays at any speed, stamped with the wall clock (the ``demo`` and ``generate`` commands);
+the users active today are then exactly those whose habits make them active today.
 
 Events are plain dicts in the wire format of the contract (section 1). ``ts`` comes in
 the shapes real clients send: browsers send RFC 3339 UTC with milliseconds, mobile apps
