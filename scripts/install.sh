@@ -31,6 +31,8 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # The browser test loads the demo's Prometheus pages in headless Chromium.
 if [ "$dev" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
+# The live view's test runs the demo in a real 80x24 terminal (a private tmux server).
+if [ "$dev" = 1 ]; then command -v tmux >/dev/null 2>&1 || need+=(tmux); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   $sudo_cmd apt-get update -qq

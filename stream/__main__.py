@@ -111,8 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="local broker + Redis + generator + worker + live view")
     _add_common(d)
     d.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
-    d.add_argument("--rate", type=float, default=200.0,
-                   help="live events per second (default 200)")
+    d.add_argument("--rate", type=float, default=None,
+                   help="play today at the speed that gives about this many live events "
+                        "per second (default: --day-minutes)")
+    d.add_argument("--day-minutes", type=float, default=10.0,
+                   help="real minutes one simulated day lasts (default 10)")
     d.add_argument("--history-days", type=int, default=40,
                    help="days of back history loaded first (default 40)")
     d.add_argument("--duration", type=float, default=None,
@@ -139,6 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--from-file", metavar="F", default=None,
                    help="also the ids in file F, one per line ('-': standard input)")
     f.add_argument("--no-progress", action="store_true", help="no progress bar")
+    doc = sub.add_parser("doctor", help="check the configuration against the real Kafka and "
+                         "Redis before a first deployment (exit code 0: all checks pass)")
+    _add_common(doc)
+    snd = sub.add_parser("send", help="produce test messages (a JSON object gets an event_id "
+                         "and ts when it has none), e.g. one event to see in report")
+    _add_common(snd)
+    snd.add_argument("message", nargs="*", help="message values (default: one activity event)")
+    snd.add_argument("--topic", default=None, help="topic (default: the first of STREAM_TOPICS)")
     g = sub.add_parser("generate", help="produce a realistic event stream to Kafka")
     _add_common(g)
     g.add_argument("--users", type=int, default=5000, help="simulated users (default 5000)")
@@ -217,7 +228,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return run_demo(settings, users=args.users, rate=args.rate,
                         history_days=args.history_days, duration=args.duration,
-                        view=not args.no_view, prometheus=not args.no_prometheus)
+                        view=not args.no_view, prometheus=not args.no_prometheus,
+                        day_minutes=args.day_minutes)
+    if args.command == "doctor":
+        return _doctor(settings)
+    if args.command == "send":
+        from .send import send
+
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        return send(settings, args.message, args.topic)
     if args.command == "generate":
         from .demo.run import run_generate
 
@@ -288,6 +307,19 @@ def _check_format(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)
         return 2
+
+
+def _doctor(settings: Settings) -> int:
+    from .app import open_store
+    from .doctor import doctor
+
+    # Connection errors are the doctor's own findings, printed once as a check line.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+    store = open_store(settings, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return doctor(settings, store)
+    finally:
+        store.close()
 
 
 def _store_mismatch(settings: Settings) -> str | None:

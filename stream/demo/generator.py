@@ -19,6 +19,15 @@ What is modelled, and why the numbers are what they are:
   at 1.2 % to 9.5 %, differently per campaign.
 * Active users sometimes answer NPS (heavy users are more often promoters; overall NPS
   lands around +30) and CSAT (about 80 % answer 4 or 5).
+* A habit is a rhythm, not a daily coin toss: a user with a 38 % habit comes back every
+  two or three days, and each habit's rhythms are spread evenly over its users, so the
+  daily active users barely move from one day to the next; weekends bring fewer
+  sessions and visits, not fewer active users.
+
+History and live stream are one draw: :meth:`EventModel.plan_day` splits a day at
+``now`` into the history so far and the rest of the day, which :class:`CompressedDay`
+plays at any speed, stamped with the wall clock (the ``demo`` and ``generate`` commands);
+the users active today are then exactly those whose habits make them active today.
 
 Events are plain dicts in the wire format of the contract (section 1). ``ts`` comes in
 the shapes real clients send: browsers send RFC 3339 UTC with milliseconds, mobile apps
@@ -216,7 +225,11 @@ RETURN_WEEK_P: Final = 0.35
 LAPSED_FACTOR: Final = 0.15
 """Activity of a user who cancelled, relative to their habit (free tier, curiosity)."""
 WEEKEND_FACTOR: Final = 0.8
-"""Activity and visits on Saturdays and Sundays, relative to weekdays."""
+"""Sessions per active user and visits on Saturdays and Sundays, relative to weekdays.
+
+Only the amount of use drops at weekends, not who is active: a weekly dip in active
+users would make a Monday's whole-day active users 1.25 times Sunday's, and a live demo
+(whose today is compared with yesterday) must keep today within 1.1 times yesterday."""
 VISITS_PER_USER_DAY: Final = 0.1
 """Landing-page visits per day, per user of the population."""
 KNOWN_VISITOR_SHARE: Final = 0.25
@@ -311,6 +324,8 @@ class _User:
     ts_style: int
     age_ms: int  # how long before the anchor the user first signed up
     onboarded: bool
+    # Where the user's rhythm of active days starts (0-1), see _active_on.
+    phase: float = 0.0
 
     @property
     def expected_events(self) -> float:
@@ -357,6 +372,23 @@ def _csat_score(rng: random.Random) -> int:
     return _pick(rng, _CSAT_CUM) + 1
 
 
+_PHASE_STEP: Final = (math.sqrt(5.0) - 1.0) / 2.0
+_DAY_STEP: Final = math.sqrt(2.0) - 1.0
+
+
+def _active_on(user: _User, day: int, p: float) -> bool:
+    """Whether ``user`` uses the product on ``day``, with probability ``p`` over days.
+
+    A habit rather than a coin toss: the user is active on the days where
+    ``(phase + day * (sqrt 2 - 1)) mod 1 < p``, a regular rhythm (a user with ``p`` 0.4
+    comes back every two or three days). Since a habit's phases are spread evenly, the
+    number of active users barely moves from day to day: independent coin tosses would
+    swing a population of 5000's daily active users by about 2 % (one standard
+    deviation) from one day to the next, enough to put today above 1.1 times yesterday
+    now and then."""
+    return (user.phase + day * _DAY_STEP) % 1.0 < p
+
+
 def _geometric(rng: random.Random, mean: float) -> int:
     """A count >= 1 with the given mean (geometric), e.g. events in one session."""
     count = 1
@@ -395,6 +427,13 @@ class EventModel:
             else:
                 age = rng.uniform(NEW_USER_SPAN_DAYS, ESTABLISHED_MAX_AGE_DAYS)
             self._users.append(_new_user(rng, index, int(age * DAY_MS), newcomer))
+        # Each habit's users get rhythms spread evenly (the k-th user of a habit starts at
+        # k * golden ratio, mod 1), so on any day about the same share of them is active.
+        ranks: dict[str, int] = {}
+        for user in self._users:
+            rank = ranks.get(user.segment.name, 0)
+            ranks[user.segment.name] = rank + 1
+            user.phase = (rank * _PHASE_STEP) % 1.0
         self._cycles = self._lifecycles()
 
     @property
@@ -539,7 +578,16 @@ class EventModel:
         if days < 0:
             raise ValueError("days must not be negative")
         now_ms = to_epoch_ms(now)
-        start_ms = now_ms - days * DAY_MS
+        for _, event in self._timeline(now_ms, now_ms - days * DAY_MS, now_ms, baseline):
+            yield event
+
+    def _timeline(
+        self, anchor_ms: int, start_ms: int, end_ms: int, baseline: bool
+    ) -> Iterator[tuple[int, Event]]:
+        """``(ms, event)`` of every event in ``[start_ms, end_ms]`` in time order (to the
+        second), the population's lifecycles anchored at ``anchor_ms`` (after the anchor
+        nobody signs up or cancels); with ``baseline``, first the lifecycle events before
+        ``start_ms``."""
         rng = random.Random(f"{self.seed}:history")
         users = self._users
 
@@ -547,7 +595,7 @@ class EventModel:
         old: list[tuple[int, int, bool]] = []
         for user, (times, kinds) in zip(users, self._cycles, strict=True):
             for order, (rel, signup) in enumerate(zip(times, kinds, strict=True)):
-                ms = now_ms + rel
+                ms = anchor_ms + rel
                 if ms < start_ms:
                     old.append((ms, user.index, signup))
                 else:
@@ -555,32 +603,34 @@ class EventModel:
         if baseline:
             old.sort()
             for ms, index, signup in old:
-                yield self._lifecycle_event(rng, users[index], ms, signup)
+                yield ms, self._lifecycle_event(rng, users[index], ms, signup)
 
-        heap: list[tuple[int, int, Event]] = []
+        heap: list[tuple[int, int, int, Event]] = []
         counter = itertools.count()
 
         def push(ms: int, build: Callable[[], Event]) -> None:
             # Events outside the window are dropped before being built, to save work.
-            if start_ms <= ms <= now_ms:
+            if start_ms <= ms <= end_ms:
                 # Keyed by whole seconds: most ``ts`` shapes carry no milliseconds, and
                 # ordering by the truncated time keeps the output sorted as parsed.
-                heapq.heappush(heap, (ms // 1000, next(counter), build()))
+                heapq.heappush(heap, (ms // 1000, next(counter), ms, build()))
 
         first_day = start_ms // DAY_MS - 1
-        last_day = now_ms // DAY_MS + 1
+        last_day = end_ms // DAY_MS + 1
         for day in range(first_day, last_day + 1):
             for ms, index, order in window_changes.get(day, ()):
                 self._push_change(rng, push, users[index], ms, order)
-            self._push_usage_day(rng, push, day, now_ms)
-            self._push_visits_day(rng, push, day, now_ms)
+            self._push_usage_day(rng, push, day, anchor_ms)
+            self._push_visits_day(rng, push, day, anchor_ms, end_ms)
             # Later local days start at most _MAX_EAST_MS before their UTC midnight, so
             # everything earlier than that is final and can go out in order.
             cutoff = ((day + 1) * DAY_MS - _MAX_EAST_MS - HOUR_MS) // 1000
             while heap and heap[0][0] < cutoff:
-                yield heapq.heappop(heap)[2]
+                _, _, ms, event = heapq.heappop(heap)
+                yield ms, event
         while heap:
-            yield heapq.heappop(heap)[2]
+            _, _, ms, event = heapq.heappop(heap)
+            yield ms, event
 
     def _push_change(
         self, rng: random.Random, push: _Push, user: _User, ms: int, order: int
@@ -605,8 +655,6 @@ class EventModel:
             if i < 0:
                 continue  # not signed up yet
             p = user.segment.p_active
-            if weekend:
-                p *= WEEKEND_FACTOR
             if kinds[i]:
                 since = day - (times[i] + now_ms + offset_ms) // DAY_MS
                 if 1 <= since <= 7:
@@ -616,10 +664,13 @@ class EventModel:
                         p = max(p, FIRST_WEEK_P)
             else:
                 p *= LAPSED_FACTOR
-            if rng.random() >= p:
+            if not _active_on(user, day, p):
                 continue
             ms = local_midnight + _pick(rng, _HOUR_CUM) * HOUR_MS + int(rng.random() * HOUR_MS)
-            for _ in range(_geometric(rng, user.segment.mean_events)):
+            mean_events = user.segment.mean_events
+            if weekend:
+                mean_events = max(1.0, mean_events * WEEKEND_FACTOR)
+            for _ in range(_geometric(rng, mean_events)):
                 push(ms, partial(self._activity, rng, user, ms))
                 ms += int(rng.expovariate(1.0 / _SESSION_GAP_MS))
             if rng.random() < NPS_PER_ACTIVE_DAY:
@@ -627,8 +678,11 @@ class EventModel:
             if rng.random() < CSAT_PER_ACTIVE_DAY:
                 push(ms, partial(self._survey, rng, user, ms, False))
 
-    def _push_visits_day(self, rng: random.Random, push: _Push, day: int, now_ms: int) -> None:
-        """Landing-page visits, and the conversions they lead to, of UTC day ``day``."""
+    def _push_visits_day(
+        self, rng: random.Random, push: _Push, day: int, now_ms: int, end_ms: int
+    ) -> None:
+        """Landing-page visits, and the conversions they lead to, of UTC day ``day``, the
+        population anchored at ``now_ms``, up to ``end_ms``."""
         mean = len(self._users) * VISITS_PER_USER_DAY
         if day % 7 in (2, 3):
             mean *= WEEKEND_FACTOR
@@ -640,7 +694,7 @@ class EventModel:
                 candidate = self._users[int(rng.random() * len(self._users))]
                 if now_ms - candidate.age_ms <= ms:  # only people who exist by then
                     user = candidate
-            if ms > now_ms:
+            if ms > end_ms:
                 continue  # later today: not happened yet
             visit, campaign, visitor, country = self._visit(rng, user, ms)
             push(ms, partial(_same, visit))
@@ -650,6 +704,57 @@ class EventModel:
                     conv_ms,
                     partial(self._conversion, rng, visitor, campaign.name, country, conv_ms),
                 )
+
+    # ---------------------------------------------------------------- a whole day
+
+    def plan_day(
+        self,
+        now: datetime,
+        day_start: datetime,
+        day_end: datetime,
+        days: int = 40,
+        *,
+        baseline: bool = True,
+        anchor: datetime | None = None,
+    ) -> DayPlan:
+        """Today as this population lives it, split at ``now``: the history up to ``now``
+        and the rest of today, both from one draw, so a live stream that plays the rest
+        gives today the users whose habits make them active today, and no others.
+
+        Args:
+            now: where the history ends (aware datetime); usually the wall clock.
+            day_start: today's 00:00 in the processor's time zone (aware).
+            day_end: tomorrow's 00:00 in that zone (aware; exclusive).
+            days: days of history before ``now`` (default 40), as in :meth:`history`
+                (and at least today so far).
+            baseline: also the customer base's signups and cancellations before the
+                window (default True), as in :meth:`history`.
+            anchor: the moment the population's signups and cancellations are drawn up
+                to (default ``day_end``); a later day's plan keeps its first day's anchor
+                so the population does not move (nobody signs up or cancels after it).
+
+        Raises:
+            ValueError: for a naive datetime, negative ``days`` or ``now`` outside today.
+        """
+        if days < 0:
+            raise ValueError("days must not be negative")
+        now_ms, start_ms, end_ms = (to_epoch_ms(t) for t in (now, day_start, day_end))
+        if not start_ms <= now_ms < end_ms:
+            raise ValueError("now must lie between day_start and day_end")
+        anchor_ms = end_ms if anchor is None else to_epoch_ms(anchor)
+        history: list[Event] = []
+        rest: list[tuple[int, Event]] = []
+        sessions: list[tuple[int, Event]] = []
+        window = self._timeline(anchor_ms, min(now_ms - days * DAY_MS, start_ms), end_ms - 1,
+                                baseline)
+        for ms, event in window:
+            if ms <= now_ms:
+                history.append(event)
+            else:
+                rest.append((ms, event))
+            if ms >= start_ms and event["type"] not in _LIFECYCLE:
+                sessions.append((ms, event))
+        return DayPlan(start_ms, end_ms, now_ms, history, rest, sessions)
 
     # ------------------------------------------------------------------------ live
 
@@ -669,6 +774,113 @@ class EventModel:
         state = _Live(self, random.Random(f"{self.seed}:live"))
         while True:
             yield state.next_event(to_epoch_ms(now_fn()))
+
+
+_LIFECYCLE: Final = frozenset({"signup", "cancellation"})
+
+
+@dataclass(frozen=True, slots=True)
+class DayPlan:
+    """One day of the model, split at a moment ``now`` (see :meth:`EventModel.plan_day`).
+
+    Attributes:
+        day_start_ms: today's 00:00 in the processor's zone, epoch milliseconds.
+        day_end_ms: tomorrow's 00:00 there (exclusive).
+        now_ms: where the history ends and the live stream begins.
+        history: every event up to ``now_ms`` (back history and today so far), in order.
+        rest: ``(ms, event)`` of the rest of today, in time order: the live stream.
+        sessions: ``(ms, event)`` of the whole day's activity, visits, conversions and
+            answers (no signups or cancellations), replayed once the day is played.
+    """
+
+    day_start_ms: int
+    day_end_ms: int
+    now_ms: int
+    history: list[Event]
+    rest: list[tuple[int, Event]]
+    sessions: list[tuple[int, Event]]
+
+
+class CompressedDay:
+    """Plays the rest of a :class:`DayPlan` at ``speed`` times real time, stamping each
+    event with the wall clock when its simulated moment comes.
+
+    The processor's today is the wall clock's day, so the compressed day's events all
+    land in today: the users active today are exactly the plan's, whatever the speed.
+    Once the simulated clock has passed the end of the day, the day's sessions (never its
+    signups or cancellations) are played again with fresh event ids, at the same pace:
+    more use by the same people, so traffic goes on while today's active users, and the
+    ratios, stay those of the whole day. Pure: the caller passes the time.
+
+    Args:
+        plan: the day to play.
+        speed: simulated seconds per real second (> 0), e.g. 144 for a day in 10 minutes.
+        seed: seed of the replayed events' ids.
+    """
+
+    def __init__(self, plan: DayPlan, speed: float, seed: int = 1) -> None:
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.plan = plan
+        self.speed = speed
+        self._rng = random.Random(f"{seed}:replay")
+        self._next = 0
+        self._cycle = 0
+        self._replayed = 0
+
+    def sim_ms(self, elapsed: float) -> int:
+        """The simulated clock ``elapsed`` real seconds after the start, epoch ms."""
+        return self.plan.now_ms + int(elapsed * self.speed * 1000)
+
+    def played(self, elapsed: float) -> bool:
+        """Whether the simulated clock has passed the end of the day."""
+        return self.sim_ms(elapsed) >= self.plan.day_end_ms
+
+    def due(self, elapsed: float, wall_ms: int) -> list[Event]:
+        """The events whose simulated moment has come by ``elapsed`` real seconds and
+        that were not returned before, stamped ``wall_ms`` (epoch ms)."""
+        plan, sim = self.plan, self.sim_ms(elapsed)
+        out: list[Event] = []
+        rest = plan.rest
+        while self._next < len(rest) and rest[self._next][0] <= sim:
+            out.append(restamp(rest[self._next][1], wall_ms))
+            self._next += 1
+        sessions = plan.sessions
+        if self._next < len(rest) or not sessions:
+            return out
+        day = plan.day_end_ms - plan.day_start_ms
+        # After a long stall (a suspended laptop) play on from the current replay rather
+        # than catching up on every replay missed, which would flood the broker.
+        current = (sim - plan.day_end_ms) // day
+        if current > self._cycle + 1:
+            self._cycle, self._replayed = current, 0
+        while True:
+            ms, event = sessions[self._replayed]
+            if plan.day_end_ms + self._cycle * day + (ms - plan.day_start_ms) > sim:
+                return out
+            out.append(restamp(event, wall_ms, f"{self._rng.getrandbits(128):032x}"))
+            self._replayed += 1
+            if self._replayed == len(sessions):
+                self._replayed = 0
+                self._cycle += 1
+
+
+def restamp(event: Event, ms: int, event_id: str | None = None) -> Event:
+    """A copy of ``event`` with ``ts`` moved to ``ms`` (epoch ms) in the same shape
+    (epoch ms, UTC with or without milliseconds, or local time with the same offset),
+    and with ``event_id`` when given."""
+    out = dict(event)
+    ts = event["ts"]
+    if isinstance(ts, int):
+        out["ts"] = ms
+    elif ts.endswith("Z"):
+        out["ts"] = _fmt_z_millis(ms) if "." in ts else _fmt_z(ms)
+    else:
+        sign = -1 if ts[-6] == "-" else 1
+        out["ts"] = _fmt_local(ms, sign * (int(ts[-5:-3]) * 60 + int(ts[-2:])))
+    if event_id is not None:
+        out["event_id"] = event_id
+    return out
 
 
 _Push = Callable[[int, Callable[[], Event]], None]

@@ -18,9 +18,11 @@ from stream.demo.generator import (
     BAD_MESSAGE_REASONS,
     EVENT_TYPES,
     TOPICS,
+    CompressedDay,
     Event,
     EventModel,
     bad_message,
+    restamp,
     topic_for,
 )
 from stream.demo.producer import produce_events, run_live
@@ -351,3 +353,173 @@ async def test_run_live_keeps_the_rate_and_injects_bad_messages() -> None:
     reasons = [dead_letter_reason(value, now) for _, value, _ in producer.sent]
     assert sum(r is not None for r in reasons) == sent // 100
     assert {t for t, _, _ in producer.sent} == set(TOPICS)
+
+
+# ------------------------------------------------------------- a day plan and its play
+
+DAY_START = datetime(2026, 11, 23, tzinfo=UTC)  # a Monday: its yesterday is a Sunday
+DAY_END = DAY_START + timedelta(days=1)
+
+
+def _day_of(ms: int) -> int:
+    return ms // DAY_MS
+
+
+def _active(events: Iterable[Event], day: int) -> set[str]:
+    return {e["user_id"] for e in events if e["type"] == "activity" and _day_of(ts_ms(e)) == day}
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_whole_day_has_about_yesterdays_active_users(seed: int) -> None:
+    """Every day of a week, today's whole-day active users (history so far and the rest
+    of the day) stay within 10 % of yesterday's, Monday after a weekend included: the
+    demo's bound (today at most 1.1 times yesterday) holds at any speed of play."""
+    model = EventModel(users=5000, seed=seed)
+    for shift in range(7):
+        start = DAY_START + timedelta(days=shift)
+        plan = model.plan_day(start + timedelta(hours=15), start, start + timedelta(days=1),
+                              days=2)
+        today = _day_of(plan.day_start_ms)
+        whole = _active(plan.history, today) | _active((e for _, e in plan.rest), today)
+        yesterday = _active(plan.history, today - 1)
+        assert 0.9 * len(yesterday) <= len(whole) <= 1.1 * len(yesterday), (shift, seed)
+        # The rest of the day brings users the history did not have yet.
+        assert len(_active(plan.history, today)) < 0.85 * len(whole)
+
+
+def _ratio(events: list[Event], first: int, last: int) -> dict[str, float]:
+    """Conversion, NPS and CSAT of the days first..last, by the contract's definitions."""
+    inside = [e for e in events if first <= _day_of(ts_ms(e)) <= last]
+    visits = sum(e["type"] == "visit" for e in inside)
+    conversions = sum(e["type"] == "conversion" for e in inside)
+    nps = [e["score"] for e in inside if e["type"] == "survey" and e["survey"] == "nps"]
+    csat = [e["score"] for e in inside if e["type"] == "survey" and e["survey"] == "csat"]
+    return {"conversion": conversions / visits,
+            "nps": 100 * (sum(s >= 9 for s in nps) - sum(s <= 6 for s in nps)) / len(nps),
+            "csat": sum(s >= 4 for s in csat) / len(csat)}
+
+
+def test_a_whole_day_keeps_stickiness_conversion_and_answers_in_range() -> None:
+    model = EventModel(users=3000, seed=4)
+    plan = model.plan_day(DAY_START + timedelta(hours=9), DAY_START, DAY_END, days=31)
+    everything = plan.history + [e for _, e in plan.rest]
+    today = _day_of(plan.day_start_ms)
+    by_day: dict[int, set[str]] = collections.defaultdict(set)
+    for e in everything:
+        if e["type"] == "activity":
+            by_day[_day_of(ts_ms(e))].add(e["user_id"])
+
+    def stickiness(day: int) -> float:
+        mau = set().union(*(by_day[day - k] for k in range(30)))
+        return len(by_day[day]) / len(mau)
+
+    assert abs(stickiness(today) - stickiness(today - 1)) < 0.03
+    now, before = _ratio(everything, today - 29, today), _ratio(everything, today - 30, today - 1)
+    assert abs(now["conversion"] - before["conversion"]) < 0.005
+    assert abs(now["nps"] - before["nps"]) < 5
+    assert abs(now["csat"] - before["csat"]) < 0.03
+
+
+def test_a_day_plan_splits_at_now() -> None:
+    model = EventModel(users=1000, seed=5)
+    now = DAY_START + timedelta(hours=15, minutes=30)
+    plan = model.plan_day(now, DAY_START, DAY_END, days=3)
+    now_ms = int(now.timestamp() * 1000)
+    assert all(ts_ms(e) <= now_ms for e in plan.history)
+    rest_ms = [ms for ms, _ in plan.rest]
+    assert rest_ms == sorted(rest_ms)
+    assert all(now_ms < ms < plan.day_end_ms for ms in rest_ms)
+    # The plan's times are the events' own (to the second: some shapes carry no ms).
+    assert all(abs(ts_ms(e) - ms) < 1000 for ms, e in plan.rest)
+    assert {"activity", "visit", "survey"} <= {e["type"] for _, e in plan.rest}
+    assert {e["type"] for _, e in plan.sessions} == set(EVENT_TYPES) - {"signup",
+                                                                       "cancellation"}
+    assert all(plan.day_start_ms <= ms < plan.day_end_ms for ms, _ in plan.sessions)
+    assert all(contract_problem(e) is None for e in plan.history)
+    again = model.plan_day(now, DAY_START, DAY_END, days=3)
+    assert again == plan  # one seeded draw
+    with pytest.raises(ValueError):
+        model.plan_day(DAY_END, DAY_START, DAY_END)
+
+
+def test_the_compressed_day_plays_the_rest_then_only_todays_users() -> None:
+    model = EventModel(users=1000, seed=6)
+    now = DAY_START + timedelta(hours=12)
+    plan = model.plan_day(now, DAY_START, DAY_END, days=2)
+    speed = 1440.0 / 10  # a day in ten minutes, the demo's default
+    player = CompressedDay(plan, speed, seed=6)
+    wall = int(datetime.now(UTC).timestamp() * 1000)
+    played: list[Event] = []
+    seen_users: list[int] = []
+    today_users = _active(plan.history, _day_of(plan.day_start_ms)) | {
+        e["user_id"] for _, e in plan.rest if e["type"] == "activity"}
+    elapsed = 0.0
+    while elapsed < 15 * 60:  # the rest of the day (5 min), then 10 min of replay
+        due = player.due(elapsed, wall + int(elapsed * 1000))
+        # Each event comes when the simulated clock has reached its moment, not before.
+        assert len(played) + len(due) <= len(plan.rest) or player.played(elapsed)
+        played += due
+        seen_users.append(len({e["user_id"] for e in played if e["type"] == "activity"}))
+        elapsed += 0.5
+    # The rest of the day, in order and stamped with the wall clock of its tick.
+    rest = played[: len(plan.rest)]
+    assert [e["event_id"] for e in rest] == [e["event_id"] for _, e in plan.rest]
+    assert all(contract_problem(e) is None for e in played)
+    assert all(wall <= ts_ms(e) <= wall + 15 * 60_000 for e in played)
+    # Then more of the same day's sessions: fresh ids, no signups or cancellations, and
+    # not one user who is not active today.
+    replay = played[len(plan.rest):]
+    assert len(replay) > len(plan.sessions) // 2
+    assert len({e["event_id"] for e in played}) == len(played)
+    assert {e["type"] for e in replay} <= set(EVENT_TYPES) - {"signup", "cancellation"}
+    assert {e["user_id"] for e in played if e["type"] == "activity"} <= today_users
+    assert seen_users == sorted(seen_users)  # today's active users never fall
+    # The users played by four minutes at this speed are a subset of the whole day's, so
+    # the whole day bounds them: checking the whole day (faster) checks four minutes.
+    at_four = CompressedDay(plan, speed).due(240.0, wall)
+    assert {e["user_id"] for e in at_four} <= {e["user_id"] for _, e in plan.rest}
+
+
+def test_a_stalled_play_does_not_catch_up_on_missed_replays() -> None:
+    plan = EventModel(users=300, seed=6).plan_day(DAY_START + timedelta(hours=23), DAY_START,
+                                                  DAY_END, days=1)
+    player = CompressedDay(plan, 1440.0, seed=6)  # a day a minute
+    wall = int(datetime.now(UTC).timestamp() * 1000)
+    first = player.due(30.0, wall)  # the last hour and about half a replay
+    assert len(plan.rest) < len(first) < len(plan.rest) + len(plan.sessions)
+    later = player.due(30.0 + 3600, wall)  # an hour later: 60 replays missed
+    assert len(later) < len(plan.sessions)
+
+
+def test_the_next_days_plan_keeps_the_population() -> None:
+    """At the processor's midnight the demo plays the next day, its population anchored
+    where the first day's was: no signup or cancellation, about as many active users."""
+    model = EventModel(users=3000, seed=8)
+    first = model.plan_day(DAY_START + timedelta(hours=15), DAY_START, DAY_END, days=1)
+    after = model.plan_day(DAY_END, DAY_END, DAY_END + timedelta(days=1), days=0,
+                           baseline=False, anchor=DAY_END)
+    events = after.history + [e for _, e in after.rest]
+    assert {_day_of(ts_ms(e)) for e in events} == {_day_of(after.day_start_ms)}
+    assert not {e["type"] for e in events} & {"signup", "cancellation"}
+    today = _active(first.history, _day_of(first.day_start_ms)) | {
+        e["user_id"] for _, e in first.rest if e["type"] == "activity"}
+    tomorrow = _active(events, _day_of(after.day_start_ms))
+    assert 0.9 * len(today) <= len(tomorrow) <= 1.1 * len(today)
+
+
+def test_restamp_keeps_the_shape_of_ts() -> None:
+    ms = int(datetime(2026, 11, 22, 10, 0, 5, 123_000, tzinfo=UTC).timestamp() * 1000)
+    base = {"event_id": "e", "type": "activity", "user_id": "u"}
+    cases = {
+        1_700_000_000_000: ms,
+        "2026-01-01T00:00:00Z": "2026-11-22T10:00:05Z",
+        "2026-01-01T00:00:00.000Z": "2026-11-22T10:00:05.123Z",
+        "2026-01-01T05:30:00+05:30": "2026-11-22T15:30:05+05:30",
+        "2025-12-31T19:00:00-05:00": "2026-11-22T05:00:05-05:00",
+    }
+    for before, after in cases.items():
+        event = {**base, "ts": before}
+        moved = restamp(event, ms, "f")
+        assert moved["ts"] == after and moved["event_id"] == "f"
+        assert ts_ms(moved) // 1000 == ms // 1000
+        assert event["ts"] == before  # the plan is left as it was
