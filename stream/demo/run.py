@@ -197,7 +197,8 @@ async def _demo(settings: Settings, console: Console, users: int, rate: float | 
         live = asyncio.create_task(_play(producer, model, day, stop, settings.topic_list))
         # The worker may fail before it is started (a port taken meanwhile, say): wait for
         # either, so the demo stops with the worker's error instead of waiting for ever.
-        await asyncio.wait({started, worker}, return_when=asyncio.FIRST_COMPLETED)
+        pending: set[asyncio.Future[Any]] = {started, worker}
+        await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         if not started.done():
             stop.set()
             await asyncio.gather(live, return_exceptions=True)
