@@ -26,6 +26,7 @@ from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
+from .offsetrange import OffsetRangeCollector
 from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
@@ -114,6 +115,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     figures_collector = FiguresCollector(lambda: read_figures(scrape_store, settings),
                                          settings.metrics_cache_seconds, on_scrape_error)
     registry.register(figures_collector)
+    registry.register(OffsetRangeCollector(scrape_store, settings.topic_list))
     figures_collector.start()
     server = MetricsServer(registry, settings.metrics_host, settings.metrics_port,
                            live=lambda: health.live, ready=lambda: health.ready)

@@ -21,7 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata
 
-from . import fetched
+from . import fetched, offsetrange
 from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter
 from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
@@ -161,6 +161,12 @@ class AiokafkaSource:
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    async def log_ranges(self, targets: dict[tuple[str, int], int]) -> dict[
+        tuple[str, int], tuple[int, int | None, bool]
+    ]:
+        """Optional part of `Source`: see `offsetrange.probe`."""
+        return await offsetrange.probe(self._settings, targets)
+
 
 #: A batch between fetch and apply: per partition (message count, last offset), the
 #: prepared values, the local day, and the writes once folded (None: not yet).
@@ -217,8 +223,12 @@ class Worker:
         for key in [k for k in self.applied if k[0] in srcs]:
             del self.applied[key]
         self.applied.update(loaded)
+        # Offsets outside the log Kafka holds (deleted unread, or a recreated topic) are
+        # moved in Redis first, counted and logged (see offsetrange).
+        moved = await offsetrange.reconcile(self.source, self.store, self.applied, srcs,
+                                            self._redis)
         for src, (t, p) in srcs.items():
-            resume = self.store.resume_offset(self.applied, src)
+            resume = moved.get(src, self.store.resume_offset(self.applied, src))
             if resume is None:
                 # Nothing of it is in Redis (new, or Redis lost it all): read the partition
                 # from its start, whatever Kafka's committed offset says. Offset 0 is reset
