@@ -171,12 +171,19 @@ def _store_mismatch(settings: Settings) -> str | None:
     return None
 
 
+def _kafka_tls_problem(settings: Settings) -> str | None:
+    """Why TLS to the Kafka brokers fails (a wrong CA...), checked before anything starts."""
+    from .kafkatls import tls_problem
+
+    return tls_problem(settings)
+
+
 def _worker(settings: Settings) -> int:
     from .app import Stalled, limit_malloc_arenas, run_worker
     from .store import StoreMismatch
 
     limit_malloc_arenas()
-    mismatch = _store_mismatch(settings)
+    mismatch = _store_mismatch(settings) or _kafka_tls_problem(settings)
     if mismatch is not None:
         print(f"engagement-stream: {mismatch}", file=sys.stderr)
         return 2
@@ -217,7 +224,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from_time = args.from_time
     if from_time is not None and from_time.tzinfo is None:
         from_time = from_time.replace(tzinfo=ZoneInfo(settings.timezone))
-    mismatch = _store_mismatch(settings)
+    mismatch = _store_mismatch(settings) or _kafka_tls_problem(settings)
     if mismatch is not None:
         print(f"engagement-stream: {mismatch}", file=sys.stderr)
         return 2
