@@ -49,7 +49,9 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
     )
     params = StoreParams(settings.timezone, settings.shards, settings.user_buckets)
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
-                     **client_options)
+                     settings.sentinel_list, settings.redis_sentinel_master,
+                     (settings.redis_sentinel_password.get_secret_value()
+                      if settings.redis_sentinel_password else None), **client_options)
     return Store(client, keys, params)
 
 
