@@ -88,16 +88,15 @@ class Sentinels:
 
 @pytest.fixture
 def sentinel_setup() -> Iterator[tuple[RedisServer, RedisServer, Sentinels]]:
-    with RedisServer(password=DATA_PASSWORD) as master:
-        with RedisServer(password=DATA_PASSWORD,
-                         extra_args=["--replicaof", "127.0.0.1", str(master.port)]) as replica:
-            sentinels = Sentinels(master.port)
-            try:
-                wait_until(lambda: sentinels.master() == ("127.0.0.1", master.port), 20,
-                           "sentinels watching the master")
-                yield master, replica, sentinels
-            finally:
-                sentinels.stop()
+    with RedisServer(password=DATA_PASSWORD) as master, RedisServer(password=DATA_PASSWORD,
+                     extra_args=["--replicaof", "127.0.0.1", str(master.port)]) as replica:
+        sentinels = Sentinels(master.port)
+        try:
+            wait_until(lambda: sentinels.master() == ("127.0.0.1", master.port), 20,
+                       "sentinels watching the master")
+            yield master, replica, sentinels
+        finally:
+            sentinels.stop()
 
 
 @pytest.mark.slow
