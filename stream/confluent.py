@@ -197,14 +197,14 @@ class ConfluentSource:
         if failed:
             raise KafkaException(failed[0].error)
 
-    async def log_ranges(self, targets: dict[tuple[str, int], int]) -> dict[
+    async def log_ranges(self, targets: dict[tuple[str, int], int], fetch_end: bool) -> dict[
         tuple[str, int], tuple[int, int | None, bool]
     ]:
         """Optional part of `Source`: see `offsetrange.probe` (its own aiokafka
         consumer without a group, so librdkafka's threads are not involved)."""
         from .offsetrange import probe
 
-        return await probe(self._settings, targets)
+        return await probe(self._settings, targets, fetch_end)
 
     def assignment(self) -> set[tuple[str, int]]:
         return set(self._assigned)

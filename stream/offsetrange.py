@@ -1,25 +1,25 @@
 """Offsets out of range: a partition whose offset stored in Redis lies outside the log
-Kafka holds for it, found when the partition is resumed.
+Kafka holds for it.
 
 - **Below the log start** (retention or a DeleteRecords removed messages nobody had read,
   e.g. while every worker was down): the messages between the stored offset and the log
-  start are gone. The partition resumes at the log start; how many were skipped is
-  logged and added to `engagement_offset_skipped_messages_total{topic}`.
+  start are gone. Found when the partition is resumed (ListOffsets, earliest): it resumes
+  at the log start; how many were skipped is logged and added to
+  `engagement_offset_skipped_messages_total{topic}`.
 - **Above the log end** (the topic was deleted and created again, or its log was lost):
   the stored offsets belong to a log that no longer exists, and resuming there would
-  silently ignore every message of the new log below them. The partition starts over:
-  its stored offsets are deleted and it is read from its log start; this is logged and
-  counted in `engagement_partition_restarts_total{topic}`.
+  silently ignore every message of the new log below them. Suspected when the consumer's
+  fetch highwater is below the offset the partition is at, confirmed by a fresh fetch at
+  the stored offset by a short-lived consumer without a group (a stale highwater is not
+  enough; ListOffsets "latest" is not used, some Kafka-protocol brokers answer it
+  wrongly): the fetch fails with "offset out of range" (Kafka) or reports a highwater
+  below the offset. The partition starts over: its stored offsets are deleted and it is
+  read from its log start; this is logged and counted in
+  `engagement_partition_restarts_total{topic}`.
 
 Each move of the stored offsets and its count are one atomic step in Redis
 (`lua/offsets.lua`), compare-and-set like a batch's apply, so a worker that crashes after
 it leaves nothing to count twice: the next owner finds the offsets in range.
-
-The log start comes from ListOffsets (earliest). The log end comes from a fetch at the
-stored offset by a short-lived consumer without a group, not from ListOffsets (latest),
-which some Kafka-protocol brokers answer wrongly: the fetch fails with "offset out of
-range" (Kafka) or reports a highwater below the offset (brokers that answer a fetch past
-the end with an empty one).
 """
 
 from __future__ import annotations
@@ -73,10 +73,11 @@ def judge(resume: int, start: int, past_end: bool) -> Verdict:
     return Verdict(seek=resume)
 
 
-async def probe(settings: Settings, targets: Mapping[TP, int],
+async def probe(settings: Settings, targets: Mapping[TP, int], fetch_end: bool = True,
                 seconds: float = PROBE_SECONDS) -> dict[TP, tuple[int, int | None, bool]]:
-    """Per partition of `targets` (partition -> the offset it would resume at, at most):
-    (log start, highwater when known, whether the log ends before the target)."""
+    """Per partition of `targets` (partition -> the highest offset it may be at): (log
+    start, highwater when known, whether the log ends before the target). Without
+    `fetch_end` only the log starts are asked for (the end is not judged)."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="none", fetch_max_wait_ms=100,
                                 max_partition_fetch_bytes=64 * 1024, **settings.kafka_options())
@@ -89,7 +90,7 @@ async def probe(settings: Settings, targets: Mapping[TP, int],
         pending = []
         for tp, target in tps.items():
             start = int(starts[tp])
-            if target <= start:
+            if target <= start or not fetch_end:
                 # At or below the start: nothing to fetch, the end is not in question.
                 out[(tp.topic, tp.partition)] = (start, None, False)
             else:
@@ -154,12 +155,14 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
 
 async def reconcile(source: Any, store: Store,
                     applied: MutableMapping[tuple[str, int], int], srcs: Mapping[str, TP],
-                    call: Callable[..., Awaitable[Any]]) -> dict[str, int]:
+                    call: Callable[..., Awaitable[Any]], check_end: bool = False
+                    ) -> dict[str, int]:
     """Check the partitions `srcs` (src -> (topic, partition)) whose offsets `applied`
     (loaded from Redis) holds against the logs Kafka holds, through the `source`'s
-    `log_ranges` (a source without one is not checked); move the out-of-range ones
-    (through `call`, the worker's retrying Redis call) and return where each of those
-    resumes. Partitions in range are left alone (not in the result)."""
+    `log_ranges` (a source without one is not checked): their log starts, and with
+    `check_end` their log ends too (a fetch each). Move the out-of-range ones (through
+    `call`, the worker's retrying Redis call) and return where each of those resumes.
+    Partitions in range are left alone (not in the result)."""
     log_ranges = getattr(source, "log_ranges", None)
     if log_ranges is None:
         return {}
@@ -173,7 +176,7 @@ async def reconcile(source: Any, store: Store,
         return {}
     try:
         ranges = await asyncio.wait_for(
-            log_ranges({tp: ceiling for tp, (_, ceiling) in targets.items()}),
+            log_ranges({tp: ceiling for tp, (_, ceiling) in targets.items()}, check_end),
             PROBE_SECONDS + 10)
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning("could not check the stored offsets against the logs (%r); resuming "
