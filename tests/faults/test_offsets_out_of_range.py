@@ -80,13 +80,17 @@ def restarts_of(worker: WorkerProcess) -> dict[str, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
 def test_topics_deleted_and_created_again_start_over(
-        broker: TansuBroker, topics: Topics, redis_server: RedisServer) -> None:
+        broker: TansuBroker, topics: Topics, redis_server: RedisServer, client: str) -> None:
+    if client == "confluent":
+        pytest.importorskip("confluent_kafka")
     now = datetime.now(UTC)
     zone = noon_zone(now)
     old = topics.rename(ds.generate(now, size=1500, seed=7, timezone=zone).messages)
     produce_all(broker.bootstrap, old)
-    env = env_for(broker.bootstrap, redis_server.url, topics, truth_of(old, now, zone))
+    env = env_for(broker.bootstrap, redis_server.url, topics, truth_of(old, now, zone),
+                  STREAM_KAFKA_CLIENT=client)
     first = WorkerProcess(env)
     with logged_workers(first):
         first.start()
