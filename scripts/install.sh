@@ -31,6 +31,9 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 [ -f /usr/include/zlib.h ] || need+=(zlib1g-dev)
 # The browser test loads the demo's Prometheus pages in headless Chromium.
 if [ "$dev" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
+# Tests: the Kafka TLS test makes its certificates with openssl; the sanitizer fuzzing
+# needs gcc's AddressSanitizer runtime (libasan, installed with gcc).
+if [ "$dev" = 1 ]; then command -v openssl >/dev/null 2>&1 || need+=(openssl); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   $sudo_cmd apt-get update -qq
