@@ -33,6 +33,10 @@ def tls_problem(settings: Settings, timeout: float = CHECK_SECONDS) -> str | Non
                     context.wrap_socket(sock, server_hostname=host):
                 return None  # one broker verified is enough: the clients use the same CA
         except ssl.SSLCertVerificationError as exc:
+            if "mismatch" in str(exc.verify_message):
+                return (f"bad setting STREAM_KAFKA_BROKERS: the certificate of {host}:{port} "
+                        f"is not for that name (certificate verify failed: "
+                        f"{exc.verify_message}); use the name the certificate is for")
             setting = ("STREAM_KAFKA_SSL_CAFILE" if settings.kafka_ssl_cafile
                        else "STREAM_KAFKA_SSL_CAFILE (unset: the system's CAs)")
             return (f"bad setting {setting}: the broker {host}:{port} presents a certificate "

@@ -169,3 +169,8 @@ def test_right_ca_passes_the_start_check(tls_kafka: TlsKafka) -> None:
     assert tls_problem(settings) is None
     wrong = settings.model_copy(update={"kafka_ssl_cafile": str(tls_kafka.wrong.ca)})
     assert "certificate verify failed" in (tls_problem(wrong) or "")
+    # A name the certificate is not for (it is for 127.0.0.1 and localhost).
+    other_name = settings.model_copy(update={"kafka_brokers": f"127.0.0.2:{tls_kafka.port}"})
+    problem = tls_problem(other_name) or ""
+    assert problem.startswith("bad setting STREAM_KAFKA_BROKERS"), problem
+    assert "mismatch" in problem

@@ -39,8 +39,8 @@ def make_certs(into: Path, name: str = "ca") -> Certs:
 
 
 class TlsProxy:
-    """Accepts TLS on 127.0.0.1:`port` and relays each connection's plaintext to
-    127.0.0.1:`target`, on an event loop of its own thread."""
+    """Accepts TLS on 127.0.0.1:`port` (and 127.0.0.2:`port`) and relays each
+    connection's plaintext to 127.0.0.1:`target`, on an event loop of its own thread."""
 
     def __init__(self, port: int, target: int, certs: Certs) -> None:
         self.port = port
@@ -54,7 +54,9 @@ class TlsProxy:
     def start(self) -> TlsProxy:
         self._thread.start()
         self._server = asyncio.run_coroutine_threadsafe(
-            asyncio.start_server(self._serve, "127.0.0.1", self.port, ssl=self._context),
+            # 127.0.0.2 too: a loopback name the certificate is not for.
+            asyncio.start_server(self._serve, ["127.0.0.1", "127.0.0.2"], self.port,
+                                 ssl=self._context),
             self._loop).result(10)
         return self
 
