@@ -33,6 +33,9 @@ command -v gcc >/dev/null 2>&1 || need+=(gcc)
 if [ "$dev" = 1 ]; then command -v chromium >/dev/null 2>&1 || need+=(chromium); fi
 # The live view's test runs the demo in a real 80x24 terminal (a private tmux server).
 if [ "$dev" = 1 ]; then command -v tmux >/dev/null 2>&1 || need+=(tmux); fi
+# Tests: the Kafka TLS test makes its certificates with openssl; the sanitizer fuzzing
+# needs gcc's AddressSanitizer runtime (libasan, installed with gcc).
+if [ "$dev" = 1 ]; then command -v openssl >/dev/null 2>&1 || need+=(openssl); fi
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   $sudo_cmd apt-get update -qq

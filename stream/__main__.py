@@ -343,13 +343,20 @@ def _store_mismatch(settings: Settings) -> str | None:
     return None
 
 
+def _kafka_tls_problem(settings: Settings) -> str | None:
+    """Why TLS to the Kafka brokers fails (a wrong CA...), checked before anything starts."""
+    from .kafkatls import tls_problem
+
+    return tls_problem(settings)
+
+
 def _worker(settings: Settings) -> int:
     from .app import Stalled, limit_malloc_arenas, run_worker
     from .httpserver import BindError
     from .store import StoreMismatch
 
     limit_malloc_arenas()
-    mismatch = _store_mismatch(settings)
+    mismatch = _store_mismatch(settings) or _kafka_tls_problem(settings)
     if mismatch is not None:
         print(f"engagement-stream: {mismatch}", file=sys.stderr)
         return 2
@@ -406,7 +413,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     if from_time is not None and from_time.tzinfo is None:
         from_time = from_time.replace(tzinfo=ZoneInfo(settings.timezone))
     problem = (_topics_problem(topics, settings) or _redis_problem(settings)
-               or _store_mismatch(settings) or _brokers_problem(settings))
+               or _store_mismatch(settings) or _kafka_tls_problem(settings)
+               or _brokers_problem(settings))
     if problem is not None:
         print(f"engagement-stream: {problem}", file=sys.stderr)
         return 2

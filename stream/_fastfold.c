@@ -211,7 +211,10 @@ static int parse_activity(const char *p, Py_ssize_t len, span *user, int64_t *ts
             } else {
                 const char *s = p;
                 int64_t v = 0;
-                while (p < end && *p >= '0' && *p <= '9') v = v * 10 + (*p++ - '0');
+                /* Digits past the 16th are not accumulated (refused below anyway): a
+                 * longer number would overflow int64_t, undefined behaviour. */
+                for (; p < end && *p >= '0' && *p <= '9'; p++)
+                    if (p - s < 16) v = v * 10 + (*p - '0');
                 Py_ssize_t nd = p - s;
                 if (nd < 1 || nd > 15 || (nd > 1 && *s == '0')) return 0;
                 if (p < end && (*p == '.' || *p == 'e' || *p == 'E')) return 0;

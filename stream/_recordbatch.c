@@ -188,7 +188,14 @@ static PyObject *read_batches(PyObject *self, PyObject *args) {
             break;
         }
         const int64_t base = be64(b);
-        const int64_t batch_next = base + be32(b + LAST_OFFSET_DELTA_AT) + 1;
+        int64_t batch_next;
+        /* Offsets from the wire can be anything: one that overflows int64_t (undefined
+         * behaviour in C) makes the batch the library's to judge. */
+        if (__builtin_add_overflow(base, (int64_t)be32(b + LAST_OFFSET_DELTA_AT) + 1,
+                                   &batch_next)) {
+            status = LIBRARY;
+            break;
+        }
         if (!(b[ATTRIBUTES_AT + 1] & CONTROL_FLAG)) {
             const int32_t count = be32(b + COUNT_AT);
             const unsigned char *p = b + HEADER_SIZE, *end = b + total;
@@ -201,7 +208,11 @@ static PyObject *read_batches(PyObject *self, PyObject *args) {
                     ok = 0;
                     break;
                 }
-                const int64_t offset = base + delta;
+                int64_t offset;
+                if (__builtin_add_overflow(base, delta, &offset)) {
+                    ok = 0;
+                    break;
+                }
                 if (offset < next_offset) continue; /* before the fetch offset */
                 if (taken >= max_records) {
                     full = 1;

@@ -27,6 +27,7 @@ from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
+from .offsetrange import OffsetRangeCollector
 from .privacy import fingerprint, user_id_hasher
 from .scan import scan_loop
 from .segments import Segments, parse_dims
@@ -52,7 +53,9 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
     params = StoreParams(settings.timezone, settings.shards, settings.user_buckets,
                          fingerprint(keys.user_ids))
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
-                     **client_options)
+                     settings.sentinel_list, settings.redis_sentinel_master,
+                     (settings.redis_sentinel_password.get_secret_value()
+                      if settings.redis_sentinel_password else None), **client_options)
     return Store(client, keys, params, campaign_max_series=settings.campaign_max_series)
 
 
@@ -118,6 +121,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     figures_collector = FiguresCollector(lambda: read_figures(scrape_store, settings),
                                          settings.metrics_cache_seconds, on_scrape_error)
     registry.register(figures_collector)
+    registry.register(OffsetRangeCollector(scrape_store, settings.topic_list))
     figures_collector.start()
     server = MetricsServer(registry, settings.metrics_host, settings.metrics_port,
                            live=lambda: health.live, ready=lambda: health.ready)

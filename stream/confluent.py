@@ -131,6 +131,7 @@ class ConfluentSource:
         self._unreadable: dict[tuple[str, int], int] = {}
         self._next: dict[tuple[str, int], int] = {}
         self._lock = threading.Lock()
+        self._settings = settings
 
     # -- Source -----------------------------------------------------------------------------
     async def start(self, on_assigned: Any, on_revoked: Any) -> None:
@@ -230,6 +231,15 @@ class ConfluentSource:
         failed = [tp for tp in done or () if tp.error is not None]
         if failed:
             raise KafkaException(failed[0].error)
+
+    async def log_ranges(self, targets: dict[tuple[str, int], int], fetch_end: bool) -> dict[
+        tuple[str, int], tuple[int, int | None, bool]
+    ]:
+        """Optional part of `Source`: see `offsetrange.probe` (its own aiokafka
+        consumer without a group, so librdkafka's threads are not involved)."""
+        from .offsetrange import probe
+
+        return await probe(self._settings, targets, fetch_end)
 
     def assignment(self) -> set[tuple[str, int]]:
         return set(self._assigned)

@@ -22,7 +22,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 from aiokafka.structs import OffsetAndMetadata
 
-from . import fetched
+from . import fetched, offsetrange
 from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter, Unreadable
 from .fetched import Origin
@@ -233,6 +233,17 @@ class AiokafkaSource:
     def assignment(self) -> set[tuple[str, int]]:
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    async def log_ranges(self, targets: dict[tuple[str, int], int], fetch_end: bool) -> dict[
+        tuple[str, int], tuple[int, int | None, bool]
+    ]:
+        """Optional part of `Source`: see `offsetrange.probe`. The log starts alone are
+        asked through this consumer (one ListOffsets request, no other client)."""
+        if fetch_end:
+            return await offsetrange.probe(self._settings, targets, fetch_end)
+        starts = await self._consumer.beginning_offsets(
+            [TopicPartition(t, p) for t, p in targets])
+        return {(tp.topic, tp.partition): (int(o), None, False) for tp, o in starts.items()}
+
 
 #: A batch between fetch and apply: per partition (message count, last offset), the
 #: prepared values, the local day, and the writes once folded (None: not yet).
@@ -275,6 +286,7 @@ class Worker:
         self._audited_at = time.monotonic()
         self._redis_failed = False
         self._dead_letter_failing = False
+        self._ends_checked: dict[tuple[str, int], tuple[int, int]] = {}
 
     # -- partition lifecycle --------------------------------------------------------------
     async def on_assigned(self, assigned: set[tuple[str, int]]) -> None:
@@ -293,8 +305,12 @@ class Worker:
         for key in [k for k in self.applied if k[0] in srcs]:
             del self.applied[key]
         self.applied.update(loaded)
+        # Offsets outside the log Kafka holds (deleted unread, or a recreated topic) are
+        # moved in Redis first, counted and logged (see offsetrange).
+        moved = await offsetrange.reconcile(self.source, self.store, self.applied, srcs,
+                                            self._redis)
         for src, (t, p) in srcs.items():
-            resume = self.store.resume_offset(self.applied, src)
+            resume = moved.get(src, self.store.resume_offset(self.applied, src))
             if resume is None:
                 # Nothing of it is in Redis (new, or Redis lost it all): read the partition
                 # from its start, whatever Kafka's committed offset says. Offset 0 is reset
@@ -303,6 +319,28 @@ class Worker:
             self.source.seek(t, p, resume)
             self._done[(t, p)] = resume - 1
             log.info("partition %s resumes at offset %d (from Redis)", src, resume)
+
+    async def _check_log_ends(self) -> None:
+        """A partition whose fetch highwater is below the offset it is at may have a log
+        that ends below the offsets in Redis (its topic was deleted and created again):
+        confirmed with a fresh fetch (a stale highwater is not enough), it starts over
+        from its log start (see offsetrange). Each suspicion is checked once."""
+        suspects: dict[str, tuple[str, int]] = {}
+        for t, p in self.source.assignment() & self._owned:
+            high, done = self.source.highwater(t, p), self._done.get((t, p))
+            if high is None or done is None or high > done or (
+                    self._ends_checked.get((t, p)) == (done, high)):
+                continue
+            self._ends_checked[(t, p)] = (done, high)
+            suspects[src_of(t, p)] = (t, p)
+        if not suspects:
+            return
+        moved = await offsetrange.reconcile(self.source, self.store, self.applied, suspects,
+                                            self._redis, check_end=True)
+        for src, offset in moved.items():
+            t, p = suspects[src]
+            self.source.seek(t, p, offset)
+            self._done[(t, p)] = offset - 1
 
     async def on_revoked(self, revoked: set[tuple[str, int]]) -> None:
         """Finish the batch in flight (the lock), commit, then let the partitions go."""
@@ -332,6 +370,7 @@ class Worker:
                     elif time.monotonic() - self._audited_at >= OFFSET_AUDIT_SECONDS:
                         await self._audit_offsets()
                     self._update_lag()
+                    await self._check_log_ends()
                     await self._commit()
             async with self._lock:
                 await self._commit(force=True)

@@ -24,7 +24,8 @@ DEFAULT_TOPICS = (
 if TYPE_CHECKING:
     from .formats import Mapper
 
-_SECRET_FILE_NAMES = ("redis_url", "kafka_sasl_password", "kafka_ssl_password", "user_id_key")
+_SECRET_FILE_NAMES = ("redis_url", "kafka_sasl_password", "kafka_ssl_password", "user_id_key",
+                      "redis_sentinel_password")
 
 
 class Settings(BaseSettings):
@@ -47,6 +48,11 @@ class Settings(BaseSettings):
         "aiokafka", description="Kafka client of the worker's consumer: aiokafka, or "
                                 "confluent (confluent-kafka, the `confluent` extra)")
     redis_cluster: bool = Field(False, description="true for Redis Cluster")
+    redis_sentinels: str = Field("", description="Redis Sentinel addresses host:port,...; the "
+                                                 "master's address then comes from them")
+    redis_sentinel_master: str = Field("", description="the master name the sentinels monitor")
+    redis_sentinel_password: SecretStr | None = Field(
+        None, description="password of the sentinels themselves (the master's is in the URL)")
     redis_shards: int = Field(0, ge=0, le=1024,
                               description="hash-tag shards of per-user state; 0 = 1, or 16 "
                                           "with Redis Cluster; fixed for the life of a store")
@@ -198,6 +204,37 @@ class Settings(BaseSettings):
             if not 1 <= int(port) <= 65535:
                 raise ValueError(f"{part.strip()!r} has port {port}: a port is 1-65535")
         return value
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinels(cls, value: str) -> str:
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+        for part in parts:
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{part!r} is not host:port")
+        return ",".join(parts)
+
+    @model_validator(mode="after")
+    def _sentinel(self) -> Settings:
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("redis_sentinel_master is required with STREAM_REDIS_SENTINELS "
+                             "(the master name the sentinels monitor)")
+        if self.redis_sentinel_master and not self.redis_sentinels:
+            raise ValueError("redis_sentinels is required with STREAM_REDIS_SENTINEL_MASTER "
+                             "(host:port,... of the sentinels)")
+        if self.redis_sentinels and self.redis_cluster:
+            raise ValueError("redis_sentinels cannot be combined with STREAM_REDIS_CLUSTER=true")
+        return self
+
+    @property
+    def sentinel_list(self) -> list[tuple[str, int]]:
+        """The sentinels as (host, port) pairs (empty: no Sentinel)."""
+        out = []
+        for part in filter(None, self.redis_sentinels.split(",")):
+            host, _, port = part.rpartition(":")
+            out.append((host.strip("[]"), int(port)))
+        return out
 
     @model_validator(mode="after")
     def _sasl(self) -> Settings:

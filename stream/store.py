@@ -11,7 +11,7 @@ import importlib.resources
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -794,10 +794,38 @@ def _first(value: Any) -> str:
     return _s(value)
 
 
-def connect(url: str, cluster: bool, **options: Any) -> Client:
-    """A Redis client for `url` (redis:// or rediss://); RedisCluster when `cluster`."""
+def connect(url: str, cluster: bool, sentinels: Sequence[tuple[str, int]] = (),
+            master: str = "", sentinel_password: str | None = None, **options: Any) -> Client:
+    """A Redis client for `url` (redis:// or rediss://); RedisCluster when `cluster`; with
+    `sentinels`, the master named `master` that they point at (the URL then gives only
+    the password, database and TLS options)."""
     common: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5,
                               "health_check_interval": 15, **options}
+    if sentinels:
+        return _sentinel_master(url, sentinels, master, sentinel_password, common)
     if cluster:
         return redis.cluster.RedisCluster.from_url(url, **common)
     return redis.Redis.from_url(url, **common)
+
+
+def _sentinel_master(url: str, sentinels: Sequence[tuple[str, int]], master: str,
+                     password: str | None, common: dict[str, Any]) -> redis.Redis:
+    """redis-py's own Sentinel support: a client whose connections ask the sentinels for
+    the current master, and find the new one after a failover (the worker meanwhile sees
+    connection or read-only errors, which it waits out)."""
+    from redis.sentinel import Sentinel
+
+    parsed: dict[str, Any] = redis.connection.parse_url(url)  # type: ignore[no-untyped-call]
+    kwargs = {k: v for k, v in parsed.items()
+              if k not in ("host", "port", "path", "connection_class")}
+    if url.startswith("rediss://"):
+        kwargs["ssl"] = True  # SentinelManagedSSLConnection, with the URL's ssl_* options
+    sentinel_kwargs = {"socket_timeout": common["socket_connect_timeout"],
+                       "socket_connect_timeout": common["socket_connect_timeout"]}
+    if password is not None:
+        sentinel_kwargs["password"] = password
+    sentinel = Sentinel(list(sentinels),  # type: ignore[no-untyped-call]
+                        sentinel_kwargs=sentinel_kwargs)
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        master, **{**common, **kwargs})
+    return client

@@ -70,6 +70,9 @@ OLD_EVENTS_FOR = "15m"
 DEAD_LETTER_FAILING_FOR = "2m"
 #: A worker dead-lettered a record batch it could not read, within this window.
 UNREADABLE_BATCH_WINDOW = "30m"
+# Offsets out of range (docs/reliability.md): messages deleted unread, or a partition that
+# started over, within this window. Any one is worth a look, so no threshold.
+OFFSETS_OUT_OF_RANGE_WINDOW = "1h"
 
 # Prometheus job name of the workers (the compose scrape job and the Kubernetes Service).
 JOB = "engagement-stream"
@@ -437,6 +440,28 @@ def _alerts() -> list[Alert]:
             "critical",
             "Workers are getting errors from Redis",
             'The workers see {{ $value | printf "%.2f" }} Redis errors per second.',
+        ),
+        Alert(
+            "EngagementMessagesSkipped",
+            "max by (job, topic) (increase(engagement_offset_skipped_messages_total"
+            f"[{OFFSETS_OUT_OF_RANGE_WINDOW}])) > 0",
+            "0m",
+            "critical",
+            "Messages of {{ $labels.topic }} were deleted before any worker read them",
+            "A partition of topic {{ $labels.topic }} resumed below its log start: the broker "
+            "deleted messages (retention) that were never folded, so the figures miss them. "
+            "The worker log names the partition and the offsets.",
+        ),
+        Alert(
+            "EngagementPartitionStartedOver",
+            "max by (job, topic) (increase(engagement_partition_restarts_total"
+            f"[{OFFSETS_OUT_OF_RANGE_WINDOW}])) > 0",
+            "0m",
+            "warning",
+            "A partition of {{ $labels.topic }} was read again from its start",
+            "A partition of topic {{ $labels.topic }} ended below the offsets stored in "
+            "Redis (the topic was deleted and created again, or its log lost), so it was "
+            "read again from its start.",
         ),
         Alert(
             "EngagementExporterDown",
@@ -819,6 +844,42 @@ def _pipeline_cases() -> list[Case]:
             "EngagementRedisErrors",
             "30m",
             {_sel("engagement_redis_errors_total", instance=W1): "0x30"},
+        ),
+        Case(
+            "messages deleted unread",
+            "EngagementMessagesSkipped",
+            "30m",
+            {
+                **_both("engagement_offset_skipped_messages_total", "0x20 1500x10",
+                        topic=topic),
+                **_both("engagement_offset_skipped_messages_total", "0x30",
+                        topic="engagement.surveys"),
+            },
+            [({"topic": topic}, 0)],
+        ),
+        Case(
+            "no message skipped (a worker restarting reads the same total again)",
+            "EngagementMessagesSkipped",
+            "30m",
+            {
+                _sel("engagement_offset_skipped_messages_total", instance=W1,
+                     topic=topic): "1500x30",
+                _sel("engagement_offset_skipped_messages_total", instance=W2,
+                     topic=topic): "1500x10 _x5 1500x15",
+            },
+        ),
+        Case(
+            "a partition started over",
+            "EngagementPartitionStartedOver",
+            "30m",
+            {**_both("engagement_partition_restarts_total", "0x20 4x10", topic=topic)},
+            [({"topic": topic}, 0)],
+        ),
+        Case(
+            "no partition started over",
+            "EngagementPartitionStartedOver",
+            "30m",
+            {**_both("engagement_partition_restarts_total", "4x30", topic=topic)},
         ),
         Case(
             "a worker stops answering scrapes",
