@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     kafka_client: Literal["aiokafka", "confluent"] = Field(
         "aiokafka", description="Kafka client of the worker's consumer: aiokafka, or "
                                 "confluent (confluent-kafka, the `confluent` extra)")
+    engine: Literal["native", "faust"] = Field(
+        "native", description="native (the batch worker) or faust (the same worker as a "
+                              "faust-streaming application, the `faust` extra)")
     redis_cluster: bool = Field(False, description="true for Redis Cluster")
     redis_shards: int = Field(0, ge=0, le=1024,
                               description="hash-tag shards of per-user state; 0 = 1, or 16 "
@@ -100,6 +103,14 @@ class Settings(BaseSettings):
         if value == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
             raise ValueError("confluent needs the confluent-kafka package "
                              "(pip install 'engagement-stream[confluent]')")
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        if value == "faust" and importlib.util.find_spec("faust") is None:
+            raise ValueError("faust needs the faust-streaming package "
+                             "(pip install 'engagement-stream[faust]')")
         return value
 
     @field_validator("segments")
