@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import tempfile
 from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
@@ -62,7 +63,8 @@ class FaustSource:
         self.app = app
         self.topics = frozenset(settings.topic_list)
         self._owns_app = owns_app
-        self._queue: asyncio.Queue[tuple[list[Run], asyncio.Future[None]]] = asyncio.Queue()
+        #: batches the agent has queued, and the futures it waits on for each, in order
+        self._queue: asyncio.Queue[list[Run]] = asyncio.Queue()
         self._pending: list[asyncio.Future[None]] = []
         self._on_assigned: Callback | None = None
         self._on_revoked: Callback | None = None
@@ -75,6 +77,8 @@ class FaustSource:
         #: (topic, partition) -> re-synchronising after a backwards seek: drop above this
         self._resync: dict[tuple[str, int], int] = {}
         self._seek_patched = False
+        #: called once the App has stopped (an App of its own removes its data directory)
+        self.cleanup: Callable[[], None] = lambda: None
         topic = app.topic(*sorted(self.topics), key_serializer="raw", value_serializer="raw")
         app.agent(topic, name=AGENT_NAME, concurrency=1)(self._agent)
         # mode's signal types ask for a `signal` keyword the handlers take in **kwargs
@@ -91,7 +95,8 @@ class FaustSource:
             if self._closed or not runs:
                 continue
             done: asyncio.Future[None] = loop.create_future()
-            self._queue.put_nowait((runs, done))
+            self._pending.append(done)
+            self._queue.put_nowait(runs)
             # The events are acked when this returns: after the worker applied them (or
             # dropped them to be re-read). Acks are only a hint (see the module notes).
             await done
@@ -146,15 +151,20 @@ class FaustSource:
 
     async def stop(self) -> None:
         self._closed = True
-        self._release()
+        self._release(queued=True)
         if self._owns_app:
             await self.app.stop()
+            self.cleanup()
 
-    def _release(self) -> None:
-        for done in self._pending:
+    def _release(self, queued: bool = False) -> None:
+        """Let the agent go on past the batches the worker has taken (and with `queued`,
+        past those it has not: stopping, it will not take them)."""
+        waiting = 0 if queued else self._queue.qsize()  # the last ones put, not yet taken
+        taken = self._pending[:len(self._pending) - waiting]
+        for done in taken:
             if not done.done():
                 done.set_result(None)
-        self._pending.clear()
+        self._pending = [d for d in self._pending if not d.done()]
 
     async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
         if timeout_ms <= 0:
@@ -165,10 +175,9 @@ class FaustSource:
         if self.app.crash_reason is not None and self._owns_app:
             raise RuntimeError(f"the faust App crashed: {self.app.crash_reason!r}")
         try:
-            runs, done = await asyncio.wait_for(self._queue.get(), timeout_ms / 1000.0)
+            runs = await asyncio.wait_for(self._queue.get(), timeout_ms / 1000.0)
         except TimeoutError:
             return []
-        self._pending.append(done)
         return self._resynced(runs)
 
     def _resynced(self, runs: list[Run]) -> list[Run]:
@@ -239,9 +248,10 @@ def _runs_of(events: list[Any]) -> list[Run]:
     return runs
 
 
-def make_app(settings: Settings) -> faust.App:
+def make_app(settings: Settings, datadir: str) -> faust.App:
     """A faust App for the engagement worker alone: group `STREAM_CONSUMER_GROUP`, no
-    tables, no leader topic, no web server of faust's (the worker serves its own)."""
+    tables, no leader topic, no web server of faust's (the worker serves its own), and
+    faust's data directory (which it makes even without tables) in `datadir`."""
     brokers = [f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")]
     options: dict[str, Any] = {}
     credentials = _credentials(settings)
@@ -249,10 +259,14 @@ def make_app(settings: Settings) -> faust.App:
         options["broker_credentials"] = credentials
     return faust.App(
         settings.consumer_group, broker=brokers, store="memory://", autodiscover=False,
+        datadir=datadir,
         web_enabled=False, topic_disable_leader=True, consumer_auto_offset_reset="earliest",
         broker_session_timeout=settings.session_timeout_ms / 1000.0,
         broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000.0,
-        broker_max_poll_records=settings.batch_max, **options)
+        broker_max_poll_records=settings.batch_max,
+        # faust's acks are not what makes the figures exact: stopping need not wait for
+        # the events of a take buffer the worker will never see
+        stream_wait_empty=False, **options)
 
 
 def _credentials(settings: Settings) -> Any:
@@ -269,7 +283,10 @@ def standalone_source(settings: Settings) -> FaustSource:
     the worker."""
     logging.getLogger("faust").setLevel(max(logging.WARNING, logging.getLogger().level))
     logging.getLogger("mode").setLevel(max(logging.WARNING, logging.getLogger().level))
-    return FaustSource(make_app(settings), settings, owns_app=True)
+    datadir = tempfile.TemporaryDirectory(prefix="engagement-stream-faust-")
+    source = FaustSource(make_app(settings, datadir.name), settings, owns_app=True)
+    source.cleanup = datadir.cleanup
+    return source
 
 
 def install(app: faust.App, settings: Settings) -> FaustSource:

@@ -21,7 +21,7 @@ from stream.localservers import RedisServer, TansuBroker
 from tests.integration.test_worker_e2e import assert_figures_match, metrics_as_report
 from tests.support import dataset as ds
 from tests.support import oracle
-from tests.support.kafka import Topics, consume_all, produce
+from tests.support.kafka import Topics, consume_all, highwaters, produce
 from tests.support.workers import (
     WorkerProcess,
     folded_total,
@@ -93,3 +93,52 @@ def test_faust_engine_equals_oracle_and_native(broker: TansuBroker, redis_server
         wait_until(lambda: all(v == 0 for (n, _), v in second.metrics().items()
                                if n == "engagement_consumer_lag"), 60, "second worker lag 0")
         assert report_json(env2) == got
+
+
+async def _commit_to_end(bootstrap: str, group: str, topics: Topics) -> dict[str, int]:
+    """Commit the group's Kafka offsets at every input partition's end, as faust does for
+    events it acked (acked even when the agent that took them raised)."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    ends: dict[TopicPartition, int] = {}
+    for topic in topics.inputs:
+        for p, high in (await highwaters(bootstrap, topic)).items():
+            ends[TopicPartition(topic, p)] = high
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(list(ends))
+        await consumer.commit({tp: off for tp, off in ends.items()})
+        return {f"{tp.topic}/{tp.partition}": await consumer.committed(tp) for tp in ends}
+    finally:
+        await consumer.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_redis_offsets_win_over_faust_commits(broker: TansuBroker, redis_server: RedisServer,
+                                              topics: Topics) -> None:
+    """Kafka's committed offsets at the end of every partition and an empty Redis: the
+    faust engine reads every partition from Redis's offsets (none: the start), not from
+    where faust's own commits say."""
+    data = ds.generate_stable(size=3_000, seed=5)
+    messages = topics.rename(data.messages)
+    want = oracle.compute_figures(data.values(), data.now)
+    asyncio.run(produce(broker.bootstrap, messages))
+    committed = asyncio.run(_commit_to_end(broker.bootstrap, topics.group, topics))
+    assert sum(committed.values()) == len(messages)
+
+    env = worker_env(broker.bootstrap, redis_server.url,
+                     {**topics.env(), "STREAM_ENGINE": "faust"})
+    with WorkerProcess(env) as worker:
+        try:
+            wait_until(lambda: folded_total(report_json(env)) >= len(messages), 120,
+                       "the faust worker to fold every message", interval=1.0)
+            got = report_json(env)
+            assert folded_total(got) == len(messages)
+            got.update({k: v for k, v in want.items() if k.startswith("previous_day_")})
+            assert_figures_match({k: v for k, v in got.items() if k in want}, want)
+        except BaseException:
+            print(worker.log()[-6000:])
+            raise
