@@ -1,6 +1,9 @@
 """Faults of the faust engine (`STREAM_ENGINE=faust`), as for the native worker
-(test_crash.py, test_sigterm.py): faust workers SIGKILLed again and again while they fold
-leave every figure exact; SIGTERM finishes the batch in flight and exits 0."""
+(test_crash.py, test_sigterm.py, test_redis_loss.py): faust workers SIGKILLed again and
+again while they fold leave every figure exact; SIGTERM finishes the batch in flight and
+exits 0; Redis restarted from an older AOF under a running faust worker (whose faust
+commits are ahead) is caught by the compare-and-set and re-read from Redis's offsets,
+past what faust had buffered."""
 
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import random
 import signal
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -25,6 +29,8 @@ from tests.faults.harness import (
     wait_applied,
     wait_lag_zero,
 )
+from tests.faults.harness import committed_offsets as kafka_committed
+from tests.faults.test_redis_loss import aof_redis, crash_and_restore, parts, snapshot
 from tests.support.kafka import Topics, produce
 from tests.support.workers import WorkerProcess, wait_until
 
@@ -132,3 +138,50 @@ def test_sigterm_stops_a_faust_worker_cleanly(broker: TansuBroker, redis_server:
     finally:
         for w in workers:
             w.stop()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_faust_worker_rereads_what_redis_lost(broker: TansuBroker, topics: Topics,
+                                              tmp_path: Path) -> None:
+    truth = make_dataset(topics, 10_000, bulk_activity=40_000, seed=23, users=3000)
+    a, b, c = parts(truth)
+    with aof_redis() as redis, RedisServer() as ref:
+        env = env_for(broker.bootstrap, redis.url, topics, truth, STREAM_ENGINE="faust",
+                      STREAM_BATCH_MAX="1000")
+        worker = WorkerProcess(env).start()
+        try:
+            produce_all(broker.bootstrap, a)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            snapshot(redis, tmp_path / "aof")
+            before = applied_offsets(redis.url)
+            produce_all(broker.bootstrap, b)
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+
+            def kafka_ahead() -> bool:  # faust commits what it acked, on its own clock
+                committed = kafka_committed(broker.bootstrap, topics.group, topics)
+                return any(off > before.get(s, -1) + 1 for s, off in committed.items())
+            wait_until(kafka_ahead, 30, "faust to commit past the AOF copy's offsets")
+            redis.kill()
+            # The rest arrives while Redis is down: faust buffers it while the worker
+            # retries its batch, and Redis comes back with older offsets.
+            produce_all(broker.bootstrap, c)
+            time.sleep(2)
+            crash_and_restore(redis, tmp_path / "aof")
+            assert applied_offsets(redis.url) == before
+            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
+            wait_lag_zero([worker])
+            assert_exact(redis.url, truth, ref)
+            assert_dead_letter_topic(broker.bootstrap, topics, truth)
+            # caught by a batch's compare-and-set, or by the idle check of the offsets
+            # when no batch was pending: either way a seek backwards past faust's buffers
+            log = worker.log()
+            assert ("reloading offsets from Redis and re-reading" in log
+                    or "resuming from Redis's" in log)
+            assert worker.proc is not None and worker.proc.poll() is None
+            assert worker.stop() == 0
+        except BaseException:
+            print(logs_on_failure([worker]))
+            raise
+        finally:
+            worker.stop()
