@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -108,7 +109,9 @@ class Settings(BaseSettings):
     @field_validator("engine")
     @classmethod
     def _engine(cls, value: str) -> str:
-        if value == "faust" and importlib.util.find_spec("faust") is None:
+        # faust replaces its module in sys.modules by one without a spec once imported
+        if value == "faust" and "faust" not in sys.modules and (
+                importlib.util.find_spec("faust") is None):
             raise ValueError("faust needs the faust-streaming package "
                              "(pip install 'engagement-stream[faust]')")
         return value

@@ -306,8 +306,25 @@ def install(app: faust.App, settings: Settings) -> FaustSource:
             from ..app import run_worker
 
             self._stop = asyncio.Event()
-            self._task = asyncio.ensure_future(run_worker(
-                settings, stop=self._stop, install_signals=False, source=source))
+
+            async def run() -> None:
+                try:
+                    await run_worker(settings, stop=self._stop, install_signals=False,
+                                     source=source)
+                except Exception as exc:
+                    if self._stop.is_set():
+                        raise
+                    reason: BaseException = exc
+                else:
+                    if self._stop.is_set():
+                        return
+                    reason = RuntimeError("the engagement worker stopped")
+                # Stalled (or failed) on its own, as a native worker exiting with code 3:
+                # crash the App so that its process ends and is restarted.
+                log.error("%s; stopping the faust App", reason)
+                await app.crash(reason)
+
+            self._task = asyncio.ensure_future(run())
 
         async def on_stop(self) -> None:
             # 1. the worker finishes the batch in flight; 2. it lets the agent go on.
