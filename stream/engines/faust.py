@@ -68,11 +68,10 @@ class FaustSource:
         self._pending: list[asyncio.Future[None]] = []
         self._on_assigned: Callback | None = None
         self._on_revoked: Callback | None = None
-        self._started = asyncio.Event()
         self._closed = False
         #: (topic, partition) -> the offset the worker last sought it to
         self._positions: dict[tuple[str, int], int] = {}
-        #: (topic, partition) -> the highest offset handed to the worker
+        #: (topic, partition) -> the highest offset the agent has taken from faust
         self._high: dict[tuple[str, int], int] = {}
         #: (topic, partition) -> re-synchronising after a backwards seek: drop above this
         self._resync: dict[tuple[str, int], int] = {}
@@ -94,6 +93,10 @@ class FaustSource:
             runs = _runs_of(events)
             if self._closed or not runs:
                 continue
+            high = self._high
+            for topic, partition, _, offsets in runs:
+                if high.get((topic, partition), -1) < offsets[-1]:
+                    high[(topic, partition)] = offsets[-1]
             done: asyncio.Future[None] = loop.create_future()
             self._pending.append(done)
             self._queue.put_nowait(runs)
@@ -104,14 +107,14 @@ class FaustSource:
     async def _assigned_signal(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         mine = self._mine(args)
         self._patch_seek()
-        # The worker may still be starting (an App it was added to joins its group at once).
-        await self._started.wait()
+        # A worker still starting (in an App it was added to) is not waited for: the App's
+        # other agents would wait with it. It takes the assignment when it starts.
         if self._on_assigned is not None and not self._closed:
             await self._on_assigned(mine)
 
     async def _revoked_signal(self, sender: Any, *args: Any, **kwargs: Any) -> None:
         mine = self._mine(args)
-        if self._on_revoked is not None and self._started.is_set() and not self._closed:
+        if self._on_revoked is not None and not self._closed:
             await self._on_revoked(mine)
         for tp in mine:
             self._positions.pop(tp, None)
@@ -145,9 +148,11 @@ class FaustSource:
     async def start(self, on_assigned: Callback, on_revoked: Callback) -> None:
         self._on_assigned = on_assigned
         self._on_revoked = on_revoked
-        self._started.set()
         if self._owns_app:
             await self.app.start()
+        elif self.assignment():
+            # Added to an App that had its partitions before the worker started.
+            await on_assigned(self.assignment())
 
     async def stop(self) -> None:
         self._closed = True
@@ -194,10 +199,18 @@ class FaustSource:
                     continue
                 del self._resync[tp]
                 values, offsets = values[keep:], offsets[keep:]
-            if offsets and self._high.get(tp, -1) < offsets[-1]:
-                self._high[tp] = offsets[-1]
             out.append((topic, partition, values, offsets))
         return out
+
+    def _drop_queued(self) -> None:
+        """Batches queued but not yet taken by the worker came before this seek: drop
+        them (the worker seeks every partition it holds at once, so what they hold of
+        other partitions comes again too)."""
+        while not self._queue.empty():
+            self._queue.get_nowait()
+            done = self._pending.pop()
+            if not done.done():
+                done.set_result(None)
 
     def highwater(self, topic: str, partition: int) -> int | None:
         try:
@@ -209,6 +222,7 @@ class FaustSource:
     def seek(self, topic: str, partition: int, offset: int) -> None:
         tp = (topic, partition)
         self._positions[tp] = offset
+        self._drop_queued()
         high = self._high.get(tp)
         if high is not None and offset <= high:
             self._resync[tp] = high
