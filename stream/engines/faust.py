@@ -152,6 +152,7 @@ class FaustSource:
             await self.app.start()
         elif self.assignment():
             # Added to an App that had its partitions before the worker started.
+            log.info("taking the App's assignment at start")
             await on_assigned(self.assignment())
 
     async def stop(self) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.localservers import RedisServer, TansuBroker, free_port
 from tests.integration.test_worker_e2e import assert_figures_match, metrics_as_report
 from tests.support import dataset as ds
 from tests.support import oracle
@@ -47,7 +47,8 @@ async def count_orders(stream):
 
 
 install(app, load())
-sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
+sys.argv = [sys.argv[0], "worker", "--loglevel", os.environ.get("TEAM_LOGLEVEL", "warn"),
+            "--without-web"]
 app.main()
 """
 
@@ -97,6 +98,47 @@ def test_install_adds_the_worker_to_a_team_app(broker: TansuBroker, redis_server
             assert app.wait(20) == 0
             assert app.get("/metrics")[0] == 0  # the endpoint stopped with the App
             assert "Traceback" not in app.log()
+        except BaseException:
+            print(app.log()[-6000:])
+            raise
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_team_app_runs_while_redis_is_not_up_yet(broker: TansuBroker, topics: Topics,
+                                                 tmp_path: Path) -> None:
+    """Redis unreachable when the App starts: the App's own agent works meanwhile (the
+    engagement worker, waiting for Redis, holds up no rebalance), and once Redis is up the
+    worker takes the App's assignment and folds everything exactly."""
+    data = ds.generate_stable(size=3_000, seed=9)
+    messages = topics.rename(data.messages)
+    want = oracle.compute_figures(data.values(), data.now)
+    team_topic = f"orders.{topics.suffix}"
+    broker.create_topics([team_topic], 2)
+    orders = [(team_topic, None, f"order-{i}".encode()) for i in range(200)]
+    asyncio.run(produce(broker.bootstrap, messages + orders))
+
+    port = free_port()
+    redis_url = f"redis://127.0.0.1:{port}/0"
+    out = tmp_path / "orders.txt"
+    env = _worker_env(broker.bootstrap, redis_url, {
+        **topics.env(), "TEAM_APP_ID": f"team-{topics.suffix}", "TEAM_TOPIC": team_topic,
+        "TEAM_OUT": str(out), "TEAM_DATADIR": str(tmp_path / "data"), "TEAM_LOGLEVEL": "info"})
+    app = TeamApp(env)
+    with app:
+        try:
+            wait_until(lambda: out.exists() and len(out.read_bytes().split()) >= 200, 90,
+                       "the team's own agent to get every order without Redis")
+            with RedisServer(port=port):
+                wait_until(lambda: folded_total(report_json(env)) >= len(messages), 180,
+                           "the worker to fold every message once Redis is up",
+                           interval=1.0)
+                got = report_json(env)
+                assert folded_total(got) == len(messages)
+                assert_figures_match({k: v for k, v in got.items() if k in want}, want)
+                assert "taking the App's assignment at start" in app.log()
+                app.signal(signal.SIGTERM)
+                assert app.wait(20) == 0
         except BaseException:
             print(app.log()[-6000:])
             raise
