@@ -118,6 +118,7 @@ class FaustSource:
             await self._on_revoked(mine)
         for tp in mine:
             self._positions.pop(tp, None)
+            self._resync.pop(tp, None)
 
     def _mine(self, args: tuple[Any, ...]) -> set[tuple[str, int]]:
         """The partitions of our topics in a rebalance signal's set of partitions."""
@@ -235,7 +236,11 @@ class FaustSource:
         """What faust's own `Consumer.seek` does, without awaiting: move the consumer and
         faust's read offset (below which faust drops the messages it fetches)."""
         consumer: Any = self.app.consumer
-        consumer._thread.seek(TP(*tp), offset)
+        try:
+            consumer._thread.seek(TP(*tp), offset)
+        except Exception as exc:  # revoked meanwhile: its new owner seeks it
+            log.debug("seek of %s/%d skipped: %r", *tp, exc)
+            return
         consumer._read_offset[TP(*tp)] = offset if offset else None
 
     async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
