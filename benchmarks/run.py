@@ -47,9 +47,12 @@ PARTITIONS = 4
 
 TARGETS = {"b/a": 0.5, "b/d": 4.0, "b/c": 50.0}
 #: Contender (b) on each Kafka client (`STREAM_KAFKA_CLIENT`).
-WORKER_CLIENTS = {"b": "aiokafka", "bc": "confluent"}
+WORKER_CLIENTS = {"b": "aiokafka", "bc": "confluent", "bf": "aiokafka"}
+#: Contender (b) on each engine (`STREAM_ENGINE`): (b-faust) is the faust engine.
+WORKER_ENGINES = {"b": "native", "bc": "native", "bf": "faust"}
 #: Contender (b-segment): the worker on the same events as Segment `track` calls.
 WORKER_CLIENTS["bs"] = "aiokafka"
+WORKER_ENGINES["bs"] = "native"
 TARGETS["bs/b"] = 0.5
 SEGMENT_TOPIC = "bench.segment"
 
@@ -352,13 +355,15 @@ def run_worker(env: Env, prefix: str, group: str, total: int, timeout: float,
                name: str = "b", topic: str | None = None,
                extra: dict[str, str] | None = None) -> tuple[Run, Worker]:
     """Contender (b): the worker folds `total` events; progress is read from Redis.
-    `name` "bc" runs it on confluent-kafka instead of aiokafka; `topic` and `extra`
-    (settings) replace the events' topic and add to the worker's environment."""
+    `name` "bc" runs it on confluent-kafka instead of aiokafka, "bf" on the faust engine;
+    `topic` and `extra` (settings) replace the events' topic and add to the worker's
+    environment."""
     run = Run(name, total)
     cpu0 = _redis_cpu(env.redis)
     env.redis.config_resetstat()
     worker = Worker(env, prefix, group, topic or env.topic,
-                    {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name], **(extra or {})})
+                    {"STREAM_KAFKA_CLIENT": WORKER_CLIENTS[name],
+                     "STREAM_ENGINE": WORKER_ENGINES[name], **(extra or {})})
     stop = threading.Event()
     sampler = threading.Thread(target=_sample_rss_worker, args=(worker, run, stop), daemon=True)
     sampler.start()
@@ -602,8 +607,11 @@ def main() -> None:
     p.add_argument("--days", type=int, default=30, help="days the events span (30)")
     p.add_argument("--repeat", type=int, default=1, help="rounds of the throughput runs; "
                    "medians are reported (default 1)")
-    p.add_argument("--only", default="a,a2,ar,ck,bc,b,bs,d,c",
-                   help="throughput contenders to run (default a,a2,ar,ck,bc,b,bs,d,c)")
+    p.add_argument("--only", default="a,a2,ar,ck,bc,b,bs,bf,d,c",
+                   help="throughput contenders to run (default a,a2,ar,ck,bc,b,bs,bf,d,c)")
+    p.add_argument("--faust-events", type=int, default=200_000,
+                   help="events the faust engine (bf) folds, at most --events: its rate "
+                        "is steady (default 200000)")
     p.add_argument("--naive-events", type=int, default=50_000,
                    help="events the naive faust agent (c) consumes: at ~3k/s the whole "
                         "set would take minutes; its rate is steady (default 50000)")
@@ -657,9 +665,9 @@ def main() -> None:
                     if worker is not None:
                         worker.stop()
                     run, worker = run_worker(env, f"b{r}", group, args.events, 600)
-                elif name == "bc":
-                    run, other_worker = run_worker(env, f"bc{r}", group, args.events, 600,
-                                                   "bc")
+                elif name in ("bc", "bf"):
+                    total = min(args.events, args.faust_events) if name == "bf" else args.events
+                    run, other_worker = run_worker(env, f"{name}{r}", group, total, 900, name)
                     other_worker.stop()
                 elif name == "bs":
                     run, other_worker = run_worker(env, f"bs{r}", group, args.events, 600,
@@ -686,8 +694,9 @@ def main() -> None:
         names = [n for n in only if all(n in rr for rr in rounds)]
         rates = {n: statistics.median(rr[n]["rate"] for rr in rounds) for n in names}
         ratios = {}
-        for mine, other in [("b", o) for o in ("a", "a2", "ar", "c", "d", "ck")] + [
-                ("bc", o) for o in ("ck", "a", "b", "d", "c")] + [("bs", "b")]:
+        for mine, other in [("b", o) for o in ("a", "a2", "ar", "c", "d", "ck", "bf")] + [
+                ("bc", o) for o in ("ck", "a", "b", "d", "c")] + [("bs", "b")] + [
+                ("bf", o) for o in ("b", "a", "c")]:
             if mine in names and other in names:
                 ratios[f"{mine}/{other}"] = statistics.median(
                     rr[mine]["rate"] / rr[other]["rate"] for rr in rounds)
@@ -771,6 +780,7 @@ def _print_table(result: dict[str, Any]) -> None:
               "b": "(b) engagement-stream worker, end to end",
               "bc": "(b-confluent) the worker on confluent-kafka",
               "bs": "(b-segment) the worker, the events as Segment track calls",
+              "bf": "(b-faust) the worker on the faust engine",
               "c": "(c) faust agent, one redis.asyncio call per event",
               "d": "(d) Quix Streams app, batching HLL sink"}
     print("\n== throughput (events/s, median of rounds) ==")

@@ -39,6 +39,8 @@ _COMMON_FLAGS: dict[str, tuple[str, type, str]] = {
                                     "(STREAM_SEGMENTS)"),
     "--segment-max-values": ("segment_max_values", int,
                              "values per segment dimension (STREAM_SEGMENT_MAX_VALUES)"),
+    "--engine": ("engine", str, "native (the batch worker) or faust (a faust-streaming "
+                               "application) (STREAM_ENGINE)"),
     "--campaign-max-series": ("campaign_max_series", int,
                               "campaigns with a conversion-ratio series of their own "
                               "(STREAM_CAMPAIGN_MAX_SERIES)"),

@@ -68,6 +68,10 @@ def read_figures(store: Store, settings: Settings, day: int | None = None) -> di
 
 def make_source(settings: Settings) -> Source:
     """The worker's consumer, on the Kafka client `STREAM_KAFKA_CLIENT` names."""
+    if settings.engine == "faust":
+        from .engines.faust import standalone_source
+
+        return standalone_source(settings)
     if settings.kafka_client == "confluent":
         from .confluent import ConfluentSource
 
@@ -88,11 +92,13 @@ class Runtime:
 
 
 async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None = None,
-                     stop: asyncio.Event | None = None, install_signals: bool = True) -> None:
+                     stop: asyncio.Event | None = None, install_signals: bool = True,
+                     source: Source | None = None) -> None:
     """Run a worker until SIGTERM/SIGINT (or `stop`): consume, fold, serve /metrics.
 
     On a signal the batch in flight is finished and committed, the group is left and the
-    function returns (exit code 0)."""
+    function returns (exit code 0). `source` replaces the consumer `make_source` builds
+    (the faust engine's embedding API passes the one of a faust App it runs inside)."""
     stop = stop or asyncio.Event()
     if install_signals:
         loop = asyncio.get_running_loop()
@@ -134,7 +140,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         fold_store.close()
         scrape_store.close()
         return
-    worker = Worker(settings, fold_store, make_source(settings), producer, health)
+    worker = Worker(settings, fold_store, source or make_source(settings), producer, health)
     if started is not None:
         started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
     watchdog = asyncio.create_task(

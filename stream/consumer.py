@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -131,9 +131,20 @@ def records_origins(topic: str, partition: int, records: list[Any]) -> OriginRea
         if (t, p) != (topic, partition):
             return {}
         wanted = set(offsets)
-        return {r.offset: (r.key, list(r.headers or ())) for r in records if r.offset in wanted}
+        return {r.offset: (r.key, _header_list(r.headers)) for r in records
+                if r.offset in wanted}
 
     return read
+
+
+def _header_list(headers: Any) -> list[tuple[str, bytes]]:
+    """A record's headers as (name, value) pairs: aiokafka gives a sequence of pairs,
+    faust's messages a sequence or a mapping."""
+    if not headers:
+        return []
+    if isinstance(headers, Mapping):
+        return list(headers.items())
+    return list(headers)
 
 
 def chunk_origins(topic: str, partition: int, chunk: fetched.Chunk) -> OriginReader:

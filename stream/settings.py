@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,6 +48,9 @@ class Settings(BaseSettings):
     kafka_client: Literal["aiokafka", "confluent"] = Field(
         "aiokafka", description="Kafka client of the worker's consumer: aiokafka, or "
                                 "confluent (confluent-kafka, the `confluent` extra)")
+    engine: Literal["native", "faust"] = Field(
+        "native", description="native (the batch worker) or faust (the same worker as a "
+                              "faust-streaming application, the `faust` extra)")
     redis_cluster: bool = Field(False, description="true for Redis Cluster")
     redis_sentinels: str = Field("", description="Redis Sentinel addresses host:port,...; the "
                                                  "master's address then comes from them")
@@ -124,6 +128,16 @@ class Settings(BaseSettings):
         if value == "confluent" and importlib.util.find_spec("confluent_kafka") is None:
             raise ValueError("confluent needs the confluent-kafka package "
                              "(pip install 'engagement-stream[confluent]')")
+        return value
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        # faust replaces its module in sys.modules by one without a spec once imported
+        if value == "faust" and "faust" not in sys.modules and (
+                importlib.util.find_spec("faust") is None):
+            raise ValueError("faust needs the faust-streaming package "
+                             "(pip install 'engagement-stream[faust]')")
         return value
 
     @field_validator("segments")
