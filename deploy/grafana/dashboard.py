@@ -736,6 +736,33 @@ def build() -> dict[str, object]:
         )
         .with_panel(
             _ts(
+                "Ignored messages/s by reason",
+                [
+                    _q(
+                        "max by (reason) "
+                        "(rate(engagement_ignored_total[$__rate_interval]))",
+                        "{{reason}}",
+                        "A",
+                    )
+                ],
+                "ops",
+                "Messages of a mapped format that became no event (no rule matched under "
+                "`otherwise: ignore`); a total over all workers, so the max of them.",
+                stacked=True,
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
+                "Users erased by forget",
+                [_q("max(engagement_users_forgotten_total)", "users", "A")],
+                "short",
+                "Users erased from the store with `forget` (all time, all workers).",
+                min_val=0,
+            )
+        )
+        .with_panel(
+            _ts(
                 "Batch apply latency",
                 [
                     _q("job:engagement_batch_apply_seconds:p50_rate5m", "p50", "A"),
