@@ -338,27 +338,19 @@ def fold(
         if last.get(src, -1) < m.offset:
             last[src] = m.offset
         item = m.item
-        if isinstance(item, DeadLetter):
+        if isinstance(item, DeadLetter | Ignored):
+            # Both are counted in the dead-letter shard's totals, atomically with that
+            # shard's offsets (so a redelivery is not counted twice); a dead letter is
+            # also produced, an ignored message writes nothing else.
             if m.offset <= applied.get((src, dead_letter_shard), -1):
                 continue
-            out.dead.append(m)
+            if isinstance(item, DeadLetter):
+                out.dead.append(m)
             plan = shards.get(dead_letter_shard)
             if plan is None:
                 plan = shards[dead_letter_shard] = ShardPlan()
-            reason = "dl:" + item.reason
-            plan.totals[reason] = plan.totals.get(reason, 0) + 1
-            continue
-        if isinstance(item, Ignored):
-            # Counted like a dead letter, in the dead-letter shard's totals (atomically
-            # with that shard's offsets, so a redelivery is not counted twice); nothing
-            # else is written.
-            if m.offset <= applied.get((src, dead_letter_shard), -1):
-                continue
-            plan = shards.get(dead_letter_shard)
-            if plan is None:
-                plan = shards[dead_letter_shard] = ShardPlan()
-            reason = "ig:" + item.reason
-            plan.totals[reason] = plan.totals.get(reason, 0) + 1
+            field = ("dl:" if isinstance(item, DeadLetter) else "ig:") + item.reason
+            plan.totals[field] = plan.totals.get(field, 0) + 1
             continue
         user = item.user_id
         if hashed is not None:  # before the id is placed or stored anywhere
