@@ -206,17 +206,67 @@ def fuzz_recordbatch(module: ModuleType, rng: random.Random, deadline: float) ->
     return tried
 
 
+# -- compressed record batches: decompressed (stream/codecs.py), then the compiled reader ---
+
+def compressed_seeds(rng: random.Random) -> list[bytes]:
+    """Single record batches of every codec, made by aiokafka's own builder (which
+    compresses with cramjam, as Kafka's clients do)."""
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+
+    out = []
+    for _ in range(40):
+        codec = rng.choice([1, 2, 3, 4])  # gzip, snappy, lz4, zstd
+        builder = DefaultRecordBatchBuilder(2, codec, 0, -1, -1, -1, 10 * 1024 * 1024)
+        for i in range(rng.randint(1, 20)):
+            value = rng.choice([None, b"", b'{"type":"activity"}' * rng.randint(1, 20),
+                                rng.randbytes(rng.randint(1, 60))])
+            builder.append(i, timestamp=1_700_000_000_000 + i, key=rng.choice([None, b"k"]),
+                           value=value, headers=[("h", b"x")] if rng.random() < 0.3 else [])
+        out.append(bytes(builder.build()))
+    return out
+
+
+def fuzz_compressed(module: ModuleType, rng: random.Random, deadline: float) -> int:
+    """Compressed batches as the worker reads them: mutated before decompression (most
+    then fail to decompress: that is `codecs.CodecError`, an unreadable batch, not a
+    finding), or decompressed and then mutated, and the plain batch read by the
+    sanitized reader with CRC checks off (the CRC covers the compressed bytes)."""
+    from stream.codecs import CodecError, plain_batch
+
+    seeds = compressed_seeds(rng)
+    tried = 0
+    while time.monotonic() < deadline:
+        seed = rng.choice(seeds)
+        try:
+            if rng.random() < 0.5:
+                plain = plain_batch(mutate(rng, seed))
+            else:
+                plain = mutate(rng, plain_batch(seed))
+        except CodecError:
+            tried += 1
+            continue
+        values: list[bytes | None] = []
+        offsets: list[int] = []
+        module.read(plain, 0, rng.choice([0, 5, 2**62]), rng.choice([1, 3, 10**6]), False,
+                    values, offsets)
+        tried += 1
+    return tried
+
+
 @dataclass(frozen=True)
 class Target:
     sources: list[str]
     libraries: list[str]
     fuzz: Callable[[ModuleType, random.Random, float], int]
+    #: the compiled module the sources build (default: the target's own name)
+    module: str = ""
 
 
 #: Module name -> how to build and fuzz it. Another parser is one more line.
 TARGETS: dict[str, Target] = {
     "_fastfold": Target(["stream/_fastfold.c"], ["z"], fuzz_fastfold),
     "_recordbatch": Target(["stream/_recordbatch.c"], [], fuzz_recordbatch),
+    "codecs": Target(["stream/_recordbatch.c"], [], fuzz_compressed, module="_recordbatch"),
 }
 
 
@@ -251,7 +301,10 @@ def child(names: list[str], built: Path, seconds: float, seed: int) -> int:
     """In the sanitized process: fuzz each module for its share of `seconds`."""
     rng = random.Random(seed)
     for name in names:
-        module = load(name, built / (name + sysconfig.get_config_var("EXT_SUFFIX")))
+        target = TARGETS[name]
+        module = load(target.module or name,
+                      built / (target.module or name) / (
+                          (target.module or name) + sysconfig.get_config_var("EXT_SUFFIX")))
         tried = TARGETS[name].fuzz(module, rng, time.monotonic() + seconds / len(names))
         print(f"{name}: {tried} inputs, no finding", flush=True)
     return 0
@@ -267,7 +320,11 @@ def run(names: list[str], seconds: float, seed: int, canary: str | None = None) 
             build("_canary", [str(into / "_canary.c")], [], into)
         else:
             for name in names:
-                build(name, TARGETS[name].sources, TARGETS[name].libraries, into)
+                # each target in a folder of its own: two may build the same module
+                target = TARGETS[name]
+                (into / (target.module or name)).mkdir(exist_ok=True)
+                build(target.module or name, target.sources, target.libraries,
+                      into / (target.module or name))
         env = {**os.environ, "LD_PRELOAD": asan_runtime(),
                # CPython frees little at exit; only memory errors are findings here.
                "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=0:exitcode=86",
