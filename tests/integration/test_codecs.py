@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     assert_exact,
     env_for,

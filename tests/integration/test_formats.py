@@ -22,9 +22,9 @@ from typing import Any
 
 import pytest
 
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.figures import SCAN_FIGURES
 from stream.formats import preset_path
-from stream.localservers import RedisServer, TansuBroker
 from tests.support import dataset as ds
 from tests.support import formats_data as fd
 from tests.support import oracle

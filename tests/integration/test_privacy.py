@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from stream import scan
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
-from stream.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.privacy import UserIdHasher, fingerprint, forget
 from stream.segments import Segments
 from stream.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect

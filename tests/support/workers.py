@@ -16,7 +16,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.localservers import free_port
+from stream.demo.localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
