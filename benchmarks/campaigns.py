@@ -21,10 +21,10 @@ from typing import Any
 import redis
 
 from stream import campaigns, figures
+from stream.demo.localservers import RedisServer
 from stream.events import decode
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.localservers import RedisServer
 from stream.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
 

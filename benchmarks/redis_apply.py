@@ -18,9 +18,9 @@ import zlib
 import redis
 
 from benchmarks.run import _redis_cpu, activity_events
+from stream.demo.localservers import RedisServer
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
-from stream.localservers import RedisServer
 from stream.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
 

@@ -38,7 +38,7 @@ import msgspec
 import psutil
 import redis
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"

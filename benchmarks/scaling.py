@@ -45,7 +45,7 @@ from typing import Any
 import psutil
 import redis
 
-from stream.localservers import RedisCluster, RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "scaling.md"

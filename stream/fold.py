@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from . import campaigns
+from . import _compiled, campaigns
 from .events import (
     EVENT_TYPES,
     UNREADABLE_BATCH,
@@ -36,10 +36,9 @@ from .timebuckets import DayMapper
 if TYPE_CHECKING:
     from .formats import Mapper
 
-try:  # the optional compiled shortcut for plain activity messages (stream/_fastfold.c)
-    from . import _fastfold
-except ImportError:  # pragma: no cover - no C compiler where it was installed
-    _fastfold = None  # type: ignore[assignment]
+# The optional compiled shortcut for plain activity messages (stream/_fastfold.c), when
+# built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
+_fastfold = _compiled.fastfold
 
 SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)

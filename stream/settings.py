@@ -111,6 +111,9 @@ class Settings(BaseSettings):
                                                    "mapping file (docs/formats.md)")
     topic_formats: str = Field("", description="per-topic formats, topic=format,...; they "
                                                "override event_format")
+    no_extensions: bool = Field(False, description="true: run the pure Python paths only, "
+                                                   "every compiled part off (read at import "
+                                                   "by stream/_compiled.py)")
 
     @field_validator("timezone")
     @classmethod
@@ -410,6 +413,22 @@ _PLAIN_ERRORS = {
     "string_too_short": "must not be empty",
     "string_pattern_mismatch": "may hold only letters, digits, '_', '.' and '-'",
 }
+
+
+#: The switch that turns every compiled part off. The compiled modules are chosen when
+#: the package is imported, before any command builds its Settings, so this one variable
+#: is also read at import, here, by `no_extensions_requested` (for stream/_compiled.py);
+#: `Settings.no_extensions` validates the same value at start, so a bad one still stops
+#: the program in one line.
+NO_EXTENSIONS_VARIABLE = "STREAM_NO_EXTENSIONS"
+
+
+def no_extensions_requested(env: Mapping[str, str] = os.environ) -> bool:
+    """Whether `STREAM_NO_EXTENSIONS` asks for the pure Python paths: any value pydantic
+    reads as true (`1`, `true`, `yes`, `on`, ...); anything else leaves them on (a value
+    that is not a boolean at all is refused when the settings are loaded)."""
+    value = env.get(NO_EXTENSIONS_VARIABLE, "").lower()
+    return value in ("1", "true", "t", "yes", "y", "on")
 
 
 class SettingsError(Exception):

@@ -19,7 +19,7 @@ import msgspec
 import redis
 import redis.cluster
 
-from . import campaigns
+from . import _compiled, campaigns
 from .figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from .fold import BatchWrites, Claim, ShardPlan
 from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
@@ -30,10 +30,8 @@ from .zones import same_zone
 
 _encode = msgspec.msgpack.Encoder().encode
 
-try:
-    from . import _redisformats
-except ImportError:  # built by `pip install` when a C compiler is present
-    _redisformats = None  # type: ignore[assignment]
+# When built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
+_redisformats = _compiled.redisformats
 
 
 def compiled_formats_available() -> bool:

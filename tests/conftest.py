@@ -22,7 +22,7 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:
     sys.path.insert(0, str(_ROOT))
 
-from stream.localservers import RedisCluster, RedisServer, TansuBroker  # noqa: E402
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker  # noqa: E402
 from tests.support.kafka import PARTITIONS, Topics, unique_topics  # noqa: E402
 
 

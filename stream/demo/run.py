@@ -35,7 +35,6 @@ from rich.live import Live
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..app import Runtime, open_store, read_figures, run_worker
-from ..localservers import PrometheusServer, RedisServer, TansuBroker, free_port
 from ..settings import Settings
 from ..view import Links, LiveView, Pipeline
 from .generator import (
@@ -47,12 +46,14 @@ from .generator import (
     bad_message,
     to_epoch_ms,
 )
+from .localservers import PrometheusServer, RedisServer, TansuBroker, free_port
 from .producer import make_producer, produce_events, topic_router
 
 log = logging.getLogger("stream.demo")
 
-#: Where the shipped Prometheus rules live in a checkout of the project.
-RULES_DIR = Path(__file__).resolve().parents[2] / "deploy" / "prometheus"
+#: The shipped Prometheus rules, as package data (deploy/prometheus/generate.py writes
+#: this copy beside deploy/prometheus/rules/), so an installed package finds them too.
+RULES_DIR = Path(__file__).resolve().parent / "rules"
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -140,7 +141,7 @@ def _start_prometheus(console: Console, port: int) -> PrometheusServer | None:
     if shutil.which("prometheus") is None:
         console.print("[dim]prometheus not installed: skipping graphs and alerts[/dim]")
         return None
-    rules = sorted((RULES_DIR / "rules").glob("*.yml"))
+    rules = sorted(RULES_DIR.glob("*.yml"))
     prom = PrometheusServer(scrape_targets=[f"127.0.0.1:{port}"], rule_files=rules,
                             scrape_interval=5)
     try:

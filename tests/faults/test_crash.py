@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     assert_dead_letter_topic,
     assert_exact,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     applied_offsets,
     assert_dead_letter_topic,

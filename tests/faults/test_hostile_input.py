@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.events import DeadLetter, Event, decode
-from stream.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     assert_dead_letter_topic,
     assert_exact,

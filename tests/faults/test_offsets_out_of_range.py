@@ -27,7 +27,7 @@ import redis
 from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.app import open_store
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.offsetrange import RESTARTS, SKIPPED, OffsetRangeCollector, Verdict, judge, move
 from stream.settings import Settings
 from tests.faults.harness import (

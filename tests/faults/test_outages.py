@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     applied_offsets,
     assert_dead_letter_topic,

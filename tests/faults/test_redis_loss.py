@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     KafkaOffsetsWorker,
     Truth,

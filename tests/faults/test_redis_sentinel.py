@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.faults.harness import (
     applied_offsets,
     assert_exact,

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from stream.httpserver import MetricsServer
-from stream.localservers import RedisServer, TansuBroker, free_port
 from stream.settings import SettingsError, load
 from tests.faults.harness import (
     assert_exact,

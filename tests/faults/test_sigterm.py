@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     applied_offsets,
     assert_exact,

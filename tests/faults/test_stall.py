@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     assert_exact,
     env_for,

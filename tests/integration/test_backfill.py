@@ -23,7 +23,7 @@ from aiokafka.structs import OffsetAndMetadata, OffsetAndTimestamp
 
 from stream.app import open_store, read_figures
 from stream.backfill import run_backfill
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.settings import Settings
 from tests.integration.test_timezones import expected_as_of
 from tests.integration.test_worker_e2e import assert_figures_match

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from stream import figures
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.store import Store
 from stream.timebuckets import DayMapper
 from tests.support import oracle

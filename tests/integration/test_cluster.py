@@ -24,11 +24,11 @@ from typing import Any
 import pytest
 import redis
 
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.events import decode
 from stream.figures import compute
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds

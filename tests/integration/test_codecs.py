@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     assert_exact,
     env_for,
@@ -20,7 +20,7 @@ from tests.faults.harness import (
 )
 from tests.support.kafka import Topics
 from tests.support.produced import Full, produce_groups
-from tests.support.workers import WorkerProcess
+from tests.support.workers import PURE_PATH_LINE, WorkerProcess, path_env
 
 CODECS = ["gzip", "snappy", "lz4", "zstd", "rdkafka:snappy", "rdkafka:lz4", "rdkafka:zstd",
           "rdkafka:gzip"]
@@ -28,16 +28,18 @@ CODECS = ["gzip", "snappy", "lz4", "zstd", "rdkafka:snappy", "rdkafka:lz4", "rdk
 
 @pytest.mark.slow
 @pytest.mark.timeout(400)
-@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+@pytest.mark.parametrize(("client", "path"), [("aiokafka", "compiled"),
+                                              ("confluent", "compiled"),
+                                              ("aiokafka", "pure")])
 def test_every_codec_gives_the_oracles_figures(broker: TansuBroker, redis_server: RedisServer,
-                                               topics: Topics, client: str) -> None:
+                                               topics: Topics, client: str, path: str) -> None:
     truth = make_dataset(topics, 4_000, seed=41, bulk_activity=4_000)
     messages: list[Full] = [(t, k, v, []) for t, k, v in truth.messages]
     step = len(messages) // len(CODECS) + 1
     produce_groups(broker.bootstrap, [(codec, messages[i * step:(i + 1) * step])
                                       for i, codec in enumerate(CODECS)])
     worker = WorkerProcess(env_for(broker.bootstrap, redis_server.url, topics, truth,
-                                   STREAM_KAFKA_CLIENT=client)).start()
+                                   STREAM_KAFKA_CLIENT=client, **path_env(path))).start()
     with logged_workers(worker):
         wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 180)
         wait_lag_zero([worker])
@@ -47,3 +49,4 @@ def test_every_codec_gives_the_oracles_figures(broker: TansuBroker, redis_server
         assert "unreadable_batch" not in worker.log()
         assert worker.stop() == 0
         assert "Traceback" not in worker.log()
+        assert (PURE_PATH_LINE in worker.log()) is (path == "pure")

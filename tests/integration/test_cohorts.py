@@ -24,8 +24,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream.demo.localservers import RedisCluster, RedisServer
 from stream.figures import compute
-from stream.localservers import RedisCluster, RedisServer
 from stream.segments import Segments
 from stream.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper

@@ -24,7 +24,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream.localservers import TansuBroker
+from stream.demo.localservers import TansuBroker
 from tests.support.kafka import consume_all
 from tests.support.workers import ROOT, wait_until
 

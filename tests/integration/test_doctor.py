@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 import pytest
 
 from stream.demo.generator import bad_message
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.support.kafka import Topics, produce
 from tests.support.workers import ROOT, worker_env
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.integration.test_worker_e2e import assert_figures_match, metrics_as_report
 from tests.support import dataset as ds
 from tests.support import oracle

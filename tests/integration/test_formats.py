@@ -22,14 +22,23 @@ from typing import Any
 
 import pytest
 
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.figures import SCAN_FIGURES
 from stream.formats import preset_path
-from stream.localservers import RedisServer, TansuBroker
 from tests.support import dataset as ds
 from tests.support import formats_data as fd
 from tests.support import oracle
 from tests.support.kafka import Topics, consume_all, produce
-from tests.support.workers import ROOT, WorkerProcess, report_json, wait_until, worker_env
+from tests.support.workers import (
+    PATHS,
+    PURE_PATH_LINE,
+    ROOT,
+    WorkerProcess,
+    path_env,
+    report_json,
+    wait_until,
+    worker_env,
+)
 
 UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
           "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
@@ -59,8 +68,9 @@ def accounted(figures: dict[str, Any]) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("path", PATHS)
 def test_every_preset_and_native_in_one_worker(broker: TansuBroker, redis_server: RedisServer,
-                                               topics: Topics) -> None:
+                                               topics: Topics, path: str) -> None:
     base = ds.generate_stable(size=1500, seed=1)
     rudder_topic, snowplow_topic = f"rudder.{topics.suffix}", f"snowplow.{topics.suffix}"
     broker.create_topics([rudder_topic, snowplow_topic], 4)
@@ -104,6 +114,7 @@ def test_every_preset_and_native_in_one_worker(broker: TansuBroker, redis_server
         "STREAM_TOPIC_FORMATS": ",".join([
             f"{topics.activity}=native",
             *(f"{topic}={preset_path(p)}" for p, topic in where.items() if p != "segment")]),
+        **path_env(path),
     })
     with WorkerProcess(env) as worker:
         wait_until(lambda: accounted(report_json(env)) >= len(messages), 180,
@@ -118,6 +129,7 @@ def test_every_preset_and_native_in_one_worker(broker: TansuBroker, redis_server
         assert metrics[("engagement_dead_letter_total", (("reason", "unmapped"),))] == \
             expected.count(fd.UNMAPPED)
         assert worker.stop() == 0
+        assert (PURE_PATH_LINE in worker.log()) is (path == "pure")
 
     # The dead-letter topic: the original bytes of exactly the messages expected there.
     n_dead = sum(want["dead_letter_total"].values())

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from stream.localservers import TansuBroker
+from stream.demo.localservers import TansuBroker
 from tests.support.kafka import consume_all, highwaters
 from tests.support.workers import ROOT, wait_until
 

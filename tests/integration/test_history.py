@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker
+from stream.demo.localservers import RedisServer, TansuBroker
 from tests.integration.test_timezones import UNIQUE
 from tests.support import dataset as ds
 from tests.support import oracle

@@ -18,7 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.helpers import create_ssl_context
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.faults.harness import Truth, assert_exact, env_for, logged_workers, make_dataset
 from tests.support.kafka import PARTITIONS, Topics, unique_topics
 from tests.support.tls import Certs, TlsProxy, make_certs

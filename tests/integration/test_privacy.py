@@ -24,10 +24,10 @@ from typing import Any
 import pytest
 
 from stream import scan
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
-from stream.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.privacy import UserIdHasher, fingerprint, forget
 from stream.segments import Segments
 from stream.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect
@@ -35,7 +35,15 @@ from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.kafka import Topics, consume_all, produce
-from tests.support.workers import ROOT, WorkerProcess, report_json, wait_until, worker_env
+from tests.support.workers import (
+    PURE_PATH_LINE,
+    ROOT,
+    WorkerProcess,
+    path_env,
+    report_json,
+    wait_until,
+    worker_env,
+)
 
 KEY = "test-user-id-key-0123456789abcdef"
 LATENESS_MS = 400 * 86_400_000
@@ -434,10 +442,11 @@ def test_forget_beside_a_worker_with_cached_numbers(single: RedisServer) -> None
 # -- end to end -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("where", ["single", "cluster"])
+@pytest.mark.parametrize(("where", "path"), [("single", "compiled"), ("cluster", "compiled"),
+                                             ("single", "pure")])
 def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
                                             single: RedisServer, cluster: RedisCluster,
-                                            where: str, tmp_path: Path) -> None:
+                                            where: str, path: str, tmp_path: Path) -> None:
     """A worker folds a stream while `python -m stream forget --from-file` erases users
     whose events all came before; then those users send new events. The figures equal
     the oracle's over everything, the forgotten users' earlier events left out."""
@@ -453,7 +462,7 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
     rest = [m for m in msgs if _user(m[2]) not in chosen]
     env = {**worker_env(broker.bootstrap, url), **topics.env(),
            "STREAM_USER_ID_KEY": KEY, "STREAM_USER_BUCKETS": str(BUCKETS),
-           "STREAM_REDIS_CLUSTER": "true" if where == "cluster" else "false"}
+           "STREAM_REDIS_CLUSTER": "true" if where == "cluster" else "false", **path_env(path)}
     now_ms = ms(data.now)
     later = [(topics.inputs[0], u.encode(), json.dumps(
         {"event_id": f"live-{n}", "type": t, "user_id": u, "ts": now_ms - 120_000}).encode())
@@ -477,6 +486,7 @@ def test_forget_command_during_live_folding(broker: TansuBroker, topics: Topics,
         assert w.stop() == 0, w.log()[-3000:]
         # the worker's cached numbers were refused once forget had run
         assert "erased from shard" in w.log(), w.log()[-3000:]
+        assert (PURE_PATH_LINE in w.log()) is (path == "pure")
     values = [v for _, _, v in mine + rest[:300]] + [v for _, _, v in rest[300:]]
     values += [v for _, _, v in later]
     order_before = len(mine) + len(rest)

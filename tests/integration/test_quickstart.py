@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.support.workers import ROOT, WorkerProcess, report_json, wait_until, worker_env
 
 QUICKSTART = ROOT / "docs" / "quickstart.md"

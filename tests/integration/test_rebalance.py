@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from stream.localservers import RedisCluster, RedisServer, TansuBroker
+from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from tests.integration.test_cluster import (
     assert_exact_figures_match_oracle,
     assert_spread,

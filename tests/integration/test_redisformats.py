@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import store as store_module
-from stream.localservers import RedisServer
+from stream.demo.localservers import RedisServer
 
 formats = store_module._redisformats
 pytestmark = pytest.mark.skipif(formats is None, reason="the compiled formats are not built")

@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream.demo.localservers import RedisServer
 from stream.figures import compute
 from stream.keys import KeySpace
-from stream.localservers import RedisServer
 from stream.segments import Segments
 from stream.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from stream.localservers import RedisServer, TansuBroker, free_port
+from stream.demo.localservers import RedisServer, TansuBroker, free_port
 from tests.support.kafka import Topics, produce, unique_topics
 from tests.support.workers import ROOT, WorkerProcess, wait_until, worker_env
 

@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stream import store as store_module
+from stream.demo.localservers import RedisServer
 from stream.events import decode
 from stream.figures import compute
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.localservers import RedisServer
 from stream.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import oracle

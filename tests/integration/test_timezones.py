@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from stream.demo.localservers import RedisServer
 from stream.figures import as_of_day, compute
-from stream.localservers import RedisServer
 from stream.store import Store
 from stream.timebuckets import DayMapper, day_number
 from tests.support import dataset as ds

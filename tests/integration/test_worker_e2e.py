@@ -17,14 +17,16 @@ from typing import Any
 
 import pytest
 
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.figures import SCAN_FIGURES
-from stream.localservers import RedisServer, TansuBroker
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.kafka import Topics, consume_all, produce
 from tests.support.workers import (
+    PURE_PATH_LINE,
     WorkerProcess,
     folded_total,
+    path_env,
     report_json,
     wait_until,
     worker_env,
@@ -92,9 +94,11 @@ oracle_keys |= {"users_forgotten_total"}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("client", ["aiokafka", "confluent"])
+@pytest.mark.parametrize(("client", "path"), [("aiokafka", "compiled"),
+                                              ("confluent", "compiled"),
+                                              ("aiokafka", "pure")])
 def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
-                            topics: Topics, client: str) -> None:
+                            topics: Topics, client: str, path: str) -> None:
     if client == "confluent":
         pytest.importorskip("confluent_kafka")
     data = ds.generate_stable(size=20_000)
@@ -105,7 +109,7 @@ def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
 
     asyncio.run(produce(broker.bootstrap, messages))
     env = worker_env(broker.bootstrap, redis_server.url,
-                     {**topics.env(), "STREAM_KAFKA_CLIENT": client})
+                     {**topics.env(), "STREAM_KAFKA_CLIENT": client, **path_env(path)})
     with WorkerProcess(env) as worker:
         wait_until(lambda: folded_total(report_json(env)) >= len(messages), 120,
                    "the worker to fold every message", interval=1.0)
@@ -123,6 +127,7 @@ def test_dataset_end_to_end(broker: TansuBroker, redis_server: RedisServer,
         assert worker.get("/readyz")[0] == 200
         assert worker.get("/healthz")[0] == 200
         assert worker.stop() == 0
+        assert (PURE_PATH_LINE in worker.log()) is (path == "pure")
 
     # The dead-letter topic: exactly the bad input, original bytes, reason in `error`.
     dead = asyncio.run(consume_all(broker.bootstrap, topics.dead_letter,

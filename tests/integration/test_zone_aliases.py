@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from stream.localservers import RedisServer
+from stream.demo.localservers import RedisServer
 from tests.support.direct import fresh_store
 from tests.support.workers import ROOT
 

