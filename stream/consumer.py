@@ -412,9 +412,10 @@ class Worker:
 
         While Redis applies one batch, the next buffered batch is fetched, decoded and
         folded, so the worker's Python and Redis work at the same time. Folding ahead is
-        safe: the next batch's offsets are all above the current one's (their offsets
-        are compared when it is applied, not when it is folded), and the (user, day)
-        pairs it may repeat from the batch in flight are idempotent writes."""
+        safe: the next batch is folded against the offsets as they will be once the
+        current one is applied, and Redis compares exactly those when it is applied (a
+        conflict if the current one was not); the (user, day) pairs it may repeat from
+        the batch in flight are idempotent writes."""
         until = time.monotonic() + PROCESS_SLICE_SECONDS
         batch = self._prepare(records)
         while batch is not None:
@@ -530,11 +531,21 @@ class Worker:
         if batch is None:
             return None
         runs, prepared, today, _ = batch
+        # This batch is applied only once the batch in flight is (or never): fold it on top
+        # of the offsets Redis holds then, not on `applied`, which lacks them still. Its
+        # messages are not always above the batch in flight: records handed over before a
+        # seek (a slow assignment callback) may be followed by the same offsets read again
+        # from the seek, and folded against the older offsets those would be applied twice
+        # (store.apply compares the offsets a batch was folded against).
+        after = dict(self.applied)
+        for src, offset in current.last_offset.items():
+            for shard in range(self.keys.shards):
+                if after.get((src, shard), -1) < offset:
+                    after[(src, shard)] = offset
         # Pairs of the batch in flight are not in `seen` yet: repeating them costs a
         # no-op write, never a wrong one.
         try:
-            writes = fold_prepared(prepared, self.keys, self.days, today, self.applied,
-                                   self.seen)
+            writes = fold_prepared(prepared, self.keys, self.days, today, after, self.seen)
         except Exception:
             return runs, prepared, today, None
         return runs, prepared, today, writes
