@@ -20,8 +20,10 @@ around its `_resume` and runs the worker against the real broker.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,16 +33,23 @@ from prometheus_client import CollectorRegistry
 
 from stream.app import open_store
 from stream.collector import Health
-from stream.consumer import Record, Run, Worker, runs_of
+from stream.consumer import AiokafkaSource, Record, Run, Worker, runs_of
 from stream.events import decode
 from stream.fold import Message as Folded
 from stream.fold import fold
-from stream.localservers import RedisServer
+from stream.localservers import RedisServer, TansuBroker
 from stream.settings import Settings
 from stream.store import Conflict
 from stream.timebuckets import DayMapper, ms
-from tests.faults.harness import Truth, assert_exact, noon_zone, truth_of
-from tests.support.kafka import Message
+from tests.faults.harness import (
+    Truth,
+    applied_offsets,
+    assert_exact,
+    input_highwaters,
+    noon_zone,
+    truth_of,
+)
+from tests.support.kafka import Message, Topics, produce
 
 TOPIC = "t"
 
@@ -186,3 +195,66 @@ def test_writes_are_compared_against_the_offsets_they_were_folded_on(
     store.close()
     assert events_totals(redis_server.url, 1) == {
         k: v for k, v in truth.run.figures["events_total"].items() if v}
+
+
+class SlowCallbackWorker(Worker):
+    """A worker whose assignment callback takes its time around the seek (as one that
+    looks something up there would): the client hands over records from the committed
+    offset before the seek, and has fetched again from the seek after it."""
+
+    async def _resume(self, partitions: set[tuple[str, int]]) -> None:
+        await asyncio.sleep(1.5)
+        await super()._resume(partitions)
+        # The client's fetch in flight (up to its 0.5 s wait) is dropped, and the next one
+        # reads from the seek.
+        await asyncio.sleep(1.5)
+
+
+def run_worker(settings: Settings, kind: type[Worker], highs: dict[str, int]) -> None:
+    """Run a worker of `kind` in this thread until Redis holds every offset of `highs`."""
+
+    async def main() -> None:
+        store = open_store(settings)
+        worker = kind(settings, store, AiokafkaSource(settings), None,  # type: ignore[arg-type]
+                      Health(CollectorRegistry()))
+        stop = asyncio.Event()
+        task = asyncio.create_task(worker.run(stop))
+        deadline = time.monotonic() + 60
+        try:
+            while applied_offsets(settings.redis_url.get_secret_value()) != {
+                    s: h - 1 for s, h in highs.items() if h}:
+                assert time.monotonic() < deadline, "the worker did not apply every message"
+                assert not task.done(), task.result()
+                await asyncio.sleep(0.2)
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 30)
+            store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.slow
+def test_slow_assignment_callback_counts_each_message_once(
+        broker: TansuBroker, redis_server: RedisServer, topics: Topics) -> None:
+    """Against the real broker: a partition's new owner whose group has committed nothing
+    (Kafka's offsets behind Redis's, as after a crash) and whose callback is slow."""
+    truth = dataset(4000, seed=3)
+    topic = topics.inputs[0]
+    messages = [(topic, k, v) for _, k, v in truth.messages]
+    truth = truth_of(messages, truth.now, truth.timezone)
+
+    def settings(group: str) -> Settings:
+        return Settings(kafka_brokers=broker.bootstrap, redis_url=redis_server.url,  # type: ignore[arg-type]
+                        timezone=truth.timezone, topics=topic, dlq_topic=topics.dead_letter,
+                        consumer_group=group, session_timeout_ms=6000,
+                        heartbeat_interval_ms=1000)
+
+    asyncio.run(produce(broker.bootstrap, messages[:2000]))
+    run_worker(settings("first"), Worker, input_highwaters(broker.bootstrap, topics))
+    asyncio.run(produce(broker.bootstrap, messages[2000:]))
+    highs = input_highwaters(broker.bootstrap, topics)
+    assert sum(highs.values()) == truth.total
+    run_worker(settings("second"), SlowCallbackWorker, highs)
+    with RedisServer() as ref:
+        assert_exact(redis_server.url, truth, ref)
