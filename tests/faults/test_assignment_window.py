@@ -168,6 +168,66 @@ async def test_records_handed_over_before_the_resume_seek_count_once(
             assert_exact(redis_server.url, truth, ref)
 
 
+class CallbackSource(ClientLikeSource):
+    """`ClientLikeSource` run by `Worker.run`: `start` runs the assignment callback in a
+    task of its own, as aiokafka's coordinator does, while `getmany` (a short poll)
+    hands over what follows the position."""
+
+    async def start(self, on_assigned: Any, on_revoked: Any) -> None:
+        self.callback = asyncio.ensure_future(on_assigned({(TOPIC, 0)}))
+
+    async def stop(self) -> None:
+        await self.callback
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
+        await asyncio.sleep(0.01)
+        return await super().getmany(timeout_ms, max_records)
+
+    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
+        pass
+
+
+class SlowResumeWorker(Worker):
+    async def _resume(self, partitions: set[tuple[str, int]]) -> None:
+        await asyncio.sleep(0.2)
+        await super()._resume(partitions)
+
+
+async def test_records_handed_over_from_above_redis_before_the_seek_are_read_again(
+        redis_server: RedisServer) -> None:
+    """Kafka's committed offset ahead of Redis's (Redis lost its last writes, which the
+    group had committed): what the client hands over from it before the callback's seek
+    is dropped and read again from the seek, never applied over the gap."""
+    truth = dataset(3000, seed=5)
+    values = [v for _, _, v in truth.messages]
+    settings = Settings(redis_url=redis_server.url, timezone=truth.timezone,  # type: ignore[arg-type]
+                        batch_max=800)
+    # 1. Redis holds 0-1199; the group's committed offset is 1600.
+    first = ClientLikeSource(values[:1200], committed=0)
+    worker = new_worker(settings, first)
+    await worker.on_assigned({(TOPIC, 0)})
+    while first.position < 1200:
+        await worker.process(await first.getmany(0, settings.batch_max))
+    # 2. A worker whose callback is slow: the main loop is handed 1600-2399 before the
+    #    callback seeks to 1200.
+    source = CallbackSource(values, committed=1600)
+    store = open_store(settings)
+    worker = SlowResumeWorker(settings, store, source, None,  # type: ignore[arg-type]
+                              Health(CollectorRegistry()))
+    stop = asyncio.Event()
+    task = asyncio.create_task(worker.run(stop))
+    deadline = time.monotonic() + 30
+    while source.position < len(values) or worker.applied.get(("t/0", 0)) != len(values) - 1:
+        assert time.monotonic() < deadline, (source.position, worker.applied)
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    store.close()
+    assert events_totals(redis_server.url, 1) == {
+        k: v for k, v in truth.run.figures["events_total"].items() if v}
+
+
 def test_writes_are_compared_against_the_offsets_they_were_folded_on(
         redis_server: RedisServer) -> None:
     """The store compares a batch's writes against the offsets its fold skipped against,
