@@ -14,8 +14,11 @@ SIGKILL test with a callback taking a second).
 
 The first test plays this order exactly, with a source that behaves like aiokafka's
 (position from the committed offset at assignment, a seek drops what was fetched from
-the old position) and a real Redis; the second makes the assignment callback slow
-around its `_resume` and runs the worker against the real broker.
+the old position) and a real Redis; the second runs the worker's main loop the same way
+with the committed offset ahead of Redis's (what was handed over before the seek must be
+read again from it, or the messages between would be lost); the third checks the store's
+compare-and-set on its own; the last makes the assignment callback slow around its
+`_resume` and runs the worker against the real broker.
 """
 
 from __future__ import annotations
