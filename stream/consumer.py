@@ -298,6 +298,10 @@ class Worker:
         self._redis_failed = False
         self._dead_letter_failing = False
         self._ends_checked: dict[tuple[str, int], tuple[int, int]] = {}
+        #: Seeks made so far, and per partition the count at its latest seek: see
+        #: `_since_seek`.
+        self._seeks = 0
+        self._sought: dict[tuple[str, int], int] = {}
 
     # -- partition lifecycle --------------------------------------------------------------
     async def on_assigned(self, assigned: set[tuple[str, int]]) -> None:
@@ -328,6 +332,7 @@ class Worker:
                 # to the earliest one kept when older messages were deleted.
                 resume = 0
             self.source.seek(t, p, resume)
+            self._mark_sought(t, p)
             self._done[(t, p)] = resume - 1
             log.info("partition %s resumes at offset %d (from Redis)", src, resume)
 
@@ -351,6 +356,7 @@ class Worker:
         for src, offset in moved.items():
             t, p = suspects[src]
             self.source.seek(t, p, offset)
+            self._mark_sought(t, p)
             self._done[(t, p)] = offset - 1
 
     async def on_revoked(self, revoked: set[tuple[str, int]]) -> None:
@@ -375,7 +381,9 @@ class Worker:
             while not stop.is_set():
                 records = await self.source.getmany(self.settings.batch_wait_ms,
                                                     self.settings.batch_max)
+                handed = self._seeks
                 async with self._lock:
+                    records = self._since_seek(records, handed)
                     if records:
                         await self.process(records)
                     elif time.monotonic() - self._audited_at >= OFFSET_AUDIT_SECONDS:
@@ -387,6 +395,25 @@ class Worker:
                 await self._commit(force=True)
         finally:
             await self.source.stop()
+
+    def _mark_sought(self, topic: str, partition: int) -> None:
+        self._seeks += 1
+        self._sought[(topic, partition)] = self._seeks
+
+    def _since_seek(self, records: list[Run], handed: int) -> list[Run]:
+        """`records` without the runs of partitions sought after `getmany` handed them
+        over (`handed`: the seek count then). Those were read from the position before the
+        seek: while a slow assignment callback runs, the client reads from Kafka's
+        committed offset, which is ahead of Redis's when Redis lost writes the group had
+        committed, and applying them would skip the messages between. The client reads
+        them again from the seek."""
+        if not records or not self._sought:
+            return records
+        kept = [r for r in records if self._sought.get((r[0], r[1]), 0) <= handed]
+        if len(kept) < len(records):
+            log.info("%d partitions' records fetched before their seek dropped (read "
+                     "again from the seek)", len(records) - len(kept))
+        return kept
 
     async def _audit_offsets(self) -> None:
         """While idle, check that Redis still holds the offsets this worker applied. A
@@ -412,9 +439,10 @@ class Worker:
 
         While Redis applies one batch, the next buffered batch is fetched, decoded and
         folded, so the worker's Python and Redis work at the same time. Folding ahead is
-        safe: the next batch's offsets are all above the current one's (their offsets
-        are compared when it is applied, not when it is folded), and the (user, day)
-        pairs it may repeat from the batch in flight are idempotent writes."""
+        safe: the next batch is folded against the offsets as they will be once the
+        current one is applied, and Redis compares exactly those when it is applied (a
+        conflict if the current one was not); the (user, day) pairs it may repeat from
+        the batch in flight are idempotent writes."""
         until = time.monotonic() + PROCESS_SLICE_SECONDS
         batch = self._prepare(records)
         while batch is not None:
@@ -530,11 +558,21 @@ class Worker:
         if batch is None:
             return None
         runs, prepared, today, _ = batch
+        # This batch is applied only once the batch in flight is (or never): fold it on top
+        # of the offsets Redis holds then, not on `applied`, which lacks them still. Its
+        # messages are not always above the batch in flight: records handed over before a
+        # seek (a slow assignment callback) may be followed by the same offsets read again
+        # from the seek, and folded against the older offsets those would be applied twice
+        # (store.apply compares the offsets a batch was folded against).
+        after = dict(self.applied)
+        for src, offset in current.last_offset.items():
+            for shard in range(self.keys.shards):
+                if after.get((src, shard), -1) < offset:
+                    after[(src, shard)] = offset
         # Pairs of the batch in flight are not in `seen` yet: repeating them costs a
         # no-op write, never a wrong one.
         try:
-            writes = fold_prepared(prepared, self.keys, self.days, today, self.applied,
-                                   self.seen)
+            writes = fold_prepared(prepared, self.keys, self.days, today, after, self.seen)
         except Exception:
             return runs, prepared, today, None
         return runs, prepared, today, writes

@@ -110,6 +110,11 @@ class BatchWrites:
     dead: list[Message] = field(default_factory=list)
     last_offset: dict[str, int] = field(default_factory=dict)
     folded: int = 0
+    #: (src, shard) -> the offset of `src` the fold took as already applied in `shard`
+    #: (-1: none), for every src of `last_offset`: the writes are right only on top of
+    #: exactly these, so the store compares them, not the caller's offsets at apply time
+    #: (which may have moved since the fold: a batch folded ahead, a seek).
+    base: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def digest(event_id: str) -> str:
@@ -260,12 +265,22 @@ def fold_prepared(
             out.shards[shard] = plan
     if left:
         fold(batch.messages(left), keys, days, today, applied, seen, dead_letter_shard, out)
+    else:
+        _note_base(out, applied, keys.shards)
     return out
 
 
 _ACTIVITY = _TYPE_FIELDS[0]
 #: The totals fields of the compiled fold's late counts, in its bucket order.
 _LATE_BUCKET_FIELDS = tuple(LATE_FIELD + a for a in LATE_AGES)
+
+
+def _note_base(out: BatchWrites, applied: Mapping[tuple[str, int], int], shards: int) -> None:
+    """Record in `out.base` the offsets the fold skipped messages against."""
+    base = out.base
+    for src in out.last_offset:
+        for shard in range(shards):
+            base[(src, shard)] = applied.get((src, shard), -1)
 
 
 def _ceilings(applied: Mapping[tuple[str, int], int]) -> dict[str, int]:
@@ -437,4 +452,5 @@ def fold(
             if seg is not None:
                 fld = (name, prefix[0], *values_of(item.props))
             plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
+    _note_base(out, applied, keys.shards)
     return out

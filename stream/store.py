@@ -268,7 +268,8 @@ class Store:
         2. one pipeline: the PFADDs (idempotent, any order), then one apply call per shard,
            each atomic with that shard's offsets. A crash between shards is safe: the shards
            that applied skip the redelivery by offset, the others apply it.
-        Raises Conflict when a shard's stored offset is not `applied`'s."""
+        Raises Conflict when a shard's stored offset is not the one the writes were folded
+        against (`writes.base`; `applied`'s for writes that do not say)."""
         keys = self.keys
         look, ws, wl, xs, xl = keys.id_generations(today)
         id_params = {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl}
@@ -357,7 +358,12 @@ class Store:
             # A shard may already be past this batch (an earlier run crashed between
             # shards): its offset must never move back, or the messages between would be
             # applied twice on the next batch.
-            expected = applied.get((src, shard), -1)
+            # The offset the fold skipped against, when it says (see BatchWrites.base): the
+            # caller's `applied` may have moved since the fold, and writes compared against
+            # another offset than their own would apply messages twice, or lose some.
+            expected = writes.base.get((src, shard))
+            if expected is None:
+                expected = applied.get((src, shard), -1)
             o += (src, expected, max(expected, last))
         plan = writes.shards.get(shard) or ShardPlan()
         witness = {"w": self._token, "wc": self._witness.get(shard, -1), "wt": WITNESS_TTL}
