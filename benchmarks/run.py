@@ -443,6 +443,12 @@ class Worker:
             return 0
 
     def stop(self) -> None:
+        if os.environ.get("BENCH_PROFILE") and self.proc.poll() is None:
+            # py-spy writes its profile on an interrupt; a SIGTERM to the group kills it
+            # before it does.
+            os.kill(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
         _end(self.proc)
         self.log.close()
 
