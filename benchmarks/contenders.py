@@ -13,6 +13,12 @@ into a rate between 10 % and 90 % progress.
          `redis.asyncio` PFADD per event.
 - `d`    a Quix Streams application (at-least-once defaults) folding the events into
          daily HyperLogLogs through a batching sink (one multi-member PFADD per day key).
+- `bw`   a Bytewax dataflow (its Kafka source, batches of 10k) folding the events the same
+         way through a dynamic sink: each batch it writes is one PFADD per day key.
+- `pw`   a Pathway pipeline (its Kafka reader decoding the JSON in its Rust engine, only
+         `user_id` and `ts`) folding the events the same way: the rows of each of its
+         minibatches (`pw.io.subscribe`) become one PFADD per day key. Pathway runs from a
+         virtual environment of its own (benchmarks/run.py makes it).
 """
 
 from __future__ import annotations
@@ -183,9 +189,84 @@ def _quix(args: argparse.Namespace) -> None:
     app.run()
 
 
+def _pfadd_days(client: Any, prefix: str, pairs: list[tuple[int, str]]) -> None:
+    """One multi-member PFADD per day key for `pairs` of (day, user id)."""
+    days: dict[int, list[str]] = {}
+    for day, user in pairs:
+        days.setdefault(day, []).append(user)
+    pipe = client.pipeline(transaction=False)
+    for day, users in days.items():
+        pipe.pfadd(f"{prefix}:dau:{day}", *users)
+    pipe.execute()
+
+
+def _bytewax(args: argparse.Namespace) -> None:
+    import bytewax.operators as op
+    import redis
+    from bytewax.connectors.kafka import KafkaSource
+    from bytewax.dataflow import Dataflow
+    from bytewax.outputs import DynamicSink, StatelessSinkPartition
+    from bytewax.testing import run_main
+
+    client = redis.Redis.from_url(args.redis)
+    progress = Progress(args.total)
+    prefix = args.prefix
+    loads = json.loads
+
+    class Part(StatelessSinkPartition):  # type: ignore[misc]
+        def write_batch(self, items: list[tuple[int, str]]) -> None:
+            _pfadd_days(client, prefix, items)
+            progress.add(len(items))
+
+    class DailyHllSink(DynamicSink):  # type: ignore[misc]
+        def build(self, *a: Any) -> Part:
+            return Part()
+
+    def day_user(msg: Any) -> tuple[int, str]:
+        event = loads(msg.value)
+        return day_of(event["ts"]), event["user_id"]
+
+    flow = Dataflow("daily_hll")
+    messages = op.input("kafka", flow, KafkaSource(
+        [args.bootstrap], [args.topic], batch_size=10_000,
+        add_config={"fetch.queue.backoff.ms": "100"}))
+    op.output("redis", op.map("day_user", messages, day_user), DailyHllSink())
+    run_main(flow)
+
+
+def _pathway(args: argparse.Namespace) -> None:
+    import pathway as pw
+    import redis
+
+    client = redis.Redis.from_url(args.redis)
+    progress = Progress(args.total)
+    prefix = args.prefix
+    pending: list[tuple[int, str]] = []
+
+    # Built from types: the module's postponed annotations would hide `pw` from a class.
+    schema = pw.schema_from_types(user_id=str, ts=pw.Json)
+    events = pw.io.kafka.read(
+        {"bootstrap.servers": args.bootstrap, "group.id": args.group,
+         "auto.offset.reset": "earliest", "fetch.queue.backoff.ms": "100"},
+        topic=args.topic, format="json", schema=schema, autocommit_duration_ms=100)
+
+    def on_change(key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:
+        pending.append((day_of(row["ts"].value), row["user_id"]))
+
+    def on_time_end(time: int) -> None:
+        if pending:
+            _pfadd_days(client, prefix, pending)
+            n = len(pending)
+            pending.clear()
+            progress.add(n)
+
+    pw.io.subscribe(events, on_change=on_change, on_time_end=on_time_end)
+    pw.run(monitoring_level=pw.MonitoringLevel.NONE)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("name", choices=["a", "a2", "ar", "ck", "c", "d"])
+    p.add_argument("name", choices=["a", "a2", "ar", "ck", "c", "d", "bw", "pw"])
     p.add_argument("--bootstrap", required=True)
     p.add_argument("--topic", required=True)
     p.add_argument("--group", required=True)
@@ -199,6 +280,10 @@ def main() -> None:
         _confluent_loop(args)
     elif args.name == "c":
         _faust(args)
+    elif args.name == "bw":
+        _bytewax(args)
+    elif args.name == "pw":
+        _pathway(args)
     else:
         _quix(args)
 

@@ -4,6 +4,7 @@ redis-server; prints Redis CPU per event and Redis's time per command.
 
     python -m benchmarks.redis_apply                       # 1M events of 200k users
     python -m benchmarks.redis_apply --events 300000 --users 60000
+    python -m benchmarks.redis_apply --shape shuffled   # the same events' times shuffled
 
 Batches are 10k messages, 2.5k from each of 4 partitions (keyed by user), as the worker
 takes them; (user, day) pairs already written are remembered as the worker does.
@@ -17,7 +18,7 @@ import zlib
 
 import redis
 
-from benchmarks.run import _redis_cpu, activity_events
+from benchmarks.run import SHAPES, _redis_cpu, activity_events
 from stream.demo.localservers import RedisServer
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
@@ -34,9 +35,11 @@ def main() -> None:
     p.add_argument("--events", type=int, default=1_000_000, help="activity events (1M)")
     p.add_argument("--users", type=int, default=200_000, help="distinct users (200k)")
     p.add_argument("--days", type=int, default=30, help="days the events span (30)")
+    p.add_argument("--shape", default="ordered", choices=[s for s in SHAPES if s not in (
+        "lz4", "zstd")], help="the benchmark's event shape (ordered)")
     args = p.parse_args()
     now = utc_now()
-    events = activity_events(args.events, args.users, args.days, ms(now))
+    events = activity_events(args.events, args.users, args.days, ms(now), shape=args.shape)
     parts: list[list[bytes]] = [[] for _ in range(PARTITIONS)]
     for key, value in events:
         parts[zlib.crc32(key) % PARTITIONS].append(value)

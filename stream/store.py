@@ -47,8 +47,11 @@ HLL_DENSE_MIN = 500
 #: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
 #: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
 #: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
-#: per user, BITOP about a microsecond per 10 kB.
-FRAGMENT_BYTES_PER_USER = 8
+#: per user, BITOP about a microsecond per 10 kB. So a fragment is cheaper for Redis up
+#: to thousands of bytes per user; 128 lets the few hundred users per day of a batch
+#: whose event times spread over a month (200k users: a 25 kB bitmap) take it, at up to
+#: 16x the bytes of a list for that day to Redis, its replicas and its append-only file.
+FRAGMENT_BYTES_PER_USER = 128
 #: Users whose bit number a store remembers, at most: about 150 bytes each (75 MB at
 #: most). Past it the older half is forgotten; a forgotten user's number is found again
 #: in Redis, at two commands in the apply call and no bitmap fragment for the user, so

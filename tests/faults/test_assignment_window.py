@@ -37,10 +37,10 @@ from prometheus_client import CollectorRegistry
 from stream.app import open_store
 from stream.collector import Health
 from stream.consumer import AiokafkaSource, Record, Run, Worker, runs_of
+from stream.demo.localservers import RedisServer, TansuBroker
 from stream.events import decode
 from stream.fold import Message as Folded
 from stream.fold import fold
-from stream.localservers import RedisServer, TansuBroker
 from stream.settings import Settings
 from stream.store import Conflict
 from stream.timebuckets import DayMapper, ms
