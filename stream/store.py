@@ -690,9 +690,9 @@ def _encode_plan(
         b += (day, got)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
+        # a user without a number is not asked for one here: the script numbers a
+        # signup's user once its event is claimed (a repeated id leaves no trace)
         number = nums.get(user)
-        if number is None:
-            asked[user] = bucket
         c += (user, bucket, ts, kind, day, number or "", claim.digest, claim.origin)
     ask: list[Any] = []
     for user, bucket in asked.items():

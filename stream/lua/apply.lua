@@ -15,7 +15,8 @@
 --       from the first byte on, with the bits of more users newly active that day set;
 --       in ARGV as msgpack here would turn bytes into a type cmsgpack does not read)
 --   bu  flat list: day, {users newly active that day whose number the caller lacks}, ...
---   u   flat list: bucket, user, ... of every user the caller has no number for
+--   u   flat list: bucket, user, ... of every active user the caller has no number for
+--       (a signup's user without one is numbered in step 7, once its event is claimed)
 --   c   flat list: user, bucket, ts_ms, kind, day, bit number ('' when the caller has
 --       none), digest, origin, ...  (customer events)
 --   w, wc, wt  the caller's witness token, its expected count (-1: the caller has no
@@ -179,26 +180,30 @@ end
 -- <<< shared with forget.lua
 
 -- 5. Numbers for the users the caller has none for: HSETNX first, one call for a new
---    user (the usual case), two for one given earlier.
+--    user (the usual case), two for one given earlier. Active users get theirs here; a
+--    signup's user only once its event is claimed (step 7), so a repeated event id never
+--    leaves its user's id in the number map.
 local num, given = {}, {}
-local u = plan.u
-if #u > 0 then
-  local seq = tag .. 'seq'
-  local next_n = tonumber(redis.call('GET', seq) or '0')
-  local first = next_n
-  for i = 1, #u, 2 do
-    local n = string.format('%d', next_n)
-    if redis.call('HSETNX', tag .. 'n:' .. u[i], u[i + 1], n) == 1 then
-      next_n = next_n + 1
-    else
-      n = redis.call('HGET', tag .. 'n:' .. u[i], u[i + 1])
-    end
-    num[u[i + 1]] = n
-    given[#given + 1] = u[i + 1]
-    given[#given + 1] = n
+local seq = tag .. 'seq'
+local next_n, first_n
+local function number_of(bucket, user)
+  if next_n == nil then
+    next_n = tonumber(redis.call('GET', seq) or '0')
+    first_n = next_n
   end
-  if next_n > first then redis.call('SET', seq, string.format('%d', next_n)) end
+  local n = string.format('%d', next_n)
+  if redis.call('HSETNX', tag .. 'n:' .. bucket, user, n) == 1 then
+    next_n = next_n + 1
+  else
+    n = redis.call('HGET', tag .. 'n:' .. bucket, user)
+  end
+  num[user] = n
+  given[#given + 1] = user
+  given[#given + 1] = n
+  return n
 end
+local u = plan.u
+for i = 1, #u, 2 do number_of(u[i], u[i + 1]) end
 local bu = plan.bu
 local unknown = {}
 for i = 1, #bu, 2 do unknown[bu[i]] = bu[i + 1] end
@@ -322,7 +327,8 @@ for i = 1, #c, 8 do
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
     if c[i + 3] == 0 then
       local sg = tag .. 'sg:' .. c[i + 4]
-      redis.call('SETBIT', sg, c[i + 5] ~= '' and c[i + 5] or num[user], '1')
+      redis.call('SETBIT', sg, c[i + 5] ~= '' and c[i + 5] or num[user]
+                                 or number_of(c[i + 1], user), '1')
       redis.call('EXPIREAT', sg, bitmap_expiry(c[i + 4]))
     end
     if cs then
@@ -415,6 +421,7 @@ if anchor then
   end
 end
 
+if next_n ~= nil and next_n > first_n then redis.call('SET', seq, string.format('%d', next_n)) end
 local count = -1
 if #given > 0 then
   count = redis.call('INCR', witness)
