@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 
 from stream.demo.localservers import RedisServer, TansuBroker
-from stream.figures import SCAN_FIGURES
 from stream.formats import preset_path
+from tests.integration.test_worker_e2e import assert_figures_match
 from tests.support import dataset as ds
 from tests.support import formats_data as fd
 from tests.support import oracle
@@ -39,27 +39,6 @@ from tests.support.workers import (
     wait_until,
     worker_env,
 )
-
-UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
-UNIQUE |= {"previous_day_" + name for name in list(UNIQUE)}
-
-
-def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
-    got = {k: v for k, v in got.items() if k not in SCAN_FIGURES}
-    want = {k: v for k, v in want.items() if k not in SCAN_FIGURES}
-    assert set(got) == set(want), set(got) ^ set(want)
-    for name, value in want.items():
-        if name in UNIQUE:
-            assert got[name] == pytest.approx(value, rel=0.03), name
-        elif isinstance(value, dict):
-            assert set(got[name]) == set(value), (name, got[name], value)
-            for k, v in value.items():
-                assert got[name][k] == pytest.approx(v, abs=1e-9), (name, k)
-        elif isinstance(value, float):
-            assert got[name] == pytest.approx(value, abs=1e-9), name
-        else:
-            assert got[name] == value, name
 
 
 def accounted(figures: dict[str, Any]) -> int:

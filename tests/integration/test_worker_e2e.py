@@ -48,7 +48,7 @@ def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
         elif isinstance(value, float):
             assert got[name] == pytest.approx(value, abs=1e-9), name
         elif isinstance(value, dict):
-            assert set(got[name]) == set(value), name
+            assert set(got[name]) == set(value), (name, got[name], value)
             for k, v in value.items():
                 assert got[name][k] == pytest.approx(v, abs=1e-9), (name, k)
         else:
