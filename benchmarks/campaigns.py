@@ -25,7 +25,7 @@ from stream.demo.localservers import RedisServer
 from stream.events import decode
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.store import Store, StoreParams
+from stream.store.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
 
 BATCH = 10_000

@@ -70,13 +70,13 @@ class Progress:
 
 
 async def _aiokafka_loop(args: argparse.Namespace, parse: bool, raw: bool = False) -> None:
-    """(a), (a2), and with `raw` (ar): the worker's own record reading (stream/fetched.py,
+    """(a), (a2), and with `raw` (ar): the worker's own record reading (stream/kafka/fetched.py,
     a value list and an offset list per partition) under the same count-only loop."""
     from aiokafka import AIOKafkaConsumer
 
     extra: dict[str, Any] = {}
     if raw:
-        from stream import fetched
+        from stream.kafka import fetched
 
         fetched.install()
         extra["value_deserializer"] = fetched.raw_value

@@ -22,7 +22,7 @@ from benchmarks.run import SHAPES, _redis_cpu, activity_events
 from stream.demo.localservers import RedisServer
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
-from stream.store import Store, StoreParams
+from stream.store.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
 
 PARTITIONS = 4

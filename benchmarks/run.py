@@ -623,7 +623,7 @@ def memory_per_user(users: int, days: int, seed: int = 5) -> dict[str, Any]:
     from stream.fold import Message, fold
     from stream.keys import KeySpace
     from stream.settings import Settings
-    from stream.store import Store, StoreParams
+    from stream.store.store import Store, StoreParams
     from stream.timebuckets import DayMapper
 
     settings = Settings()

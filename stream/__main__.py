@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not broker_available():  # a bare install is the worker's runtime alone
             print(f"engagement-stream: {BROKER_MISSING}", file=sys.stderr)
             return 2
-        from .httpserver import BindError, check_bindable
+        from .metrics.httpserver import BindError, check_bindable
 
         try:  # before the demo starts its servers (it picks a free port itself)
             check_bindable(settings.metrics_host)
@@ -336,7 +336,7 @@ def _store_mismatch(settings: Settings) -> str | None:
     import redis
 
     from .app import open_store
-    from .store import StoreMismatch
+    from .store.store import StoreMismatch
 
     store = open_store(settings)
     try:
@@ -352,15 +352,15 @@ def _store_mismatch(settings: Settings) -> str | None:
 
 def _kafka_tls_problem(settings: Settings) -> str | None:
     """Why TLS to the Kafka brokers fails (a wrong CA...), checked before anything starts."""
-    from .kafkatls import tls_problem
+    from .kafka.tls import tls_problem
 
     return tls_problem(settings)
 
 
 def _worker(settings: Settings) -> int:
     from .app import Stalled, limit_malloc_arenas, run_worker
-    from .httpserver import BindError
-    from .store import StoreMismatch
+    from .metrics.httpserver import BindError
+    from .store.store import StoreMismatch
 
     limit_malloc_arenas()
     mismatch = _store_mismatch(settings) or _kafka_tls_problem(settings)
@@ -412,7 +412,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from .app import open_store
     from .backfill import BackfillError, run_backfill
     from .backfill import Progress as Done
-    from .store import StoreMismatch
+    from .store.store import StoreMismatch
 
     topics = [t.strip() for arg in (args.topic or [settings.topics]) for t in arg.split(",")
               if t.strip()]
@@ -492,7 +492,7 @@ def _report(settings: Settings, as_json: bool, day: date | None) -> int:
 
     from .app import open_store, read_figures
     from .figures import WINDOW_DAYS, as_of_day
-    from .store import StoreMismatch
+    from .store.store import StoreMismatch
     from .timebuckets import DayMapper, day_label, day_number, utc_now
 
     if day is not None:

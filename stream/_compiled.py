@@ -2,9 +2,9 @@
 
 The compiled parts are twins of pure Python code, faster and giving the same results:
 `_fastfold` (decode and fold of plain activity messages, beside `fold.py`),
-`_recordbatch` (Kafka record batches read at once, beside `fetched.py`) and
+`_recordbatch` (Kafka record batches read at once, beside `kafka/fetched.py`) and
 `_redisformats` (HyperLogLogs and bitmap fragments in Redis's own formats, beside
-`store.py`). Each is used when it was built at install and imports, unless
+`store/store.py`). Each is used when it was built at install and imports, unless
 `STREAM_NO_EXTENSIONS=1` turns them all off, as aiokafka's `AIOKAFKA_NO_EXTENSIONS` does
 for its own: the pure Python paths are the definition of every figure, and the switch
 runs them end to end (CI runs the end-to-end figure tests both ways).
@@ -42,22 +42,22 @@ def _load(name: str) -> ModuleType | None:
 
 
 fastfold = _load("_fastfold")
-recordbatch = _load("_recordbatch")
-redisformats = _load("_redisformats")
+recordbatch = _load("kafka._recordbatch")
+redisformats = _load("store._redisformats")
 
 #: Each compiled part's source and what it speeds up, for the worker's start-up line.
 PARTS = {
     "stream/_fastfold.c": "the fold of activity messages",
-    "stream/_recordbatch.c": "Kafka record reading",
-    "stream/_redisformats.c": "HyperLogLogs and bitmaps",
+    "stream/kafka/_recordbatch.c": "Kafka record reading",
+    "stream/store/_redisformats.c": "HyperLogLogs and bitmaps",
 }
 
 
 def status() -> dict[str, bool]:
     """Each compiled part's source -> whether the worker uses it."""
     return {"stream/_fastfold.c": fastfold is not None,
-            "stream/_recordbatch.c": recordbatch is not None,
-            "stream/_redisformats.c": redisformats is not None}
+            "stream/kafka/_recordbatch.c": recordbatch is not None,
+            "stream/store/_redisformats.c": redisformats is not None}
 
 
 def unused_parts_warning() -> str | None:

@@ -20,18 +20,20 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import _compiled, figures
-from .collector import FiguresCollector, Health
-from .consumer import AiokafkaSource, Source, Worker, _GiveUp
-from .httpserver import MetricsServer
+from .kafka.aiokafka_source import AiokafkaSource
+from .kafka.offsetrange import OffsetRangeCollector
+from .kafka.source import Source
 from .keys import KeySpace
-from .maintenance import maintenance_loop
-from .offsetrange import OffsetRangeCollector
+from .metrics.collector import FiguresCollector, Health
+from .metrics.httpserver import MetricsServer
 from .privacy import fingerprint, user_id_hasher
-from .scan import scan_loop
 from .segments import Segments, parse_dims
 from .settings import Settings
-from .store import Store, StoreParams, connect
+from .store.scan import scan_loop
+from .store.store import Store, StoreParams, connect
+from .store.sweep import maintenance_loop
 from .timebuckets import DayMapper, utc_now
+from .worker import Worker, _GiveUp
 
 log = logging.getLogger("stream")
 
@@ -71,7 +73,7 @@ def make_source(settings: Settings) -> Source:
 
         return standalone_source(settings)
     if settings.kafka_client == "confluent":
-        from .confluent import ConfluentSource
+        from .kafka.confluent import ConfluentSource
 
         return ConfluentSource(settings)
     return AiokafkaSource(settings)

@@ -27,12 +27,13 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from prometheus_client import CollectorRegistry
 
-from .collector import Health
-from .consumer import RecentOrigins, Record, Run, Worker, _GiveUp, records_origins, runs_of
-from .fetched import Origin
+from .kafka.fetched import Origin
+from .kafka.source import RecentOrigins, Record, Run, records_origins, runs_of
+from .metrics.collector import Health
 from .settings import Settings
-from .store import Store
+from .store.store import Store
 from .timebuckets import ms
+from .worker import Worker, _GiveUp
 
 log = logging.getLogger("stream.backfill")
 

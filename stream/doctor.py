@@ -33,7 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from .events import DeadLetter, decode
 from .settings import Settings
-from .store import Store, StoreMismatch
+from .store.store import Store, StoreMismatch
 
 #: Latest messages read from each partition for the parse check.
 SAMPLE_PER_PARTITION = 20

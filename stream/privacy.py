@@ -29,7 +29,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from .settings import Settings
-    from .store import Store
+    from .store.store import Store
 
 #: Bytes of the HMAC kept: 128 bits make a collision among 10^12 users about 10^-15 likely.
 HASH_BYTES = 16
@@ -94,7 +94,7 @@ def forget_script() -> str:
     """lua/forget.lua with the churn functions of lua/apply.lua put in at `--@shared`:
     one definition of a customer's contribution to the difference arrays, so what
     forget takes out is exactly what apply put in."""
-    lua = importlib.resources.files("stream").joinpath("lua")
+    lua = importlib.resources.files("stream.store").joinpath("lua")
     shared = "".join(_SHARED.findall(lua.joinpath("apply.lua").read_text()))
     if not shared:
         raise RuntimeError("lua/apply.lua lost the parts shared with lua/forget.lua")
@@ -157,7 +157,7 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
     if erased:
         store.drop_cached_figures()
     if erased and store.client.exists(keys.scan):
-        from .scan import scan_and_save
+        from .store.scan import scan_and_save
 
         scan_and_save(store, today)
     return erased
@@ -174,7 +174,7 @@ def forget_command(settings: Settings, user_ids: list[str], from_file: str | Non
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from .app import open_store
-    from .store import StoreMismatch
+    from .store.store import StoreMismatch
     from .timebuckets import DayMapper, utc_now
 
     if not user_ids and from_file is None:

@@ -37,15 +37,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from ..app import Runtime, open_store, read_figures, run_worker
 from ..settings import Settings
 from ..view import Links, LiveView, Pipeline
-from .generator import (
-    TOPICS,
-    CompressedDay,
-    DayPlan,
-    Event,
-    EventModel,
-    bad_message,
-    to_epoch_ms,
-)
+from .generator import TOPICS, CompressedDay, DayPlan, Event, EventModel, bad_message, to_epoch_ms
 from .localservers import PrometheusServer, RedisServer, TansuBroker, free_port
 from .producer import make_producer, produce_events, topic_router
 

@@ -36,8 +36,8 @@ import faust
 from faust.types import TP
 from mode import Service
 
-from ..consumer import RecentOrigins, Run, records_origins
-from ..fetched import Origin
+from ..kafka.fetched import Origin
+from ..kafka.source import RecentOrigins, Run, records_origins
 from ..settings import Settings
 
 log = logging.getLogger("stream.faust")

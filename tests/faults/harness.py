@@ -29,7 +29,7 @@ from stream.app import open_store
 from stream.demo.localservers import RedisServer
 from stream.keys import KeySpace
 from stream.settings import Settings
-from stream.store import Store
+from stream.store.store import Store
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.kafka import Message, Topics, consume_all, highwaters

@@ -35,15 +35,17 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from stream.app import open_store
-from stream.collector import Health
-from stream.consumer import AiokafkaSource, Record, Run, Worker, runs_of
 from stream.demo.localservers import RedisServer, TansuBroker
 from stream.events import decode
 from stream.fold import Message as Folded
 from stream.fold import fold
+from stream.kafka.aiokafka_source import AiokafkaSource
+from stream.kafka.source import Record, Run, runs_of
+from stream.metrics.collector import Health
 from stream.settings import Settings
-from stream.store import Conflict
+from stream.store.store import Conflict
 from stream.timebuckets import DayMapper, ms
+from stream.worker import Worker
 from tests.faults.harness import (
     Truth,
     applied_offsets,

@@ -15,12 +15,12 @@ from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
 from stream import consumer
-from stream.collector import Health
-from stream.consumer import Worker
 from stream.events import DeadLetter, Unreadable
 from stream.fold import Message
 from stream.keys import KeySpace
+from stream.metrics.collector import Health
 from stream.settings import Settings
+from stream.worker import Worker
 
 
 class Source:

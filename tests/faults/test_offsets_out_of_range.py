@@ -28,7 +28,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from stream.app import open_store
 from stream.demo.localservers import RedisServer, TansuBroker
-from stream.offsetrange import RESTARTS, SKIPPED, OffsetRangeCollector, Verdict, judge, move
+from stream.kafka.offsetrange import RESTARTS, SKIPPED, OffsetRangeCollector, Verdict, judge, move
 from stream.settings import Settings
 from tests.faults.harness import (
     assert_exact,

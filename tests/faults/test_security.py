@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.demo.localservers import RedisServer, TansuBroker, free_port
-from stream.httpserver import MetricsServer
+from stream.metrics.httpserver import MetricsServer
 from stream.settings import SettingsError, load
 from tests.faults.harness import (
     assert_exact,

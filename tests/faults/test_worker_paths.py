@@ -7,11 +7,12 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from stream.collector import Health
-from stream.consumer import Record, Worker, runs_of
+from stream.kafka.source import Record, runs_of
 from stream.keys import KeySpace
+from stream.metrics.collector import Health
 from stream.settings import Settings
-from stream.store import Conflict
+from stream.store.store import Conflict
+from stream.worker import Worker
 
 
 class FakeSource:

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import scan
 from stream.demo.localservers import RedisServer
 from stream.figures import compute
+from stream.store import scan
 from stream.timebuckets import DayMapper, ms
 from tests.integration.test_store_lua import NOW, apply_all, make_store
 from tests.support import oracle

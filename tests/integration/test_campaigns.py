@@ -19,7 +19,7 @@ import pytest
 
 from stream import figures
 from stream.demo.localservers import RedisServer, TansuBroker
-from stream.store import Store
+from stream.store.store import Store
 from stream.timebuckets import DayMapper
 from tests.support import oracle
 from tests.support.direct import fold_messages, fresh_store

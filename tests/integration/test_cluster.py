@@ -29,7 +29,7 @@ from stream.events import decode
 from stream.figures import compute
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.store import Conflict, Store, StoreParams, connect
+from stream.store.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 from stream.demo.localservers import RedisCluster, RedisServer
 from stream.figures import compute
 from stream.segments import Segments
-from stream.store import Store, StoreParams, connect
+from stream.store.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper
 from tests.support import oracle
 from tests.support.direct import _RealClockIds, fold_messages, fresh_store
@@ -261,7 +261,7 @@ def test_segment_cohorts_are_reread_after_their_cache_time(
         redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Segment cohorts are read at most every SEGMENT_COHORT_SECONDS by a store; the
     unsegmented cohorts are read every time."""
-    from stream import store as store_module
+    from stream.store import store as store_module
 
     zone = "UTC"
     now = clock(zone)

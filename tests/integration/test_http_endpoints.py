@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry, Counter
 
-from stream.httpserver import BindError, MetricsServer
+from stream.metrics.httpserver import BindError, MetricsServer
 
 PATHS = ["/metrics", "/healthz", "/readyz", "/", "/nowhere", "/metrics?x=1"]
 

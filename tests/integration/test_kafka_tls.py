@@ -161,7 +161,7 @@ def test_wrong_ca_fails_at_start_in_one_line(
 
 
 def test_right_ca_passes_the_start_check(tls_kafka: TlsKafka) -> None:
-    from stream.kafkatls import tls_problem
+    from stream.kafka.tls import tls_problem
     from stream.settings import Settings
 
     settings = Settings(kafka_brokers=tls_kafka.bootstrap,  # type: ignore[call-arg]

@@ -23,14 +23,14 @@ from typing import Any
 
 import pytest
 
-from stream import scan
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
 from stream.fold import Prepared, fold_prepared
 from stream.keys import KeySpace
 from stream.privacy import UserIdHasher, fingerprint, forget
 from stream.segments import Segments
-from stream.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect
+from stream.store import scan
+from stream.store.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
@@ -92,7 +92,7 @@ class Feeder:
         self.now_ms = ms(now)
         self.applied: dict[tuple[str, int], int] = {}
         self.next_offset: dict[str, int] = {}
-        #: the worker's cache of (user, day) pairs known in Redis (consumer.py)
+        #: the worker's cache of (user, day) pairs known in Redis (worker.py)
         self.seen: dict[str, int] = {}
         #: batches refused because users were forgotten meanwhile
         self.refused = 0

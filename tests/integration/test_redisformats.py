@@ -1,4 +1,4 @@
-"""Values the worker builds in Redis's own formats (stream/_redisformats.c), checked
+"""Values the worker builds in Redis's own formats (stream/store/_redisformats.c), checked
 against what a real redis-server builds itself: a dense HyperLogLog must hold exactly the
 registers PFADD of the same members gives, and a bitmap fragment exactly the bytes SETBIT
 gives."""
@@ -13,8 +13,8 @@ import redis
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import store as store_module
 from stream.demo.localservers import RedisServer
+from stream.store import store as store_module
 
 formats = store_module._redisformats
 pytestmark = pytest.mark.skipif(formats is None, reason="the compiled formats are not built")

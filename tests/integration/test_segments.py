@@ -22,7 +22,7 @@ from stream.demo.localservers import RedisServer
 from stream.figures import compute
 from stream.keys import KeySpace
 from stream.segments import Segments
-from stream.store import Store, StoreParams, connect
+from stream.store.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.integration.test_store_lua import NOW, apply_all, assert_matches
 from tests.support import oracle
@@ -159,7 +159,7 @@ def test_segments_over_shards_and_a_fresh_worker_cache(redis_url: str) -> None:
 
 
 def test_sweep_folds_old_segment_fields_and_keeps_figures(redis_url: str) -> None:
-    from stream.maintenance import sweep
+    from stream.store.sweep import sweep
 
     store = make_store(redis_url)
     values = []

@@ -18,13 +18,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stream import store as store_module
 from stream.demo.localservers import RedisServer
 from stream.events import decode
 from stream.figures import compute
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.store import Conflict, Store, StoreParams, connect
+from stream.store import store as store_module
+from stream.store.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import oracle
 
@@ -185,7 +185,7 @@ def test_stale_offsets_are_refused(redis_url: str) -> None:
 
 
 def test_store_refuses_other_timezone(redis_url: str) -> None:
-    from stream.store import StoreMismatch
+    from stream.store.store import StoreMismatch
 
     make_store(redis_url).close()
     client = connect(redis_url, cluster=False)
@@ -196,7 +196,7 @@ def test_store_refuses_other_timezone(redis_url: str) -> None:
 
 
 def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
-    from stream.maintenance import sweep
+    from stream.store.sweep import sweep
 
     store = make_store(redis_url)
     days = DayMapper("UTC")
@@ -239,7 +239,7 @@ def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
 def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -> None:
     """A crash between the per-shard calls leaves one shard ahead; redelivery in other
     batch boundaries must apply each message exactly once in every shard."""
-    from stream.store import _encode_plan
+    from stream.store.store import _encode_plan
 
     client = connect(redis_url, cluster=False)
     client.flushall()

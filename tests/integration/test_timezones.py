@@ -23,7 +23,7 @@ import pytest
 
 from stream.demo.localservers import RedisServer
 from stream.figures import as_of_day, compute
-from stream.store import Store
+from stream.store.store import Store
 from stream.timebuckets import DayMapper, day_number
 from tests.support import dataset as ds
 from tests.support import oracle

@@ -1,7 +1,7 @@
 """Fuzz the compiled parsers under AddressSanitizer and UndefinedBehaviorSanitizer.
 
 The C modules that read bytes from outside (`stream/_fastfold.c`: event JSON;
-`stream/_recordbatch.c`: Kafka record batches) are built with gcc's
+`stream/kafka/_recordbatch.c`: Kafka record batches) are built with gcc's
 `-fsanitize=address,undefined` into a temporary directory, loaded into a Python process
 that preloads the ASan runtime (CPython itself is not instrumented), and fed arbitrary and
 mutated inputs: valid inputs cut at every length, bit flips, bytes replaced, lengths and
@@ -206,7 +206,7 @@ def fuzz_recordbatch(module: ModuleType, rng: random.Random, deadline: float) ->
     return tried
 
 
-# -- compressed record batches: decompressed (stream/codecs.py), then the compiled reader ---
+# -- compressed record batches: decompressed (stream/kafka/codecs.py), then the compiled reader ---
 
 def compressed_seeds(rng: random.Random) -> list[bytes]:
     """Single record batches of every codec, made by aiokafka's own builder (which
@@ -231,7 +231,7 @@ def fuzz_compressed(module: ModuleType, rng: random.Random, deadline: float) -> 
     then fail to decompress: that is `codecs.CodecError`, an unreadable batch, not a
     finding), or decompressed and then mutated, and the plain batch read by the
     sanitized reader with CRC checks off (the CRC covers the compressed bytes)."""
-    from stream.codecs import CodecError, plain_batch
+    from stream.kafka.codecs import CodecError, plain_batch
 
     seeds = compressed_seeds(rng)
     tried = 0
@@ -265,8 +265,8 @@ class Target:
 #: Module name -> how to build and fuzz it. Another parser is one more line.
 TARGETS: dict[str, Target] = {
     "_fastfold": Target(["stream/_fastfold.c"], ["z"], fuzz_fastfold),
-    "_recordbatch": Target(["stream/_recordbatch.c"], [], fuzz_recordbatch),
-    "codecs": Target(["stream/_recordbatch.c"], [], fuzz_compressed, module="_recordbatch"),
+    "_recordbatch": Target(["stream/kafka/_recordbatch.c"], [], fuzz_recordbatch),
+    "codecs": Target(["stream/kafka/_recordbatch.c"], [], fuzz_compressed, module="_recordbatch"),
 }
 
 

@@ -15,7 +15,7 @@ from datetime import datetime
 from stream.events import decode
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.store import Store, StoreParams, connect
+from stream.store.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms, utc_now
 
 

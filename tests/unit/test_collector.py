@@ -6,7 +6,7 @@ import threading
 import time
 from typing import Any
 
-from stream.collector import FiguresCollector
+from stream.metrics.collector import FiguresCollector
 
 
 class Source:

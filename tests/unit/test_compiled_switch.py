@@ -17,10 +17,13 @@ from tests.support.workers import ROOT
 #: Run in a fresh interpreter: the switch is read when the package is imported.
 PROBE = """
 import json, sys
-from stream import fetched, fold, store
+from stream import fold
+from stream.kafka import fetched
+from stream.store import store
 print(json.dumps({
     "imported": sorted(m for m in sys.modules
-                       if m in ("stream._fastfold", "stream._recordbatch", "stream._redisformats")),
+                       if m in ("stream._fastfold", "stream.kafka._recordbatch",
+                                 "stream.store._redisformats")),
     "fold": [fold.compiled_fold_available(), fold._fastfold is not None],
     "reader": [fetched.compiled_reader_available(), fetched._recordbatch is not None],
     "formats": [store.compiled_formats_available(), store._redisformats is not None],
@@ -50,7 +53,8 @@ def test_the_switch_turns_every_compiled_part_off(value: str) -> None:
 @pytest.mark.parametrize("value", [None, "0", "false", ""])
 def test_without_the_switch_every_built_part_is_used(value: str | None) -> None:
     got = probe(value)
-    assert got["imported"] == ["stream._fastfold", "stream._recordbatch", "stream._redisformats"]
+    assert got["imported"] == ["stream._fastfold", "stream.kafka._recordbatch",
+                                "stream.store._redisformats"]
     assert got["fold"] == [True, True]
     assert got["reader"] == [True, True]
     assert got["formats"] == [True, True]

@@ -36,7 +36,7 @@ def test_unknown_engine_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_native_worker_does_not_import_faust() -> None:
-    code = ("import sys, stream.app, stream.consumer, stream.__main__; "
+    code = ("import sys, stream.app, stream.worker, stream.__main__; "
             "print(any(m == 'faust' or m.startswith('faust.') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, cwd=ROOT, check=True)

@@ -1,5 +1,5 @@
-"""The worker's list-at-once reading of fetched record sets (stream/fetched.py, with the
-compiled reader stream/_recordbatch.c) against aiokafka's own reader.
+"""The worker's list-at-once reading of fetched record sets (stream/kafka/fetched.py, with the
+compiled reader stream/kafka/_recordbatch.c) against aiokafka's own reader.
 
 Record sets are built with aiokafka's batch builder (an implementation of the format
 independent of ours): batches with keys, headers, null and empty values, large values,
@@ -29,9 +29,9 @@ from aiokafka.structs import TopicPartition
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import fetched
 from stream.events import Unreadable
-from stream.fetched import Chunk, FetchedRecords, raw_value
+from stream.kafka import fetched
+from stream.kafka.fetched import Chunk, FetchedRecords, raw_value
 
 TP = TopicPartition("t", 0)
 GZIP, SNAPPY, LZ4, ZSTD = 1, 2, 3, 4

@@ -1,4 +1,4 @@
-"""The compiled parsers (`stream/_fastfold.c`, `stream/_recordbatch.c`) built with
+"""The compiled parsers (`stream/_fastfold.c`, `stream/kafka/_recordbatch.c`) built with
 AddressSanitizer and UndefinedBehaviorSanitizer and fuzzed for a bounded time with
 arbitrary and mutated inputs (`tests/support/cfuzz.py`; the long run and its result are
 in docs/reliability.md). First the harness must catch a planted bug of each kind, so a

@@ -9,8 +9,8 @@ from stream.events import decode
 from stream.figures import RawFigures, SegmentRaw, compute
 from stream.fold import Message, fold
 from stream.keys import KeySpace
-from stream.scan import PER_DAY, as_fields
 from stream.segments import Segments, parse_dims
+from stream.store.scan import PER_DAY, as_fields
 from stream.timebuckets import DayMapper
 
 NOW_MS = 1_795_000_000_000

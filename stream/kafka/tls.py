@@ -13,7 +13,7 @@ from __future__ import annotations
 import socket
 import ssl
 
-from .settings import Settings
+from ..settings import Settings
 
 #: Seconds for the connection and the handshake of each bootstrap broker.
 CHECK_SECONDS = 10.0

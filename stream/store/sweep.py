@@ -12,8 +12,8 @@ import contextlib
 import importlib.resources
 import logging
 
+from ..timebuckets import DayMapper, utc_now
 from .store import Store
-from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream.maintenance")
 
@@ -27,7 +27,7 @@ def sweep(store: Store, today: int) -> int:
     Difference-array fields older than the lateness horizon plus 40 days are folded:
     no event can land before them any more, and every prefix sum from there on keeps its
     value."""
-    source = importlib.resources.files("stream").joinpath("lua", "sweep.lua").read_text()
+    source = importlib.resources.files("stream.store").joinpath("lua", "sweep.lua").read_text()
     script = store.client.register_script(source)
     keys = store.keys
     cutoff = today - keys.max_lateness_days - 40

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from . import __version__
-from .figures import LABELS, METRICS, SEGMENT_COHORT_FIGURES, SEGMENT_FIGURES
+from .. import __version__
+from ..figures import LABELS, METRICS, SEGMENT_COHORT_FIGURES, SEGMENT_FIGURES
 
 PREFIX = "engagement_"
 

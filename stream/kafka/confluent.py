@@ -38,10 +38,10 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AioTopicPartition
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition, libversion
 
+from ..settings import Settings
 from . import fetched
-from .consumer import OriginReader, RecentOrigins, Record, Run, chunk_origins, runs_of
 from .fetched import Origin
-from .settings import Settings
+from .source import OriginReader, RecentOrigins, Record, Run, chunk_origins, runs_of
 
 log = logging.getLogger("stream.kafka")
 
@@ -252,7 +252,7 @@ class ConfluentSource:
         for m in msgs:
             err = m.error()
             if err is None:
-                append(Record(m.topic(), m.partition(), m.offset(),  # type: ignore[arg-type]
+                append(Record(m.topic(), m.partition(), m.offset(),
                               m.key(), m.value()))
             elif err.code() in UNREADABLE_CODES and _where(m) is not None:
                 topic, partition, offset = _where(m)  # type: ignore[misc]

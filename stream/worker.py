@@ -12,25 +12,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import redis
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
-from aiokafka.structs import OffsetAndMetadata
 
-from . import fetched, offsetrange
-from .collector import Health
 from .events import PROCESSING_ERROR, DeadLetter, Unreadable
-from .fetched import Origin
 from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
 from .formats import Mapper
+from .kafka import fetched, offsetrange
+from .kafka.fetched import Origin
+from .kafka.source import Run, Source
 from .keys import KeySpace
+from .metrics.collector import Health
 from .settings import Settings
-from .store import Conflict, Store
+from .store.store import Conflict, Store
 from .timebuckets import DayMapper, ms, utc_now
 
 log = logging.getLogger("stream.worker")
@@ -59,201 +56,7 @@ DEAD_LETTER_RETRY_SECONDS = 0.5
 #: The broker's answers to a message larger than the dead-letter topic accepts.
 TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
-
-@dataclass(slots=True)
-class Record:
-    """A consumed message: where it came from, and its raw key and value."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-#: Consecutive messages of one partition, offsets rising: (topic, partition, values,
-#: offsets), a value bytes or None.
-Run = tuple[str, int, list[bytes | None], list[int]]
-
-
-def runs_of(records: list[Record]) -> list[Run]:
-    """`records` (each partition's in order) as runs of one partition each."""
-    runs: list[Run] = []
-    i, n = 0, len(records)
-    while i < n:
-        topic, partition = records[i].topic, records[i].partition
-        j = i + 1
-        while j < n and records[j].partition == partition and records[j].topic == topic:
-            j += 1
-        runs.append((topic, partition, [r.value for r in records[i:j]],
-                     [r.offset for r in records[i:j]]))
-        i = j
-    return runs
-
-
 fetched.install()
-
-#: Reads the original key and headers of some offsets of one partition (topic, partition,
-#: offsets), from what one `getmany` call handed over.
-OriginReader = Callable[[str, int, list[int]], dict[int, Origin]]
-
-
-class RecentOrigins:
-    """The original keys and headers of the messages a source handed over in its last
-    `keep` non-empty `getmany` calls, read on demand (only dead letters need them, so
-    the hot path reads none). The worker produces a batch's dead letters before it asks
-    for the batch after the next one (one batch is fetched ahead), so 3 is enough; what
-    is kept is a reference to data the source had anyway."""
-
-    def __init__(self, keep: int = 3) -> None:
-        self._calls: deque[list[OriginReader]] = deque(maxlen=keep)
-
-    def add(self, readers: list[OriginReader]) -> None:
-        if readers:
-            self._calls.append(readers)
-
-    def lookup(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
-        out: dict[int, Origin] = {}
-        for call in reversed(self._calls):
-            for reader in call:
-                left = [o for o in offsets if o not in out]
-                if not left:
-                    return out
-                out.update(reader(topic, partition, left))
-        return out
-
-
-def records_origins(topic: str, partition: int, records: list[Any]) -> OriginReader:
-    """An `OriginReader` over aiokafka's records of one partition (`offset`, `key`,
-    `headers`)."""
-
-    def read(t: str, p: int, offsets: list[int]) -> dict[int, Origin]:
-        if (t, p) != (topic, partition):
-            return {}
-        wanted = set(offsets)
-        return {r.offset: (r.key, _header_list(r.headers)) for r in records
-                if r.offset in wanted}
-
-    return read
-
-
-def _header_list(headers: Any) -> list[tuple[str, bytes]]:
-    """A record's headers as (name, value) pairs: aiokafka gives a sequence of pairs,
-    faust's messages a sequence or a mapping."""
-    if not headers:
-        return []
-    if isinstance(headers, Mapping):
-        return list(headers.items())
-    return list(headers)
-
-
-def chunk_origins(topic: str, partition: int, chunk: fetched.Chunk) -> OriginReader:
-    """An `OriginReader` over a chunk of one partition (see `fetched.Chunk.origins`)."""
-
-    def read(t: str, p: int, offsets: list[int]) -> dict[int, Origin]:
-        return chunk.origins(offsets) if (t, p) == (topic, partition) else {}
-
-    return read
-
-
-class Source(Protocol):
-    """What the worker needs from a Kafka client; aiokafka's is `AiokafkaSource`."""
-
-    async def start(self, on_assigned: Any, on_revoked: Any) -> None: ...
-    async def stop(self) -> None: ...
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]: ...
-    def highwater(self, topic: str, partition: int) -> int | None: ...
-    def seek(self, topic: str, partition: int, offset: int) -> None: ...
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None: ...
-    def assignment(self) -> set[tuple[str, int]]: ...
-    def origins(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
-        """The original key and headers of recently handed-over messages."""
-        ...
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, on_assigned: Any, on_revoked: Any) -> None:
-        self._on_assigned = on_assigned
-        self._on_revoked = on_revoked
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self._on_revoked({(tp.topic, tp.partition) for tp in revoked})
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        await self._on_assigned({(tp.topic, tp.partition) for tp in assigned})
-
-
-class AiokafkaSource:
-    """`Source` over aiokafka's AIOKafkaConsumer (manual commits, earliest reset)."""
-
-    def __init__(self, settings: Settings, group: str | None = None,
-                 topics: Iterable[str] | None = None) -> None:
-        self._settings = settings
-        self._topics = tuple(topics or settings.topic_list)
-        self._consumer = AIOKafkaConsumer(
-            group_id=group or settings.consumer_group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
-            max_poll_records=settings.batch_max,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
-            value_deserializer=fetched.raw_value,
-            **settings.kafka_options(),
-        )
-        self._recent = RecentOrigins()
-
-    async def start(self, on_assigned: Any, on_revoked: Any) -> None:
-        self._consumer.subscribe(self._topics, listener=_Listener(on_assigned, on_revoked))
-        await self._consumer.start()
-
-    async def stop(self) -> None:
-        await self._consumer.stop()
-
-    async def getmany(self, timeout_ms: int, max_records: int) -> list[Run]:
-        data = await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
-        runs: list[Run] = []
-        readers: list[OriginReader] = []
-        for tp, got in data.items():
-            if isinstance(got, fetched.Chunk):
-                runs.append((tp.topic, tp.partition, got.values, got.offsets))
-                readers.append(chunk_origins(tp.topic, tp.partition, got))
-            elif got:  # read_committed: aiokafka's records
-                runs.append((tp.topic, tp.partition, [r.value for r in got],
-                             [r.offset for r in got]))
-                readers.append(records_origins(tp.topic, tp.partition, got))
-        self._recent.add(readers)
-        return runs
-
-    def origins(self, topic: str, partition: int, offsets: list[int]) -> dict[int, Origin]:
-        return self._recent.lookup(topic, partition, offsets)
-
-    def highwater(self, topic: str, partition: int) -> int | None:
-        # The fetch highwater, not ListOffsets: some brokers answer "latest" wrongly.
-        return self._consumer.highwater(TopicPartition(topic, partition))  # type: ignore[no-any-return]
-
-    def seek(self, topic: str, partition: int, offset: int) -> None:
-        self._consumer.seek(TopicPartition(topic, partition), offset)
-
-    async def commit(self, offsets: dict[tuple[str, int], int]) -> None:
-        await self._consumer.commit(
-            {TopicPartition(t, p): OffsetAndMetadata(o, "") for (t, p), o in offsets.items()}
-        )
-
-    def assignment(self) -> set[tuple[str, int]]:
-        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
-
-    async def log_ranges(self, targets: dict[tuple[str, int], int], fetch_end: bool) -> dict[
-        tuple[str, int], tuple[int, int | None, bool]
-    ]:
-        """Optional part of `Source`: see `offsetrange.probe`. The log starts alone are
-        asked through this consumer (one ListOffsets request, no other client)."""
-        if fetch_end:
-            return await offsetrange.probe(self._settings, targets, fetch_end)
-        starts = await self._consumer.beginning_offsets(
-            [TopicPartition(t, p) for t, p in targets])
-        return {(tp.topic, tp.partition): (int(o), None, False) for tp, o in starts.items()}
 
 
 #: A batch between fetch and apply: per partition (message count, last offset), the

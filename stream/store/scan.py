@@ -23,8 +23,8 @@ import importlib.resources
 import logging
 import time
 
+from ..timebuckets import DayMapper, utc_now
 from .store import Store
-from .timebuckets import DayMapper, utc_now
 
 log = logging.getLogger("stream.scan")
 
@@ -41,7 +41,7 @@ PER_DAY = 7 + 30 + len(LIFECYCLE)
 def scan(store: Store, today: int) -> tuple[list[int], float]:
     """Scan every record now: 2 x PER_DAY counts (today, then yesterday; see scan.lua)
     and the seconds spent waiting for Redis."""
-    source = importlib.resources.files("stream").joinpath("lua", "scan.lua").read_text()
+    source = importlib.resources.files("stream.store").joinpath("lua", "scan.lua").read_text()
     script = store.client.register_script(source)
     keys = store.keys
     totals = [0] * (2 * PER_DAY)

@@ -39,8 +39,8 @@ from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from .settings import Settings
-from .store import Store
+from ..settings import Settings
+from ..store.store import Store
 
 log = logging.getLogger("stream.worker")
 
@@ -210,7 +210,7 @@ async def reconcile(source: Any, store: Store,
     return out
 
 
-_SCRIPT = importlib.resources.files("stream").joinpath("lua", "offsets.lua").read_text()
+_SCRIPT = importlib.resources.files("stream.store").joinpath("lua", "offsets.lua").read_text()
 
 
 class OffsetRangeCollector(Collector):

@@ -19,14 +19,14 @@ import msgspec
 import redis
 import redis.cluster
 
-from . import _compiled, campaigns
-from .figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
-from .fold import BatchWrites, Claim, ShardPlan
-from .keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
-from .privacy import NO_KEY
-from .segments import NONE, OTHER, Segments
-from .timebuckets import month_so_far, rolling
-from .zones import same_zone
+from .. import _compiled, campaigns
+from ..figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
+from ..fold import BatchWrites, Claim, ShardPlan
+from ..keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
+from ..privacy import NO_KEY
+from ..segments import NONE, OTHER, Segments
+from ..timebuckets import month_so_far, rolling
+from ..zones import same_zone
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -74,7 +74,7 @@ SEGMENT_COHORT_SECONDS = 60.0
 
 
 def _script(name: str) -> str:
-    return importlib.resources.files("stream").joinpath("lua", name).read_text()
+    return importlib.resources.files("stream.store").joinpath("lua", name).read_text()
 
 
 class Conflict(Exception):

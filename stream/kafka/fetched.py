@@ -38,8 +38,9 @@ from aiokafka.consumer import fetcher as _fetcher
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, FetchResult, PartitionRecords
 from aiokafka.record.memory_records import MemoryRecords
 
-from . import _compiled, codecs
-from .events import Unreadable
+from .. import _compiled
+from ..events import Unreadable
+from . import codecs
 
 # When built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
 _recordbatch = _compiled.recordbatch
