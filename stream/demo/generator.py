@@ -44,7 +44,6 @@ import json
 import math
 import random
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -756,25 +755,6 @@ class EventModel:
                 sessions.append((ms, event))
         return DayPlan(start_ms, end_ms, now_ms, history, rest, sessions)
 
-    # ------------------------------------------------------------------------ live
-
-    def live(self, now_fn: Callable[[], datetime]) -> Iterator[Event]:
-        """Yield an endless stream of current events (``ts`` = ``now_fn()``).
-
-        The mix follows the same daily rates as :meth:`history` (about 85 % activity,
-        13 % visits, the rest conversions, surveys, signups and cancellations), and the
-        population continues from its state at the end of the history: customers
-        cancel, lapsed users come back, new users sign up and are keen at first. The
-        caller sets the pace by how fast it iterates, so an hour of a fast demo may hold
-        many "days" worth of events; the figures stay plausible regardless.
-
-        Args:
-            now_fn: returns the current time (aware datetime); called once per event.
-        """
-        state = _Live(self, random.Random(f"{self.seed}:live"))
-        while True:
-            yield state.next_event(to_epoch_ms(now_fn()))
-
 
 _LIFECYCLE: Final = frozenset({"signup", "cancellation"})
 
@@ -888,168 +868,6 @@ _Push = Callable[[int, Callable[[], Event]], None]
 
 def _same(event: Event) -> Event:
     return event
-
-
-class _Live:
-    """Mutable population state behind :meth:`EventModel.live`."""
-
-    def __init__(self, model: EventModel, rng: random.Random) -> None:
-        self.model = model
-        self.rng = rng
-        # Newcomers of the live stream are appended here, never to the model, so the
-        # model's history stays reproducible however long a live stream has run.
-        self.users: list[_User] = list(model._users)
-        self.customers = _IndexSet()
-        self.lapsed = _IndexSet()
-        week_ago = -7 * DAY_MS
-        n = len(self.users)
-        self.recent: deque[int] = deque(maxlen=max(1, round(n * MONTHLY_GROWTH / 30 * 7)))
-        activity_w = active_days = cancel_w = 0.0
-        for user, (times, kinds) in zip(self.users, model._cycles, strict=True):
-            factor = 1.0
-            if kinds[-1]:
-                self.customers.add(user.index)
-                cancel_w += _BASE_DAILY_HAZARD * user.segment.churn_factor
-                if times[-1] >= week_ago and (len(times) > 1 or user.onboarded):
-                    self.recent.append(user.index)
-            else:
-                self.lapsed.add(user.index)
-                factor = LAPSED_FACTOR
-            activity_w += user.expected_events * factor
-            active_days += user.segment.p_active * factor
-        # Users in their first week add about FIRST_WEEK_P active days at ~2 events each.
-        recent_w = (self.recent.maxlen or 1) * FIRST_WEEK_P * 2.0
-        self.recent_share = recent_w / (activity_w + recent_w)
-        new_w = n * MONTHLY_GROWTH / 30.0
-        resub_w = cancel_w * RESUBSCRIBE_PROB
-        self.type_cum = _cum(
-            [
-                activity_w + recent_w,
-                n * VISITS_PER_USER_DAY,
-                (active_days + recent_w / 2.0) * (NPS_PER_ACTIVE_DAY + CSAT_PER_ACTIVE_DAY),
-                new_w,
-                resub_w,
-                cancel_w,
-            ]
-        )
-        self.nps_share = NPS_PER_ACTIVE_DAY / (NPS_PER_ACTIVE_DAY + CSAT_PER_ACTIVE_DAY)
-        self.max_churn = max(s.churn_factor for s in SEGMENTS)
-        self.pending: list[tuple[int, int, Callable[[int], Event]]] = []
-        self.seq = 0
-        self.activity_cum: list[float] = []
-        self._rebuild_weights()
-
-    def _rebuild_weights(self) -> None:
-        self.activity_cum = _cum([u.expected_events for u in self.users])
-        self.weights_for = len(self.users)
-
-    def _later(self, within: int, build: Callable[[int], Event]) -> None:
-        """Emit ``build(now)`` one to ``within`` events from now (a follow-up event)."""
-        due = self.seq + 1 + int(self.rng.random() * within)
-        heapq.heappush(self.pending, (due, self.seq, build))
-
-    def _active_user(self) -> _User:
-        rng = self.rng
-        if self.recent and rng.random() < self.recent_share:
-            return self.users[self.recent[int(rng.random() * len(self.recent))]]
-        index = 0
-        # Lapsed users are picked by habit but kept only LAPSED_FACTOR of the time.
-        for _ in range(20):
-            index = _pick(rng, self.activity_cum)
-            if index in self.customers or rng.random() < LAPSED_FACTOR:
-                break
-        return self.users[index]
-
-    def next_event(self, now_ms: int) -> Event:
-        """The next event of the stream, stamped ``now_ms`` (epoch milliseconds)."""
-        self.seq += 1
-        rng, model = self.rng, self.model
-        if self.pending and self.pending[0][0] <= self.seq:
-            return heapq.heappop(self.pending)[2](now_ms)
-        kind = _pick(rng, self.type_cum)
-        if kind == 1:
-            user = None
-            if rng.random() < KNOWN_VISITOR_SHARE:
-                user = self.users[int(rng.random() * len(self.users))]
-            visit, campaign, visitor, country = model._visit(rng, user, now_ms)
-            if rng.random() < campaign.conversion_rate:
-                self._later(200, partial(model._conversion, rng, visitor, campaign.name, country))
-            return visit
-        if kind == 2:
-            nps = rng.random() < self.nps_share
-            return model._survey(rng, self._active_user(), now_ms, nps)
-        if kind == 4 and self.lapsed:
-            index = self.lapsed.pop_random(rng)
-            self.customers.add(index)
-            self.recent.append(index)
-            user = self.users[index]
-            if rng.random() < 0.5:
-                self._later(50, partial(model._activity, rng, user))
-            return model._lifecycle_event(rng, user, now_ms, True)
-        if kind in (3, 4):
-            return self._newcomer(now_ms)
-        if kind == 5 and self.customers:
-            return self._cancel(now_ms)
-        return model._activity(rng, self._active_user(), now_ms)
-
-    def _newcomer(self, now_ms: int) -> Event:
-        rng = self.rng
-        user = _new_user(rng, len(self.users), 0, newcomer=True)
-        self.users.append(user)
-        self.customers.add(user.index)
-        if user.onboarded:
-            self.recent.append(user.index)
-        if len(self.users) > self.weights_for * 1.02:
-            self._rebuild_weights()
-        if rng.random() < 0.9:
-            self._later(30, partial(self.model._activity, rng, user))
-        return self.model._lifecycle_event(rng, user, now_ms, True)
-
-    def _cancel(self, now_ms: int) -> Event:
-        rng = self.rng
-        index = self.customers.choice(rng)
-        # Habits with a higher churn factor cancel proportionally more often.
-        for _ in range(20):
-            if rng.random() * self.max_churn < self.users[index].segment.churn_factor:
-                break
-            index = self.customers.choice(rng)
-        self.customers.remove(index)
-        self.lapsed.add(index)
-        return self.model._lifecycle_event(rng, self.users[index], now_ms, False)
-
-
-class _IndexSet:
-    """A set of ints with O(1) add, remove and uniform random choice."""
-
-    def __init__(self) -> None:
-        self._items: list[int] = []
-        self._pos: dict[int, int] = {}
-
-    def __len__(self) -> int:
-        return len(self._items)
-
-    def __contains__(self, item: int) -> bool:
-        return item in self._pos
-
-    def add(self, item: int) -> None:
-        if item not in self._pos:
-            self._pos[item] = len(self._items)
-            self._items.append(item)
-
-    def remove(self, item: int) -> None:
-        pos = self._pos.pop(item)
-        last = self._items.pop()
-        if last != item:
-            self._items[pos] = last
-            self._pos[last] = pos
-
-    def choice(self, rng: random.Random) -> int:
-        return self._items[int(rng.random() * len(self._items))]
-
-    def pop_random(self, rng: random.Random) -> int:
-        item = self.choice(rng)
-        self.remove(item)
-        return item
 
 
 # ----------------------------------------------------------------------- bad messages

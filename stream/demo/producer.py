@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 from collections.abc import Callable, Iterable, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -19,14 +17,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from stream.demo.generator import TOPICS, Event, EventModel, bad_message, topic_for
+from stream.demo.generator import TOPICS, Event, topic_for
 
 DEFAULT_CHUNK = 4000
 """Messages in flight before the producer waits for their acknowledgements."""
-TICK_SECONDS = 0.05
-"""Length of one token-bucket tick of :func:`run_live`, in seconds."""
-BURST_SECONDS = 0.5
-"""At most this many seconds' worth of events are caught up after a stall."""
 
 
 def make_producer(bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
@@ -158,92 +152,3 @@ async def produce_events(
     if progress is not None:
         progress(total)
     return total
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-async def run_live(
-    producer: AIOKafkaProducer,
-    model: EventModel,
-    rate: float,
-    stop: asyncio.Event,
-    bad_every: int = 2000,
-    *,
-    now_fn: Callable[[], datetime] = _utc_now,
-    on_sent: Callable[[int], None] | None = None,
-    topics: Sequence[str] = TOPICS,
-) -> int:
-    """Produce ``model.live`` events at ``rate`` per second until ``stop`` is set.
-
-    A token bucket refilled every 50 ms by the time that really passed keeps the long-run
-    rate within about 1 % of ``rate`` as long as the broker keeps up; after a stall
-    (slow broker, busy event loop) at most half a second's worth is caught up, so the
-    stream never floods.
-
-    Args:
-        producer: a started producer (see :func:`make_producer`).
-        model: the population the live events come from.
-        rate: events per second (> 0), bad messages included.
-        stop: set it to end the stream; the call returns within about one tick after
-            the outstanding sends are acknowledged.
-        bad_every: every this many messages one is a bad message from
-            :func:`stream.demo.generator.bad_message` instead of an event, spread over
-            the four topics, to show the dead-letter path (default 2000; 0 disables).
-        now_fn: the clock stamped on live events (default: UTC wall clock).
-        on_sent: called with the running total after each tick (default: none).
-        topics: the topics to write to (see :func:`topic_router`), bad messages spread
-            over them (default: the four event topics of the contract).
-
-    Returns:
-        The number of messages sent, bad ones included.
-    """
-    if rate <= 0:
-        raise ValueError("rate must be positive")
-    if bad_every < 0:
-        raise ValueError("bad_every must not be negative")
-    loop = asyncio.get_running_loop()
-    encode = msgspec.json.Encoder().encode
-    send = producer.send
-    stream = model.live(now_fn)
-    topic_of = topic_router(topics)
-    spread = list(dict.fromkeys(topics))
-    rng = random.Random(f"{model.seed}:bad")
-    burst = max(rate * BURST_SECONDS, 1.0)
-    tokens = 0.0
-    sent = 0
-    pending: list[asyncio.Future[Any]] = []
-    last = next_tick = loop.time()
-    while not stop.is_set():
-        now = loop.time()
-        tokens = min(tokens + (now - last) * rate, burst)
-        last = now
-        due = int(tokens)
-        tokens -= due
-        # The previous tick's sends have had a tick to complete; waiting for them here
-        # bounds memory and surfaces broker errors promptly.
-        previous, pending = pending, []
-        for _ in range(due):
-            sent += 1
-            if bad_every and sent % bad_every == 0:
-                topic = spread[(sent // bad_every) % len(spread)]
-                value, key = bad_message(rng, now_fn()), b"bad-message"
-            else:
-                event = next(stream)
-                topic, value = topic_of(event["type"]), encode(event)
-                key = str(event["user_id"]).encode()
-            pending.append(await send(topic, value, key=key))
-        if previous:
-            await asyncio.gather(*previous)
-        if on_sent is not None:
-            on_sent(sent)
-        next_tick += TICK_SECONDS
-        delay = next_tick - loop.time()
-        if delay < 0:
-            next_tick = loop.time()  # fell behind: do not try to replay missed ticks
-            delay = 0
-        await asyncio.sleep(delay)
-    if pending:
-        await asyncio.gather(*pending)
-    return sent

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import json
 import random
 import re
@@ -25,7 +24,7 @@ from stream.demo.generator import (
     restamp,
     topic_for,
 )
-from stream.demo.producer import produce_events, run_live
+from stream.demo.producer import produce_events
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 DAY_MS = 86_400_000
@@ -247,31 +246,6 @@ def test_customers_churn_and_first_week_are_meaningful() -> None:
     assert 0.1 <= len(yesterday) / len(mau) <= 0.45
 
 
-def test_live_stream_is_valid_current_and_mixed() -> None:
-    model = EventModel(users=1000, seed=5)
-    clock = iter(itertools.count())
-
-    def now_fn() -> datetime:
-        return NOW + timedelta(milliseconds=next(clock))
-
-    events = list(itertools.islice(model.live(now_fn), 60_000))
-    assert all(contract_problem(e) is None for e in events)
-    assert len({e["event_id"] for e in events}) == len(events)
-    assert {e["type"] for e in events} == set(EVENT_TYPES)
-    start = int(NOW.timestamp() * 1000)
-    # ts is the clock at the time of the event (whole seconds for backend-style ts).
-    assert all(0 <= ts_ms(e) - start <= 60_000 for e in events)
-    types = collections.Counter(e["type"] for e in events)
-    assert types["activity"] / len(events) > 0.7
-    assert 0 < types["cancellation"] < types["signup"] < types["conversion"] < types["visit"]
-    csat = [e["score"] for e in events if e["type"] == "survey" and e["survey"] == "csat"]
-    assert 0.6 <= sum(s >= 4 for s in csat) / len(csat) <= 0.95
-    # The live stream is reproducible too.
-    clock = iter(itertools.count())
-    again = list(itertools.islice(EventModel(users=1000, seed=5).live(now_fn), 1000))
-    assert again == events[:1000]
-
-
 @pytest.mark.parametrize("kind", sorted(BAD_MESSAGE_REASONS))
 def test_bad_messages_get_their_reason(kind: str) -> None:
     raw = bad_message(random.Random(kind), NOW, kind)
@@ -336,23 +310,6 @@ async def test_produce_events_routes_keys_and_encodes() -> None:
         assert topic == topic_for(event["type"])
         assert key == event["user_id"].encode()
         assert json.loads(value) == event
-
-
-async def test_run_live_keeps_the_rate_and_injects_bad_messages() -> None:
-    producer = FakeProducer()
-    stop = asyncio.Event()
-    model = EventModel(users=300, seed=1)
-    task = asyncio.create_task(run_live(producer, model, 2000.0, stop, bad_every=100))
-    await asyncio.sleep(1.5)
-    stop.set()
-    sent = await task
-    assert sent == len(producer.sent)
-    # Generous bounds: a loaded CI machine may stall the event loop for a moment.
-    assert 2000 * 1.5 * 0.8 <= sent <= 2000 * 1.5 * 1.1
-    now = datetime.now(UTC)
-    reasons = [dead_letter_reason(value, now) for _, value, _ in producer.sent]
-    assert sum(r is not None for r in reasons) == sent // 100
-    assert {t for t, _, _ in producer.sent} == set(TOPICS)
 
 
 # ------------------------------------------------------------- a day plan and its play

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from stream.demo.generator import EventModel
-from stream.demo.producer import produce_events, run_live, topic_router
+from stream.demo.producer import produce_events, topic_router
 
 NOW = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
 TYPES = ("activity", "signup", "visit", "conversion", "cancellation", "survey")
@@ -66,15 +66,3 @@ async def test_history_goes_to_the_given_topics() -> None:
     for topic, value in producer.sent:
         etype = json.loads(value)["type"]
         assert topic == ("b" if etype in ("visit", "conversion", "survey") else "a")
-
-
-async def test_live_stream_and_bad_messages_go_to_the_given_topics() -> None:
-    producer = FakeProducer()
-    stop = asyncio.Event()
-    task = asyncio.create_task(run_live(producer, EventModel(users=100, seed=1),  # type: ignore[arg-type]
-                                        2000.0, stop, bad_every=50, topics=("a", "b")))
-    await asyncio.sleep(0.5)
-    stop.set()
-    await task
-    assert len(producer.sent) > 100
-    assert {topic for topic, _ in producer.sent} == {"a", "b"}
