@@ -20,6 +20,7 @@ from typing import Any
 
 import cramjam
 import pytest
+from aiokafka.codec import snappy_encode
 from aiokafka.consumer.fetcher import READ_UNCOMMITTED, PartitionRecords
 from aiokafka.errors import CorruptRecordException
 from aiokafka.record._crc32c import crc as crc32c
@@ -254,6 +255,42 @@ def test_a_batch_that_does_not_decompress_comes_out_whole(codec: int, compress: 
     assert (first, last, raw) == (2, 3, bad)
     assert detail.startswith(why)
     assert got[3] == (4, b"e")
+
+
+def _xerial(b: bytes) -> bytes:
+    return bytes(snappy_encode(b, xerial_compatible=True))
+
+
+BOMBS = {GZIP: cramjam.gzip.compress, LZ4: cramjam.lz4.compress, ZSTD: cramjam.zstd.compress,
+         SNAPPY: cramjam.snappy.compress_raw, 10 + SNAPPY: _xerial}
+
+
+@pytest.mark.parametrize("codec", sorted(BOMBS))
+def test_a_batch_that_decompresses_past_the_limit_comes_out_whole(codec: int) -> None:
+    """A few kB that would expand to gigabytes must not stop the worker for lack of
+    memory (and again at every restart): past 64 MiB the batch is unreadable."""
+    plain = batch(2, [(None, b"c", []), (None, b"d", [])])
+    bad = recompressed(plain, codec % 10,
+                       lambda b: BOMBS[codec](bytes(b) + bytes((64 << 20) + 1 - len(b))))
+    assert len(bad) < 4 << 20
+    data = batch(0, [(None, b"a", [])]) + bad + batch(4, [(None, b"e", [])])
+    got = unreadable_of(data)
+    assert [o for o, _ in got] == [0, 3, 4]
+    first, last, raw, detail = got[1][1]
+    assert (first, last, raw) == (2, 3, bad)
+    assert "records decompress to more than 64 MiB" in detail
+    assert got[2] == (4, b"e")
+
+
+@pytest.mark.parametrize("codec", ["gzip", "lz4", "zstd"])
+def test_a_batch_that_compresses_very_well_is_read(codec: str) -> None:
+    """Far above the first output buffer's guess (16 times the compressed size: these
+    codecs do not state the size), below the limit: read, with the same values as
+    aiokafka's reader."""
+    big = bytes(8 << 20)
+    data = batch(0, [(None, big, []), (None, b"x" * 1000, [])], CODECS[codec])
+    assert len(data) * 16 * 4 < len(big)  # at least two larger buffers
+    assert worker_read(data, 0, 10)[0] == library_read(data, 0)[0]
 
 
 def test_malformed_records_inside_a_compressed_batch_come_out_whole() -> None:
