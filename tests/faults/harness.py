@@ -286,19 +286,19 @@ def monotonic_deadline(seconds: float) -> float:
 #: only in Kafka. Test-only; used as the control that shows the Redis offsets matter.
 KAFKA_OFFSETS_ONLY = """
 import sys
-from stream import consumer
+from stream import worker
 from stream.__main__ import main
 
 
 async def _resume(self, partitions):
-    srcs = {consumer.src_of(t, p) for t, p in partitions}
+    srcs = {worker.src_of(t, p) for t, p in partitions}
     loaded = await self._redis(self.store.load_offsets, sorted(srcs))
     for key in [k for k in self.applied if k[0] in srcs]:
         del self.applied[key]
     self.applied.update(loaded)  # the compare-and-set passes; no seek
 
 
-consumer.Worker._resume = _resume
+worker.Worker._resume = _resume
 sys.exit(main(["worker"]))
 """
 
