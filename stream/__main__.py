@@ -263,8 +263,10 @@ def _brokers_problem(settings: Settings) -> str | None:
     from aiokafka import AIOKafkaProducer
     from aiokafka.errors import KafkaConnectionError
 
+    from .kafka.config import KafkaConfig
+
     async def check() -> str | None:
-        producer = AIOKafkaProducer(**settings.kafka_options())
+        producer = AIOKafkaProducer(**KafkaConfig.from_settings(settings).aiokafka())
         try:
             await producer.start()
         except KafkaConnectionError:
@@ -304,9 +306,11 @@ def _check_format(args: argparse.Namespace) -> int:
     """check-format needs no valid settings but the Kafka ones with --topic (a mapping
     file that the worker would refuse is exactly what it is for)."""
     from .formats.check import run
+    from .kafka.config import KafkaConfig
 
     def kafka_options() -> dict[str, Any]:
-        return _settings(args, event_format="native", topic_formats="").kafka_options()
+        return KafkaConfig.from_settings(
+            _settings(args, event_format="native", topic_formats="")).aiokafka()
 
     try:
         return run(args.format, args.sample, args.topic, args.latest, args.json,

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from . import _compiled, figures
 from .kafka.aiokafka_source import AiokafkaSource
+from .kafka.deadletters import make_producer
 from .kafka.offsetrange import OffsetRangeCollector
 from .kafka.source import Source
 from .keys import KeySpace
@@ -182,7 +183,7 @@ async def _start_producer(settings: Settings,
     Redis and the workers come up does not matter. None when `stop` is set first."""
     delay = 1.0
     while True:
-        producer = AIOKafkaProducer(acks="all", linger_ms=5, **settings.kafka_options())
+        producer = make_producer(settings)
         try:
             await producer.start()
             return producer

@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from .events import DeadLetter, decode
+from .kafka.config import DOCTOR_CLIENT_ID, KafkaConfig
 from .settings import Settings
 from .store.store import Store, StoreMismatch
 
@@ -112,7 +113,7 @@ class TopicInfo:
 async def _describe(settings: Settings, topics: Sequence[str]) -> dict[str, int]:
     """Partitions of each existing topic among `topics` (raises when no broker answers)."""
     admin = AIOKafkaAdminClient(request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
-                                client_id="engagement-stream-doctor", **settings.kafka_options())
+                                **KafkaConfig.from_settings(settings).aiokafka(client_id=DOCTOR_CLIENT_ID))
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
         existing = set(await admin.list_topics())
@@ -130,7 +131,7 @@ async def _describe(settings: Settings, topics: Sequence[str]) -> dict[str, int]
 async def _group_state(settings: Settings) -> str:
     """The consumer group's state as the broker reports it (`Empty`, `Stable`, ...)."""
     admin = AIOKafkaAdminClient(request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
-                                client_id="engagement-stream-doctor", **settings.kafka_options())
+                                **KafkaConfig.from_settings(settings).aiokafka(client_id=DOCTOR_CLIENT_ID))
     try:
         await asyncio.wait_for(admin.start(), TIMEOUT_SECONDS)
         described = await admin.describe_consumer_groups([settings.consumer_group])
@@ -149,9 +150,10 @@ async def _latest(settings: Settings, topics: dict[str, int]) -> dict[str, Topic
     """Highwater marks (from a fetch: some brokers answer ListOffsets "latest" wrongly)
     and the last SAMPLE_PER_PARTITION messages of every partition of `topics`."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
-                                fetch_max_wait_ms=100, client_id="engagement-stream-doctor",
+                                fetch_max_wait_ms=100,
                                 request_timeout_ms=int(TIMEOUT_SECONDS * 1000),
-                                **settings.kafka_options())
+                                **KafkaConfig.from_settings(settings).aiokafka(
+                                    client_id=DOCTOR_CLIENT_ID))
     out = {t: TopicInfo(n) for t, n in topics.items()}
     try:
         await asyncio.wait_for(consumer.start(), TIMEOUT_SECONDS)

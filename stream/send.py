@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from aiokafka import AIOKafkaProducer
 
 from .doctor import why
+from .kafka.config import KafkaConfig
 from .settings import Settings
 
 #: The message sent when no argument is given.
@@ -41,7 +42,7 @@ def complete(text: str, now: datetime) -> tuple[bytes, bytes | None]:
 async def _send(settings: Settings, topic: str, messages: list[tuple[bytes, bytes | None]]
                 ) -> list[str]:
     producer = AIOKafkaProducer(acks="all", request_timeout_ms=10_000,
-                                **settings.kafka_options())
+                                **KafkaConfig.from_settings(settings).aiokafka())
     try:
         await asyncio.wait_for(producer.start(), 15)
         lines = []

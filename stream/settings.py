@@ -1,7 +1,9 @@
 """One frozen settings object, built once at start from flags and STREAM_* variables.
 
-No other module reads the environment. Flags win over the environment; a bad value
-stops the program at start with one line naming the setting (see `load`).
+The settings validate and hold values only: the Kafka clients' options are rendered from
+them by `stream.kafka.config`. No other module reads the environment. Flags win over the
+environment; a bad value stops the program at start with one line naming the setting (see
+`load`).
 Secrets (`STREAM_REDIS_URL` with a password, `STREAM_KAFKA_SASL_PASSWORD`) may also come
 from files: `STREAM_<NAME>_FILE=/path` reads the value from that file.
 """
@@ -302,26 +304,6 @@ class Settings(BaseSettings):
         if self.redis_shards:
             return self.redis_shards
         return 16 if self.redis_cluster else 1
-
-    def kafka_options(self) -> dict[str, Any]:
-        """Connection options for aiokafka clients (security settings only when set)."""
-        opts: dict[str, Any] = {"bootstrap_servers": self.kafka_brokers,
-                                "security_protocol": self.kafka_security_protocol}
-        if self.kafka_sasl_mechanism:
-            opts["sasl_mechanism"] = self.kafka_sasl_mechanism
-            opts["sasl_plain_username"] = self.kafka_sasl_username
-            if self.kafka_sasl_password is not None:
-                opts["sasl_plain_password"] = self.kafka_sasl_password.get_secret_value()
-        if "SSL" in self.kafka_security_protocol:
-            from aiokafka.helpers import create_ssl_context
-
-            opts["ssl_context"] = create_ssl_context(
-                cafile=self.kafka_ssl_cafile, certfile=self.kafka_ssl_certfile,
-                keyfile=self.kafka_ssl_keyfile,
-                password=(self.kafka_ssl_password.get_secret_value()
-                          if self.kafka_ssl_password else None),
-            )
-        return opts
 
 
 #: Below this STREAM_BATCH_WAIT_MS an idle worker polls Kafka without pause.

@@ -16,13 +16,13 @@ from typing import Any
 
 import redis
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from aiokafka.errors import KafkaError
 
-from .events import PROCESSING_ERROR, DeadLetter, Unreadable
+from .events import PROCESSING_ERROR, DeadLetter
 from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
 from .formats import Mapper
-from .kafka import fetched, offsetrange
-from .kafka.fetched import Origin
+from .kafka import offsetrange
+from .kafka.deadletters import DeadLetterSink
 from .kafka.source import Run, Source
 from .keys import KeySpace
 from .metrics.collector import Health
@@ -48,15 +48,6 @@ SEEN_LIMIT = 150_000
 PROCESS_SLICE_SECONDS = 1.0
 #: Longest wait for an already buffered batch while Redis applies the current one.
 FETCH_AHEAD_WAIT_SECONDS = 0.05
-#: Failed attempts to produce a batch's dead letters before the worker reports itself
-#: unhealthy (waits between them from DEAD_LETTER_RETRY_SECONDS, doubling up to 10 s:
-#: about 7 s in all); it keeps trying meanwhile.
-DEAD_LETTER_ATTEMPTS = 5
-DEAD_LETTER_RETRY_SECONDS = 0.5
-#: The broker's answers to a message larger than the dead-letter topic accepts.
-TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
-
-fetched.install()
 
 
 #: A batch between fetch and apply: per partition (message count, last offset), the
@@ -99,7 +90,8 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._audited_at = time.monotonic()
         self._redis_failed = False
-        self._dead_letter_failing = False
+        self.dead_letters = DeadLetterSink(producer, settings, health, source,
+                                           self._between_dead_letter_attempts)
         self._ends_checked: dict[tuple[str, int], tuple[int, int]] = {}
         #: Seeks made so far, and per partition the count at its latest seek: see
         #: `_since_seek`.
@@ -409,143 +401,17 @@ class Worker:
                     self.applied[(src, shard)] = offset
 
     async def _dead_letter(self, dead: list[Message]) -> None:
-        """Produce dead letters and wait for the broker's acknowledgement before the batch
-        is applied: once Redis holds the offsets, these messages are never read again.
+        """Produce `dead` through the dead-letter sink and wait until the broker has them
+        all (`DeadLetterSink.produce`): called before the batch is applied, since once
+        Redis holds its offsets these messages are never read again."""
+        await self.dead_letters.produce(dead)
 
-        1. A dead letter larger than the dead-letter topic accepts is produced again
-           without its value (then without the original key and headers too), with a
-           header saying so: the original stays on its source topic at the offset named.
-        2. Any other refusal is retried with backoff (a repeat may duplicate a dead
-           letter, never lose one), for ever: the batch is not applied until its dead
-           letters are in. After DEAD_LETTER_ATTEMPTS failed attempts the worker reports
-           itself unhealthy (`/healthz` 503, `engagement_dead_letter_failing` 1) until
-           the topic accepts them again. A refusal comes at once; a broker that does not
-           answer fails an attempt only after the producer's request timeout (40 s), so
-           a short broker outage does not make the worker unhealthy."""
-        delay = DEAD_LETTER_RETRY_SECONDS
-        attempts = 0
-        origins = self._origins(dead)
-        pending = dead
-        while True:
-            pending = await self._send_dead(pending, origins)
-            if not pending:
-                for m in dead:
-                    if type(m.value) is Unreadable:
-                        self.health.unreadable_batches.inc()
-                if self._dead_letter_failing:
-                    self._dead_letter_failing = False
-                    self.health.set_dead_letter_failing(False)
-                    log.info("the dead-letter topic accepts dead letters again")
-                return
-            attempts += 1
-            if attempts >= DEAD_LETTER_ATTEMPTS and not self._dead_letter_failing:
-                self._dead_letter_failing = True
-                self.health.set_dead_letter_failing(True)
-                log.error("the dead-letter topic %s refused %d dead letters %d times; "
-                          "reporting unhealthy and retrying (no partition moves until "
-                          "they are in)", self.settings.dlq_topic, len(pending), attempts)
-            if self._stop is not None and self._stop.is_set():
-                raise _GiveUp("stopping while the dead-letter topic is unavailable")
-            # The lag stays true meanwhile, so the stall watchdog sees that nothing moves.
-            self._update_lag()
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 10.0)
-
-    def _origins(self, dead: list[Message]) -> dict[tuple[str, int], Origin]:
-        """(src, offset) -> the original key and headers of each dead letter's message."""
-        wanted: dict[str, list[int]] = {}
-        for m in dead:
-            if type(m.value) is not Unreadable:
-                wanted.setdefault(m.src, []).append(m.offset)
-        out: dict[tuple[str, int], Origin] = {}
-        for src, offsets in wanted.items():
-            topic, _, partition = src.rpartition("/")
-            try:
-                found = self.source.origins(topic, int(partition), offsets)
-            except Exception:  # never worth losing the dead letters over
-                log.exception("original keys and headers of %s not readable", src)
-                continue
-            for offset, origin in found.items():
-                out[(src, offset)] = origin
-        return out
-
-    async def _send_dead(self, dead: list[Message],
-                         origins: dict[tuple[str, int], Origin]) -> list[Message]:
-        """Produce `dead` (all sent first, in order, then the acknowledgements awaited);
-        returns those the broker refused for a reason other than their size."""
-        sent = [(m, *await self._produce_fitting(m, origins, 0)) for m in dead]
-        failed: list[Message] = []
-        for m, attempt, cut in sent:
-            while True:
-                error = await _refusal(attempt)
-                if error is None:
-                    if cut:
-                        self.health.dead_letter_values_omitted.inc()
-                    break
-                if isinstance(error, TOO_LARGE) and cut < 2:  # the broker's limit
-                    attempt, cut = await self._produce_fitting(m, origins, cut + 1)
-                    continue
-                self.health.dead_letter_errors.inc()
-                log.warning("dead letter of %s@%d refused: %r", m.src, m.offset, error)
-                failed.append(m)
-                break
-        return failed
-
-    async def _produce_fitting(self, m: Message, origins: dict[tuple[str, int], Origin],
-                               cut: int) -> tuple[Any, int]:
-        """`_produce_dead`, cut further while the client's own size limit refuses it:
-        (the attempt, the cut it was sent with)."""
-        while True:
-            attempt = await self._produce_dead(m, origins, cut)
-            if cut >= 2 or not isinstance(attempt, TOO_LARGE):
-                return attempt, cut
-            cut += 1
-
-    async def _produce_dead(self, m: Message, origins: dict[tuple[str, int], Origin],
-                            cut: int) -> Any:
-        """Send one dead letter; returns the future of its acknowledgement, or the error
-        `send` raised. `cut` 1: its value left out; 2: the original key and headers too.
-
-        Headers: the original message's first, then ours (`error`, `error_detail`,
-        `source_topic`, `source_partition`, `source_offset`, and as the case may be
-        `source_last_offset`, `dead_letter_value`, `dead_letter_original`): where a name is
-        in both, ours is the last one. A null value (a tombstone) stays null when the
-        message has a key; a keyless one is produced with an empty value (Kafka takes no
-        message without both), and `dead_letter_value: null` says which it was."""
-        assert isinstance(m.item, DeadLetter)
-        topic, _, partition = m.src.rpartition("/")
-        value = m.value
-        key, original = origins.get((m.src, m.offset), (None, []))
-        first = m.offset
-        extra: list[tuple[str, bytes]] = []
-        if type(value) is Unreadable:
-            first = value.first
-            extra.append(("source_last_offset", str(value.last).encode()))
-        if value is None:
-            extra.append(("dead_letter_value", b"null"))
-        elif cut:
-            extra.append(("dead_letter_value", f"omitted: {len(value)} bytes, too large for "
-                                               "the dead-letter topic".encode()))
-            value = None
-        if cut == 2:
-            extra.append(("dead_letter_original", b"key and headers omitted: too large"))
-            key, original = None, []
-        if value is None and key is None:
-            value = b""
-        headers = [
-            *original,
-            ("error", m.item.reason.encode()),
-            ("error_detail", m.item.detail.encode("utf-8", "replace")),
-            ("source_topic", topic.encode()),
-            ("source_partition", partition.encode()),
-            ("source_offset", str(first).encode()),
-            *extra,
-        ]
-        try:
-            return await self.producer.send(self.settings.dlq_topic, value=value, key=key,
-                                             headers=headers)
-        except Exception as exc:  # the client's own size limit, no metadata, ...
-            return exc
+    def _between_dead_letter_attempts(self) -> None:
+        """Run by the sink after each refused attempt: give up when stopping; otherwise
+        the lag stays true meanwhile, so the stall watchdog sees that nothing moves."""
+        if self._stop is not None and self._stop.is_set():
+            raise _GiveUp("stopping while the dead-letter topic is unavailable")
+        self._update_lag()
 
     async def _redis(self, fn: Any, *args: Any) -> Any:
         """Call the sync store in a thread; wait out transient Redis errors with backoff
@@ -598,17 +464,6 @@ class Worker:
             self._last_commit = now
         except Exception as exc:  # a rebalance in progress; the next commit catches up
             log.info("commit skipped: %s", exc)
-
-
-async def _refusal(attempt: Any) -> BaseException | None:
-    """The error of a send (`attempt`: its future, or what `send` raised); None: done."""
-    if isinstance(attempt, BaseException):
-        return attempt
-    try:
-        await attempt
-    except Exception as exc:
-        return exc
-    return None
 
 
 class _GiveUp(Exception):

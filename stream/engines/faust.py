@@ -36,6 +36,7 @@ import faust
 from faust.types import TP
 from mode import Service
 
+from ..kafka.config import KafkaConfig
 from ..kafka.fetched import Origin
 from ..kafka.source import RecentOrigins, Run, records_origins
 from ..settings import Settings
@@ -284,30 +285,30 @@ def make_app(settings: Settings, datadir: str) -> faust.App:
     """A faust App for the engagement worker alone: group `STREAM_CONSUMER_GROUP`, no
     tables, no leader topic, no web server of faust's (the worker serves its own), and
     faust's data directory (which it makes even without tables) in `datadir`."""
-    brokers = [f"kafka://{b.strip()}" for b in settings.kafka_brokers.split(",")]
+    config = KafkaConfig.from_settings(settings)
+    brokers = [f"kafka://{b.strip()}" for b in config.bootstrap.split(",")]
     options: dict[str, Any] = {}
-    credentials = _credentials(settings)
+    credentials = _credentials(config)
     if credentials is not None:
         options["broker_credentials"] = credentials
     return faust.App(
         settings.consumer_group, broker=brokers, store="memory://", autodiscover=False,
         datadir=datadir,
         web_enabled=False, topic_disable_leader=True, consumer_auto_offset_reset="earliest",
-        broker_session_timeout=settings.session_timeout_ms / 1000.0,
-        broker_heartbeat_interval=settings.heartbeat_interval_ms / 1000.0,
+        broker_session_timeout=config.session_timeout_ms / 1000.0,
+        broker_heartbeat_interval=config.heartbeat_interval_ms / 1000.0,
         broker_max_poll_records=settings.batch_max,
         # faust's acks are not what makes the figures exact: stopping need not wait for
         # the events of a take buffer the worker will never see
         stream_wait_empty=False, **options)
 
 
-def _credentials(settings: Settings) -> Any:
-    opts = settings.kafka_options()
-    if settings.kafka_sasl_mechanism:
+def _credentials(config: KafkaConfig) -> Any:
+    if config.sasl_mechanism:
         return faust.SASLCredentials(
-            username=opts.get("sasl_plain_username"), password=opts.get("sasl_plain_password"),
-            mechanism=settings.kafka_sasl_mechanism, ssl_context=opts.get("ssl_context"))
-    return opts.get("ssl_context")
+            username=config.sasl_username, password=config.sasl_password,
+            mechanism=config.sasl_mechanism, ssl_context=config.ssl_context())
+    return config.ssl_context()
 
 
 def standalone_source(settings: Settings) -> FaustSource:

@@ -10,6 +10,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from ..settings import Settings
 from . import fetched, offsetrange
+from .config import KafkaConfig
 from .fetched import Origin
 from .source import OriginReader, RecentOrigins, Run, chunk_origins, records_origins
 
@@ -37,17 +38,18 @@ class AiokafkaSource:
             group_id=group or settings.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            session_timeout_ms=settings.session_timeout_ms,
-            heartbeat_interval_ms=settings.heartbeat_interval_ms,
             max_poll_records=settings.batch_max,
-            fetch_max_bytes=64 * 1024 * 1024,
-            max_partition_fetch_bytes=8 * 1024 * 1024,
             value_deserializer=fetched.raw_value,
-            **settings.kafka_options(),
+            **KafkaConfig.from_settings(settings).aiokafka(fetch=True, group=True),
         )
         self._recent = RecentOrigins()
 
     async def start(self, on_assigned: Any, on_revoked: Any) -> None:
+        # 1. The record-set hook goes in before the first fetch: it reads this consumer's
+        #    record sets (marked by `raw_value`) with the worker's reader. Idempotent, and
+        #    consumers without `raw_value` in the process are left to aiokafka.
+        fetched.install()
+        # 2. Then the subscription and the group join.
         self._consumer.subscribe(self._topics, listener=_Listener(on_assigned, on_revoked))
         await self._consumer.start()
 

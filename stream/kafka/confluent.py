@@ -20,7 +20,7 @@ calling thread. So:
   where it was moved, so the worker never sees a gap.
 - A batch librdkafka cannot read (it reports `_BAD_COMPRESSION` or `_BAD_MSG`, and would
   fetch the same batch for ever) is read once by the worker's own reader
-  (`stream/fetched.py`, through a one-off aiokafka consumer): an unreadable batch comes
+  (`stream/kafka/fetched.py`, through a one-off aiokafka consumer): an unreadable batch comes
   out whole, to be dead-lettered as `unreadable_batch`, and the partition is sought past
   it, as with the default client.
 """
@@ -40,57 +40,16 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from ..settings import Settings
 from . import fetched
+from .config import KafkaConfig
 from .fetched import Origin
 from .source import OriginReader, RecentOrigins, Record, Run, chunk_origins, runs_of
 
 log = logging.getLogger("stream.kafka")
 
-#: librdkafka's default (1000 ms) makes `consume()` wait that long whenever its fetch
-#: queue is below the thresholds; 100 ms keeps batches flowing.
-FETCH_QUEUE_BACKOFF_MS = 100
 #: How often a callback waiting for a hook checks that the event loop is still there.
 HOOK_POLL_SECONDS = 0.5
 #: librdkafka's errors for a batch it cannot read (it fetches it again and again).
 UNREADABLE_CODES = (KafkaError._BAD_COMPRESSION, KafkaError._BAD_MSG)
-
-
-def librdkafka_config(settings: Settings, group: str | None = None) -> dict[str, Any]:
-    """The consumer configuration: the settings' group, manual commits (Redis holds the
-    truth, Kafka's offsets are a hint), earliest reset, session and security settings."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": settings.kafka_brokers,
-        "group.id": group or settings.consumer_group,
-        "client.id": "engagement-stream",
-        "enable.auto.commit": False,
-        "enable.auto.offset.store": False,
-        "auto.offset.reset": "earliest",
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-        "partition.assignment.strategy": "roundrobin",
-        "fetch.queue.backoff.ms": FETCH_QUEUE_BACKOFF_MS,
-        "fetch.max.bytes": 64 * 1024 * 1024,
-        "max.partition.fetch.bytes": 8 * 1024 * 1024,
-        # A corrupt batch is reported (then read by the worker's reader, see the module's
-        # doc) rather than handed over as messages, as with the default client.
-        "check.crcs": True,
-        "security.protocol": settings.kafka_security_protocol,
-        "logger": logging.getLogger("stream.kafka.librdkafka"),
-    }
-    if settings.kafka_sasl_mechanism:
-        conf["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        if settings.kafka_sasl_username is not None:
-            conf["sasl.username"] = settings.kafka_sasl_username
-        if settings.kafka_sasl_password is not None:
-            conf["sasl.password"] = settings.kafka_sasl_password.get_secret_value()
-    if "SSL" in settings.kafka_security_protocol:
-        for key, value in (("ssl.ca.location", settings.kafka_ssl_cafile),
-                           ("ssl.certificate.location", settings.kafka_ssl_certfile),
-                           ("ssl.key.location", settings.kafka_ssl_keyfile)):
-            if value:
-                conf[key] = value
-        if settings.kafka_ssl_password is not None:
-            conf["ssl.key.password"] = settings.kafka_ssl_password.get_secret_value()
-    return conf
 
 
 class _Job:
@@ -110,7 +69,7 @@ class ConfluentSource:
                  topics: Iterable[str] | None = None) -> None:
         self._topics = list(topics or settings.topic_list)
         self._settings = settings
-        self._conf = librdkafka_config(settings, group)
+        self._conf = KafkaConfig.from_settings(settings).librdkafka(group)
         self._consumer: Consumer | None = None
         self._thread = concurrent.futures.ThreadPoolExecutor(
             max_workers=1, thread_name_prefix="kafka-consume")
@@ -386,11 +345,12 @@ async def read_once(settings: Settings, topic: str, partition: int,
                     offset: int) -> fetched.Chunk:
     """One fetch of a partition from `offset`, read by the worker's reader (a one-off
     group-less aiokafka consumer); an empty chunk when nothing comes within seconds."""
+    # The worker's reader reads what this consumer fetches (its `raw_value`), once
+    # the record-set hook is in (idempotent).
+    fetched.install()
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
                                 value_deserializer=fetched.raw_value,
-                                fetch_max_bytes=64 * 1024 * 1024,
-                                max_partition_fetch_bytes=8 * 1024 * 1024,
-                                **settings.kafka_options())
+                                **KafkaConfig.from_settings(settings).aiokafka(fetch=True))
     await consumer.start()
     try:
         tp = AioTopicPartition(topic, partition)

@@ -41,6 +41,7 @@ from prometheus_client.registry import Collector
 
 from ..settings import Settings
 from ..store.store import Store
+from .config import KafkaConfig
 
 log = logging.getLogger("stream.worker")
 
@@ -80,7 +81,8 @@ async def probe(settings: Settings, targets: Mapping[TP, int], fetch_end: bool =
     `fetch_end` only the log starts are asked for (the end is not judged)."""
     consumer = AIOKafkaConsumer(group_id=None, enable_auto_commit=False,
                                 auto_offset_reset="none", fetch_max_wait_ms=100,
-                                max_partition_fetch_bytes=64 * 1024, **settings.kafka_options())
+                                max_partition_fetch_bytes=64 * 1024,
+                                **KafkaConfig.from_settings(settings).aiokafka())
     await consumer.start()
     try:
         tps = {TopicPartition(*tp): off for tp, off in targets.items()}

@@ -3,7 +3,7 @@ TLS) stops the program with one line naming the setting instead of a worker that
 forever, or a traceback.
 
 The check is a TLS handshake with each bootstrap broker using the very context the Kafka
-clients get (`Settings.kafka_options`: CA file, client certificate, host name checked).
+clients get (`KafkaConfig.ssl_context`: CA file, client certificate, host name checked).
 A broker that cannot be reached is not judged here: the worker waits for it, as without
 TLS.
 """
@@ -14,6 +14,7 @@ import socket
 import ssl
 
 from ..settings import Settings
+from .config import KafkaConfig
 
 #: Seconds for the connection and the handshake of each bootstrap broker.
 CHECK_SECONDS = 10.0
@@ -22,9 +23,9 @@ CHECK_SECONDS = 10.0
 def tls_problem(settings: Settings, timeout: float = CHECK_SECONDS) -> str | None:
     """One line saying why TLS to the brokers fails with these settings, or None (TLS not
     used, the handshake succeeded, or no broker could be reached to tell)."""
-    if "SSL" not in settings.kafka_security_protocol:
+    context = KafkaConfig.from_settings(settings).ssl_context()
+    if context is None:  # no TLS
         return None
-    context: ssl.SSLContext = settings.kafka_options()["ssl_context"]
     for part in settings.kafka_brokers.split(","):
         host, _, port = part.strip().rpartition(":")
         host = host.strip("[]")

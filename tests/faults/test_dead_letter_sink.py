@@ -14,9 +14,9 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
-from stream import consumer
 from stream.events import DeadLetter, Unreadable
 from stream.fold import Message
+from stream.kafka import deadletters
 from stream.keys import KeySpace
 from stream.metrics.collector import Health
 from stream.settings import Settings
@@ -149,9 +149,9 @@ async def test_too_large_goes_out_without_its_value(where: str) -> None:
 
 async def test_a_refusing_topic_makes_the_worker_unhealthy_and_nothing_is_lost(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(consumer, "DEAD_LETTER_RETRY_SECONDS", 0.01)
+    monkeypatch.setattr(deadletters, "DEAD_LETTER_RETRY_SECONDS", 0.01)
     # the first message is refused on every attempt up to the limit, then taken
-    producer = Producer(refuse=consumer.DEAD_LETTER_ATTEMPTS + 2, refused=b"{a")
+    producer = Producer(refuse=deadletters.DEAD_LETTER_ATTEMPTS + 2, refused=b"{a")
     w = worker(producer, Source({}))
     task = asyncio.ensure_future(w._dead_letter([dead(1, b"{a"), dead(2, b"{b")]))
     for _ in range(500):
@@ -166,7 +166,7 @@ async def test_a_refusing_topic_makes_the_worker_unhealthy_and_nothing_is_lost(
     await asyncio.wait_for(task, 30)
     assert w.health.live
     assert w.health.dead_letter_failing_gauge._value.get() == 0
-    assert w.health.dead_letter_errors._value.get() == consumer.DEAD_LETTER_ATTEMPTS + 2
+    assert w.health.dead_letter_errors._value.get() == deadletters.DEAD_LETTER_ATTEMPTS + 2
     # each exactly once: a retry sends only what was refused
     assert [m["value"] for m in producer.sent] == [b"{b", b"{a"]
 

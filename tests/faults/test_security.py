@@ -17,6 +17,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from stream.demo.localservers import RedisServer, TansuBroker, free_port
+from stream.kafka.config import KafkaConfig
 from stream.metrics.httpserver import MetricsServer
 from stream.settings import SettingsError, load
 from tests.faults.harness import (
@@ -134,7 +135,7 @@ def test_secrets_from_files_and_never_in_errors(tmp_path: Path,
     assert s.redis_url.get_secret_value().endswith("@10.0.0.1:6380/0")
     for text in (repr(s), str(s), str(s.model_dump())):
         assert SASL_PASSWORD not in text and REDIS_PASSWORD not in text
-    opts = s.kafka_options()
+    opts = KafkaConfig.from_settings(s).aiokafka()
     assert opts["sasl_mechanism"] == "SCRAM-SHA-512"
     assert opts["sasl_plain_username"] == "stream"
     assert opts["sasl_plain_password"] == SASL_PASSWORD
@@ -162,7 +163,7 @@ def test_kafka_ssl_options(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
               "kafka_ssl_certfile": str(certs["server.crt"]),
               "kafka_ssl_keyfile": str(certs["client.key"]),
               "kafka_ssl_password": KEY_PASSWORD})
-    opts = s.kafka_options()
+    opts = KafkaConfig.from_settings(s).aiokafka()
     assert opts["security_protocol"] == "SASL_SSL"
     ctx = opts["ssl_context"]
     assert isinstance(ctx, ssl.SSLContext)
