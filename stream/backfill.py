@@ -29,7 +29,7 @@ from prometheus_client import CollectorRegistry
 
 from .kafka.fetched import Origin
 from .kafka.source import RecentOrigins, Record, Run, records_origins, runs_of
-from .metrics.collector import Health
+from .metrics.health import Health
 from .settings import Settings
 from .store.store import Store
 from .timebuckets import ms
