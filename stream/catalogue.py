@@ -45,6 +45,18 @@ class Live:
 
 
 @dataclass(frozen=True, slots=True)
+class Stat:
+    """The figure's headline panel on the Grafana dashboard (deploy/grafana/dashboard.py):
+    its place (`row`, first on the left), `title`, `description` and the decimals shown
+    (None: Grafana's choice)."""
+
+    row: int
+    title: str
+    description: str
+    decimals: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Figure:
     """One exported figure.
 
@@ -52,8 +64,9 @@ class Figure:
     number, one a dict label value -> number, two a dict of such dicts, and so on. A
     counter is exported without its `_total` suffix in the family name (prometheus_client
     adds it to the sample). `title` is its row in `report`'s table (empty: not a row
-    there); `recorded` gives it a `job...:<metric>:max` recording rule; `graphed` puts it
-    on the live view's Prometheus graph link."""
+    there); `recorded` gives it a `job...:<metric>:max` recording rule (`max_series`);
+    `graphed` puts it on the live view's Prometheus graph link; `stat` gives it a headline
+    panel on the dashboard."""
 
     name: str
     help: str
@@ -68,11 +81,19 @@ class Figure:
     live: Live | None = None
     recorded: bool = False
     graphed: bool = False
+    stat: Stat | None = None
 
     @property
     def metric(self) -> str:
         """The exported metric name (a counter's samples add `_total` to its family's)."""
         return PREFIX + self.name
+
+    @property
+    def max_series(self) -> str:
+        """The series of its recording rule, `job[_<label>...]:<metric>:max`: the figure
+        taken once over the replicas (every worker exports the same value), by its labels
+        besides `job`."""
+        return "job" + "".join("_" + label for label in self.labels) + f":{self.metric}:max"
 
     @property
     def optional(self) -> bool:
@@ -86,9 +107,10 @@ _SEG = ("dimension", "value")
 
 
 def _prev(of: str, help: str, group: Group = "previous_day", unit: Unit = "count",
-          labels: tuple[str, ...] = (), title: str = "", recorded: bool = False) -> Figure:
+          labels: tuple[str, ...] = (), title: str = "", recorded: bool = False,
+          stat: Stat | None = None) -> Figure:
     return Figure("previous_day_" + of, help, group, unit, labels, of=of,
-                  variant="previous_day", title=title, recorded=recorded)
+                  variant="previous_day", title=title, recorded=recorded, stat=stat)
 
 
 def _seg(of: str, help: str, unit: Unit = "count", recorded: bool = True) -> Figure:
@@ -102,48 +124,70 @@ CATALOGUE: tuple[Figure, ...] = (
     Figure("daily_active_users",
            "Distinct users with activity today (HyperLogLog estimate).", "window",
            title="Daily active users", live=Live(0, "Daily active users", in_line=True),
-           recorded=True, graphed=True),
+           recorded=True, graphed=True,
+           stat=Stat(0, "Daily active users", "Distinct users with activity today.")),
     Figure("weekly_active_users",
            "Distinct active users over the rolling 7 days (estimate).", "window",
-           title="Weekly active users", live=Live(1, "Weekly active users"), recorded=True),
+           title="Weekly active users", live=Live(1, "Weekly active users"), recorded=True,
+           stat=Stat(1, "Weekly active users",
+                     "Distinct active users over the rolling 7 days.")),
     Figure("monthly_active_users",
            "Distinct active users over the rolling 30 days (estimate).", "window",
            title="Monthly active users (30 d)", live=Live(2, "Monthly active (30 d)"),
-           recorded=True),
+           recorded=True, stat=Stat(2, "Monthly active users",
+                                    "Distinct active users over the rolling 30 days.")),
     Figure("calendar_month_active_users",
            "Distinct active users in the current calendar month.", "window",
-           title="Active users this month", recorded=True),
+           title="Active users this month", recorded=True,
+           stat=Stat(11, "Calendar-month active users",
+                     "Distinct active users in the current calendar month.")),
     Figure("stickiness_ratio", "Daily active users / monthly active users (0-1).", "window",
            "ratio", title="Stickiness (DAU/MAU)",
-           live=Live(3, "Stickiness DAU/MAU", in_line=True), recorded=True, graphed=True),
+           live=Live(3, "Stickiness DAU/MAU", in_line=True), recorded=True, graphed=True,
+           stat=Stat(3, "Stickiness (DAU/MAU)",
+                     "Today's active users over the rolling 30 days' active users. Today is"
+                     " partial, so it rises through the day.", decimals=1)),
     # Computed by `compute` from today's read (its prev_* counts), not copied from the
     # previous day's read.
     _prev("stickiness_ratio",
           "Active users of yesterday / active users of the 30 days ending yesterday (0-1).",
-          "window", "ratio", title="Stickiness yesterday", recorded=True),
+          "window", "ratio", title="Stickiness yesterday", recorded=True,
+          stat=Stat(4, "Yesterday's stickiness", "Stickiness of the last complete day, the "
+                    "figure the stickiness alert uses.", decimals=1)),
     Figure("customers",
            "Users whose latest signup/cancellation (by event time) is a signup.", "window",
-           title="Customers", live=Live(4, "Customers", in_line=True), recorded=True),
+           title="Customers", live=Live(4, "Customers", in_line=True), recorded=True,
+           stat=Stat(5, "Customers", "Users whose latest signup/cancellation is a signup.")),
     Figure("churn_ratio",
            "Share of customers at the start of the rolling 30 days that cancelled within "
            "them.", "window", "ratio", title="Churn (30 d)", live=Live(5, "Churn (30 d)"),
-           recorded=True),
+           recorded=True,
+           stat=Stat(6, "Churn (30 days)", "Share of the customers at the start of the "
+                     "rolling 30 days who cancelled.", decimals=2)),
     Figure("retention_ratio", "1 - churn ratio.", "window", "ratio",
-           title="Retention (30 d)", recorded=True),
+           title="Retention (30 d)", recorded=True,
+           stat=Stat(7, "Retention (30 days)", "1 - churn.", decimals=2)),
     Figure("conversion_ratio",
            "Conversions / visits of the campaign over the rolling 30 days; the campaigns "
            "beyond STREAM_CAMPAIGN_MAX_SERIES (by visits) summed as campaign=\"other\".",
            "window", "ratio", ("campaign",), recorded=True, graphed=True),
     Figure("nps_score", "Net Promoter Score over the rolling 30 days (-100..100).",
            "window", "score", title="NPS (30 d)", live=Live(7, "NPS (30 d)", in_line=True),
-           recorded=True, graphed=True),
+           recorded=True, graphed=True,
+           stat=Stat(8, "NPS (30 days)", "100 x (promoters - detractors) / answers over "
+                     "the rolling 30 days.", decimals=0)),
     Figure("csat_ratio", "Share of CSAT answers of 4 or 5 over the rolling 30 days (0-1).",
            "window", "ratio", title="CSAT 4-5 share (30 d)",
-           live=Live(8, "CSAT 4-5 (30 d)", in_line=True), recorded=True),
+           live=Live(8, "CSAT 4-5 (30 d)", in_line=True), recorded=True,
+           stat=Stat(9, "CSAT (30 days)", "Share of CSAT answers that are 4 or 5 over the "
+                     "rolling 30 days.", decimals=1)),
     Figure("first_week_active_ratio",
            "Share of customers who signed up 8-37 days ago active in their first week.",
            "window", "ratio", title="First-week participation",
-           live=Live(6, "First-week active"), recorded=True),
+           live=Live(6, "First-week active"), recorded=True,
+           stat=Stat(10, "First-week participation", "Of the customers who signed up 8 to "
+                     "37 days ago, the share active on days 1-7 after their signup day.",
+                     decimals=1)),
     Figure("events_total", "Valid events consumed, by type (all workers, from Redis).",
            "totals", labels=("type",), counter=True),
     Figure("dead_letter_total",

@@ -117,10 +117,8 @@ RECORDED: tuple[Figure, ...] = tuple(f for f in CATALOGUE if f.recorded)
 
 def _max_rule(f: Figure) -> dict[str, Any]:
     """`job[_<label>...]:<metric>:max`, the figure taken once over the replicas."""
-    return {
-        "record": "job" + "".join("_" + label for label in f.labels) + f":{f.metric}:max",
-        "expr": f"max by ({', '.join(('job', *f.labels))}) ({f.metric})",
-    }
+    by = ", ".join(("job", *f.labels))
+    return {"record": f.max_series, "expr": f"max by ({by}) ({f.metric})"}
 
 
 def _recording_groups() -> list[dict[str, Any]]:
