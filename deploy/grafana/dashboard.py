@@ -184,13 +184,41 @@ def _bargauge(
 UNITS = {"count": "short", "ratio": "percentunit", "score": "none"}
 
 
+#: Figures read by a panel so far (by `_max`), for `_unshown_figures`.
+_shown: set[str] = set()
+
+
 def _max(name: str, selector: str = "") -> str:
     """The recorded series (deploy/prometheus/generate.py) of the catalogue's figure `name`:
     a name the catalogue lacks, or a figure without a recording rule, fails the build."""
     figure = BY_NAME[name]
     if not figure.recorded:
         raise ValueError(f"{name} has no recording rule (catalogue: recorded=False)")
+    _shown.add(name)
     return figure.max_series + selector
+
+
+def _unshown_figures() -> list[dashboard.Row | Panel]:
+    """A time series for each recorded figure no panel reads, under a row of its own (none
+    today): a figure added to the catalogue is on the dashboard before it gets a panel of
+    its own. Not the previous-day variants: the figure itself is shown."""
+    rest = [f for f in CATALOGUE
+            if f.recorded and f.variant != "previous_day" and f.name not in _shown]
+    if not rest:
+        return []
+    return [
+        dashboard.Row("Other figures").id(600),
+        *(
+            _ts(
+                f.title or f.name,
+                [_q(f.max_series, " ".join("{{" + label + "}}" for label in f.labels) or f.name)],
+                UNITS.get(f.unit, "none"),
+                f.help,
+                min_val=0,
+            )
+            for f in rest
+        ),
+    ]
 
 
 def _headline_stats() -> list[stat.Panel]:
@@ -234,6 +262,7 @@ def _by_segment(
 
 def build() -> dict[str, object]:
     _ids.n = 0
+    _shown.clear()
     # Rows and panels in their order on the dashboard (panel ids are given in this order).
     items: list[dashboard.Row | Panel] = [
         dashboard.Row("Overview").id(100),
@@ -629,6 +658,7 @@ def build() -> dict[str, object]:
             .hide(VariableHide.DONT_HIDE)
         )
     )
+    items += _unshown_figures()
     for item in items:
         d = d.with_row(item) if isinstance(item, dashboard.Row) else d.with_panel(item)
     return json.loads(json.dumps(d.build(), cls=JSONEncoder))
