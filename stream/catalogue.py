@@ -62,8 +62,8 @@ class Figure:
 
     `labels` name the nesting of its value in `figures.compute`'s output: none is a
     number, one a dict label value -> number, two a dict of such dicts, and so on. A
-    counter is exported without its `_total` suffix in the family name (prometheus_client
-    adds it to the sample). `title` is its row in `report`'s table (empty: not a row
+    counter's name ends in `_total`; its metric family is built without it
+    (prometheus_client adds it back). `title` is its row in `report`'s table (empty: not a row
     there); `recorded` gives it a `job...:<metric>:max` recording rule (`max_series`);
     `graphed` puts it on the live view's Prometheus graph link; `stat` gives it a headline
     panel on the dashboard."""
@@ -85,7 +85,7 @@ class Figure:
 
     @property
     def metric(self) -> str:
-        """The exported metric name (a counter's samples add `_total` to its family's)."""
+        """The exported metric name, `engagement_<name>`."""
         return PREFIX + self.name
 
     @property
@@ -281,6 +281,11 @@ CATALOGUE: tuple[Figure, ...] = (
 )
 
 BY_NAME: dict[str, Figure] = {f.name: f for f in CATALOGUE}
+
+
+def variants(name: str) -> dict[str, Figure]:
+    """The variants of figure `name` by kind (`previous_day`, `segment`): which it has."""
+    return {f.variant: f for f in CATALOGUE if f.of == name}
 
 
 def names(*groups: Group) -> tuple[str, ...]:

@@ -145,6 +145,14 @@ def test_derived_sets() -> None:
         "segment_cohort_retention_ratio", "segment_cohort_users")
 
 
+def test_variants() -> None:
+    assert set(catalogue.variants("nps_score")) == {"previous_day", "segment"}
+    assert catalogue.variants("nps_score")["segment"].name == "segment_nps_score"
+    assert set(catalogue.variants("calendar_month_active_users")) == {"previous_day"}
+    assert set(catalogue.variants("cohort_users")) == {"previous_day", "segment"}
+    assert catalogue.variants("events_total") == {}
+
+
 def test_recorded_series_names() -> None:
     """The recording rules' series: `job`, then each label, then the metric."""
     by = catalogue.BY_NAME
