@@ -25,7 +25,8 @@ from .kafka.deadletters import make_producer
 from .kafka.offsetrange import OffsetRangeCollector
 from .kafka.source import Source
 from .keys import KeySpace
-from .metrics.collector import FiguresCollector, Health
+from .metrics.collector import FiguresCollector
+from .metrics.health import Health
 from .metrics.httpserver import MetricsServer
 from .privacy import fingerprint, user_id_hasher
 from .segments import Segments, parse_dims

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from .kafka.bounded import BackfillError, BoundedSource, Progress
 from .kafka.deadletters import make_producer
-from .metrics.collector import Health
+from .metrics.health import Health
 from .settings import Settings
 from .store.store import Store
 from .worker import Worker, _GiveUp

@@ -1,7 +1,8 @@
 """Pure: raw numbers read from Redis -> the figures of the contract's section 3.
 
-Every figure's definition lives here once; the Prometheus collector and `report` both
-call `compute`. A figure whose denominator is 0 is left out (never NaN).
+Every figure's computation lives here once (its name, help text and labels in
+`catalogue.py`); the Prometheus collector and `report` both call `compute`. A figure
+whose denominator is 0 is left out (never NaN).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import campaigns
+from .catalogue import PREVIOUS_DAY_FIGURES, SEGMENT_FIGURES, TOTALS
 from .events import DEAD_LETTER_REASONS, EVENT_TYPES, IGNORED_REASONS, UNMAPPED
 
 #: Promoters answer 9-10, detractors 0-6 (passives 7-8 count only in the total).
@@ -77,19 +79,6 @@ class SegmentRaw:
     window_counters: dict[str, int] = field(default_factory=dict)
     #: signup cohorts by segment: (`c` or `r`, N, dimension, value) -> users
     cohorts: dict[tuple[str, int, str, str], int] = field(default_factory=dict)
-
-
-#: Figures that have a meaning for one past day; `previous_day_<name>` is `<name>` as of
-#: the end of yesterday (`previous_day_stickiness_ratio` is computed from the same
-#: numbers by `compute` itself).
-PREVIOUS_DAY_FIGURES: tuple[str, ...] = (
-    "daily_active_users", "weekly_active_users", "monthly_active_users",
-    "calendar_month_active_users", "customers", "churn_ratio", "retention_ratio",
-    "conversion_ratio", "nps_score", "csat_ratio", "first_week_active_ratio",
-)
-#: Figures that are all-time totals: they have no value for a past day.
-TOTALS: tuple[str, ...] = ("events_total", "dead_letter_total", "late_events_total",
-                           "users_forgotten_total", "ignored_total")
 
 
 def prefix_sums(diffs: dict[str, int], names: tuple[str, ...], upto: dict[str, int | None]) -> (
@@ -198,12 +187,6 @@ def compute(raw: RawFigures) -> dict[str, Any]:
 
 
 LIFECYCLE_STATES = ("new", "returning", "resurrecting", "dormant")
-#: Figures of the periodic user scan: as of the scan, not of the read.
-SCAN_FIGURES: tuple[str, ...] = (
-    "days_active_users", "lifecycle_users", "previous_day_days_active_users",
-    "previous_day_lifecycle_users", "days_active_computed_timestamp_seconds")
-
-
 def scan_figures(scan: dict[str, str]) -> dict[str, Any]:
     """Days-active distribution and lifecycle from a user scan of today (see README):
     `days_active_users` {"7d": {k: users}, "30d": {...}}, `lifecycle_users` {state: users},
@@ -279,95 +262,6 @@ def as_of_day(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in figures.items() if k not in TOTALS}
 
 
-#: Prometheus metric name suffix -> help text, in the contract's order.
-METRICS: dict[str, str] = {
-    "daily_active_users": "Distinct users with activity today (HyperLogLog estimate).",
-    "weekly_active_users": "Distinct active users over the rolling 7 days (estimate).",
-    "monthly_active_users": "Distinct active users over the rolling 30 days (estimate).",
-    "calendar_month_active_users": "Distinct active users in the current calendar month.",
-    "stickiness_ratio": "Daily active users / monthly active users (0-1).",
-    "previous_day_stickiness_ratio":
-        "Active users of yesterday / active users of the 30 days ending yesterday (0-1).",
-    "customers": "Users whose latest signup/cancellation (by event time) is a signup.",
-    "churn_ratio":
-        "Share of customers at the start of the rolling 30 days that cancelled within them.",
-    "retention_ratio": "1 - churn ratio.",
-    "conversion_ratio": "Conversions / visits of the campaign over the rolling 30 days; "
-                        "the campaigns beyond STREAM_CAMPAIGN_MAX_SERIES (by visits) "
-                        "summed as campaign=\"other\".",
-    "nps_score": "Net Promoter Score over the rolling 30 days (-100..100).",
-    "csat_ratio": "Share of CSAT answers of 4 or 5 over the rolling 30 days (0-1).",
-    "first_week_active_ratio":
-        "Share of customers who signed up 8-37 days ago active in their first week.",
-    "events_total": "Valid events consumed, by type (all workers, from Redis).",
-    "dead_letter_total": "Messages dead-lettered, by reason (all workers, from Redis).",
-}
-METRICS["ignored_total"] = ("Messages of a mapped format that became no event, by reason "
-                            "(all workers, from Redis).")
-#: The `previous_day_*` family: yesterday's complete figures, for alerting.
-METRICS.update({
-    "previous_day_daily_active_users": "Distinct users with activity yesterday (estimate).",
-    "previous_day_weekly_active_users":
-        "Distinct active users over the 7 days ending yesterday (estimate).",
-    "previous_day_monthly_active_users":
-        "Distinct active users over the 30 days ending yesterday (estimate).",
-    "previous_day_calendar_month_active_users":
-        "Distinct active users in yesterday's calendar month up to yesterday (estimate).",
-    "previous_day_customers": "Customers at the end of yesterday.",
-    "previous_day_churn_ratio":
-        "Churn ratio of the 30 days ending yesterday (cancellations after it not counted).",
-    "previous_day_retention_ratio": "1 - previous-day churn ratio.",
-    "previous_day_conversion_ratio":
-        "Conversions / visits of the campaign over the 30 days ending yesterday "
-        "(campaigns beyond STREAM_CAMPAIGN_MAX_SERIES as campaign=\"other\").",
-    "previous_day_nps_score": "Net Promoter Score over the 30 days ending yesterday.",
-    "previous_day_csat_ratio":
-        "Share of CSAT answers of 4 or 5 over the 30 days ending yesterday (0-1).",
-    "previous_day_first_week_active_ratio":
-        "First-week active ratio as of yesterday (signups 8-37 days before yesterday).",
-})
-assert set(METRICS) >= {"previous_day_" + n for n in PREVIOUS_DAY_FIGURES}
-#: Figures by segment (STREAM_SEGMENTS): `segment_<name>` is `<name>` restricted to the
-#: users or events of one segment, exported with labels `dimension` and `value`.
-SEGMENT_FIGURES: tuple[str, ...] = tuple("segment_" + n for n in (
-    "daily_active_users", "weekly_active_users", "monthly_active_users", "stickiness_ratio",
-    "customers", "churn_ratio", "retention_ratio", "conversion_ratio", "nps_score",
-    "csat_ratio",
-))
-METRICS.update({
-    "segment_daily_active_users": "Distinct users with activity today in the segment.",
-    "segment_weekly_active_users":
-        "Distinct users with activity in the segment over the rolling 7 days.",
-    "segment_monthly_active_users":
-        "Distinct users with activity in the segment over the rolling 30 days.",
-    "segment_stickiness_ratio": "Segment daily / monthly active users (0-1).",
-    "segment_customers": "Customers whose latest signup is in the segment.",
-    "segment_churn_ratio":
-        "Churn ratio of the customers in the segment at the start of the rolling 30 days.",
-    "segment_retention_ratio": "1 - segment churn ratio.",
-    "segment_conversion_ratio":
-        "Conversions / visits of the segment (all campaigns) over the rolling 30 days.",
-    "segment_nps_score": "Net Promoter Score of the segment's answers over 30 days.",
-    "segment_csat_ratio": "Share of the segment's CSAT answers of 4 or 5 over 30 days.",
-})
-METRICS.update({
-    "days_active_users": "Users active on exactly `days` of the last 7 or 30 days "
-                         "(`window`), exact, from the latest user scan.",
-    "lifecycle_users": "Active users today by lifecycle state (new, returning, "
-                       "resurrecting) and users turned dormant today, from the latest scan.",
-    "previous_day_days_active_users": "Days-active distribution as of the end of yesterday.",
-    "previous_day_lifecycle_users": "Lifecycle counts of yesterday.",
-    "days_active_computed_timestamp_seconds":
-        "Unix time of the user scan behind the days-active and lifecycle figures.",
-})
-METRICS["users_forgotten_total"] = "Users erased with `forget` (all workers, from Redis)."
-#: Figures exported with a label: name -> label name.
-LABELS: dict[str, str] = {"conversion_ratio": "campaign",
-                          "previous_day_conversion_ratio": "campaign",
-                          "events_total": "type", "dead_letter_total": "reason",
-                          "lifecycle_users": "state", "previous_day_lifecycle_users": "state"}
-
-
 # -- signup cohorts and late events (the second release) --------------------------------
 
 #: Day-N retention of signup cohorts is exported for these N.
@@ -413,27 +307,3 @@ def segment_cohort_figures(seg: SegmentRaw) -> dict[str, Any]:
             ratio.setdefault(dim, {}).setdefault(v, {})[str(n)] = (
                 seg.cohorts.get(("r", n, dim, v), 0) / c)
     return {"segment_cohort_retention_ratio": ratio, "segment_cohort_users": users}
-
-
-PREVIOUS_DAY_FIGURES += ("cohort_retention_ratio", "cohort_users")
-#: Segment figures with a third label, `day` (N of the cohort figures).
-SEGMENT_COHORT_FIGURES: tuple[str, ...] = (
-    "segment_cohort_retention_ratio", "segment_cohort_users")
-METRICS.update({
-    "cohort_retention_ratio":
-        "Share of the signup cohort of the 7 days ending `day` days before yesterday "
-        "active on signup day + `day` (exact).",
-    "cohort_users": "Users in the signup cohort behind cohort_retention_ratio.",
-    "previous_day_cohort_retention_ratio":
-        "Day-N retention of signup cohorts as of the end of yesterday.",
-    "previous_day_cohort_users": "Cohort sizes as of the end of yesterday.",
-    "late_events_total":
-        "Valid events whose day was before today when folded, by days late (`age`).",
-    "segment_cohort_retention_ratio":
-        "Day-N retention of the signup cohort, by the segment of the cohort signup.",
-    "segment_cohort_users": "Signup cohort sizes by the segment of the cohort signup.",
-})
-LABELS.update({"cohort_retention_ratio": "day", "cohort_users": "day",
-               "previous_day_cohort_retention_ratio": "day",
-               "previous_day_cohort_users": "day", "late_events_total": "age"})
-LABELS["ignored_total"] = "reason"

@@ -14,22 +14,12 @@ from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 
-_LABELS = {
-    "daily_active_users": "Daily active users",
-    "weekly_active_users": "Weekly active users",
-    "monthly_active_users": "Monthly active users (30 d)",
-    "calendar_month_active_users": "Active users this month",
-    "stickiness_ratio": "Stickiness (DAU/MAU)",
-    "previous_day_stickiness_ratio": "Stickiness yesterday",
-    "customers": "Customers",
-    "churn_ratio": "Churn (30 d)",
-    "retention_ratio": "Retention (30 d)",
-    "nps_score": "NPS (30 d)",
-    "csat_ratio": "CSAT 4-5 share (30 d)",
-    "first_week_active_ratio": "First-week participation",
-}
-_PERCENT = {"stickiness_ratio", "previous_day_stickiness_ratio", "churn_ratio",
-            "retention_ratio", "csat_ratio", "first_week_active_ratio"}
+from .catalogue import CATALOGUE, PREFIX
+
+#: Rows of `report`'s table: the figures with a title, in catalogue order.
+_TITLES = {f.name: f.title for f in CATALOGUE if f.title}
+_PERCENT = {f.name for f in CATALOGUE if f.title and f.unit == "ratio"}
+_SCORE = {f.name for f in CATALOGUE if f.title and f.unit == "score"}
 
 
 def _fmt(name: str, value: Any) -> str:
@@ -37,7 +27,7 @@ def _fmt(name: str, value: Any) -> str:
         return "-"
     if name in _PERCENT:
         return f"{100 * value:.1f} %"
-    if name == "nps_score":
+    if name in _SCORE:
         return f"{value:+.1f}"
     return f"{value:,}"
 
@@ -47,7 +37,7 @@ def figures_table(figs: dict[str, Any], title: str = "engagement") -> Table:
     table = Table(title=title, show_header=False, expand=False)
     table.add_column("figure", style="bold")
     table.add_column("value", justify="right")
-    for name, label in _LABELS.items():
+    for name, label in _TITLES.items():
         table.add_row(label, _fmt(name, figs.get(name)))
     for campaign, ratio in figs.get("conversion_ratio", {}).items():
         table.add_row(f"Conversion {campaign}", f"{100 * ratio:.2f} %")
@@ -62,22 +52,17 @@ def figures_table(figs: dict[str, Any], title: str = "engagement") -> Table:
 
 # ------------------------------------------------------------------------- live view
 
-#: Figures of the live view: (name, label, kind); each is compared with its
-#: `previous_day_<name>`, the same figure as of the end of yesterday.
-LIVE_FIGURES: tuple[tuple[str, str, str], ...] = (
-    ("daily_active_users", "Daily active users", "count"),
-    ("weekly_active_users", "Weekly active users", "count"),
-    ("monthly_active_users", "Monthly active (30 d)", "count"),
-    ("stickiness_ratio", "Stickiness DAU/MAU", "ratio"),
-    ("customers", "Customers", "count"),
-    ("churn_ratio", "Churn (30 d)", "ratio"),
-    ("first_week_active_ratio", "First-week active", "ratio"),
-    ("nps_score", "NPS (30 d)", "score"),
-    ("csat_ratio", "CSAT 4-5 (30 d)", "ratio"),
-)
+_LIVE = sorted(((f.live, f) for f in CATALOGUE if f.live is not None),
+               key=lambda pair: pair[0].row)
+#: Figures of the live view: (name, label, kind), from the catalogue's `live` rows; each
+#: is compared with its `previous_day_<name>`, the same figure as of the end of yesterday.
+LIVE_FIGURES: tuple[tuple[str, str, str], ...] = tuple(
+    (f.name, live.title, f.unit) for live, f in _LIVE)
+#: Figures of the one-line output (not a terminal): (name, kind), in live-view order.
+_LINE_FIGURES: tuple[tuple[str, str], ...] = tuple(
+    (f.name, f.unit) for live, f in _LIVE if live.in_line)
 #: Main figures graphed by the Prometheus link of the live view.
-GRAPHED = ("engagement_daily_active_users", "engagement_stickiness_ratio",
-           "engagement_conversion_ratio", "engagement_nps_score")
+GRAPHED = tuple(PREFIX + f.name for f in CATALOGUE if f.graphed)
 SPARK_BLOCKS = "▁▂▃▄▅▆▇█"
 #: Rows the live view needs besides the conversion rows: the status line, the table
 #: header, the figures, three pipeline lines and three address lines, and one spare for
@@ -273,9 +258,7 @@ class LiveView:
         """The main figures in one line, for output that is not a terminal."""
         figs, p = self.figs, self.pipeline
         parts = [clock]
-        for name, kind in (("daily_active_users", "count"), ("stickiness_ratio", "ratio"),
-                           ("customers", "count"), ("nps_score", "score"),
-                           ("csat_ratio", "ratio")):
+        for name, kind in _LINE_FIGURES:
             versus = change(kind, figs.get(name), figs.get("previous_day_" + name))
             parts.append(f"{name}={_value(kind, figs.get(name))}"
                          + (f" ({versus} vs yesterday)" if versus else ""))

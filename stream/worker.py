@@ -25,7 +25,7 @@ from .kafka import offsetrange
 from .kafka.deadletters import DeadLetterSink
 from .kafka.source import Run, Source
 from .keys import KeySpace
-from .metrics.collector import Health
+from .metrics.health import Health
 from .settings import Settings
 from .store.store import Conflict, Store
 from .timebuckets import DayMapper, ms, utc_now

@@ -28,6 +28,12 @@ from typing import Any
 
 import yaml
 
+ROOT = Path(__file__).resolve().parents[2]
+# The figures come from the catalogue of the checkout this script is in (not of whatever
+# engagement-stream is installed).
+sys.path.insert(0, str(ROOT))
+from stream.catalogue import CATALOGUE, Figure  # noqa: E402
+
 # --------------------------------------------------------------------------------------
 # THRESHOLDS: the one place to tune alerting. Durations are Prometheus durations.
 # --------------------------------------------------------------------------------------
@@ -87,7 +93,6 @@ RUNBOOK_BASE = "docs/operations.md"
 # group's first evaluation by up to one interval).
 BASELINE_INTERVAL = "1m"
 
-ROOT = Path(__file__).resolve().parents[2]
 RULES_DIR = ROOT / "deploy" / "prometheus" / "rules"
 TESTS_DIR = ROOT / "deploy" / "prometheus" / "tests"
 RECORDING_FILE = RULES_DIR / "engagement-recording.rules.yml"
@@ -104,34 +109,23 @@ HEADER = (
     "# Change thresholds at the top of that script and run it again.\n"
 )
 
-# Figures of the contract (section 3) without labels: identical on every worker because
-# they are read from Redis, so replicas are aggregated with max, never sum.
-FIGURES = [
-    "engagement_daily_active_users",
-    "engagement_weekly_active_users",
-    "engagement_monthly_active_users",
-    "engagement_calendar_month_active_users",
-    "engagement_stickiness_ratio",
-    "engagement_previous_day_stickiness_ratio",
-    "engagement_customers",
-    "engagement_churn_ratio",
-    "engagement_retention_ratio",
-    "engagement_nps_score",
-    "engagement_csat_ratio",
-    "engagement_first_week_active_ratio",
-]
+# Recorded figures (the catalogue's `recorded`): identical on every worker because they
+# are read from Redis, so replicas are aggregated with max, never sum. Each is kept by its
+# labels besides `job`.
+RECORDED: tuple[Figure, ...] = tuple(f for f in CATALOGUE if f.recorded)
+
+
+def _max_rule(f: Figure) -> dict[str, Any]:
+    """`job[_<label>...]:<metric>:max`, the figure taken once over the replicas."""
+    by = ", ".join(("job", *f.labels))
+    return {"record": f.max_series, "expr": f"max by ({by}) ({f.metric})"}
 
 
 def _recording_groups() -> list[dict[str, Any]]:
-    figures: list[dict[str, Any]] = [
-        {"record": f"job:{m}:max", "expr": f"max by (job) ({m})"} for m in FIGURES
-    ]
-    figures.append(
-        {
-            "record": "job_campaign:engagement_conversion_ratio:max",
-            "expr": "max by (job, campaign) (engagement_conversion_ratio)",
-        }
-    )
+    # The headline figures first, then the campaign family (the rules' order in the file).
+    window = [f for f in RECORDED if f.group == "window"]
+    figures = [_max_rule(f) for f in window if not f.labels]
+    figures += [_max_rule(f) for f in window if f.labels]
     figures.append(
         {
             # Today's stickiness minus yesterday's (complete) stickiness.
@@ -240,44 +234,15 @@ def _recording_groups() -> list[dict[str, Any]]:
     ]
 
 
-# Labelled figure families: metric -> the labels besides `job` they are kept by. Every
-# worker exports the same values (read from Redis), so replicas are taken once (max).
-FAMILIES = {
-    "engagement_cohort_retention_ratio": ("day",),
-    "engagement_cohort_users": ("day",),
-    "engagement_previous_day_cohort_retention_ratio": ("day",),
-    "engagement_days_active_users": ("window", "days"),
-    "engagement_lifecycle_users": ("state",),
-    "engagement_segment_daily_active_users": ("dimension", "value"),
-    "engagement_segment_monthly_active_users": ("dimension", "value"),
-    "engagement_segment_stickiness_ratio": ("dimension", "value"),
-    "engagement_segment_customers": ("dimension", "value"),
-    "engagement_segment_churn_ratio": ("dimension", "value"),
-    "engagement_segment_conversion_ratio": ("dimension", "value"),
-    "engagement_segment_nps_score": ("dimension", "value"),
-    "engagement_segment_csat_ratio": ("dimension", "value"),
-    "engagement_segment_cohort_retention_ratio": ("dimension", "value", "day"),
-}
+# The order of the families' rules in the file, by catalogue group (within a group, the
+# catalogue's order); the unlabelled ones (the scan's timestamp) come after them all.
+FAMILY_ORDER = ("cohort", "previous_day", "scan", "segment", "segment_cohort")
 
 
 def _family_rules() -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for metric, labels in FAMILIES.items():
-        by = ", ".join(("job", *labels))
-        out.append(
-            {
-                "record": f"job_{'_'.join(labels)}:{metric}:max",
-                "expr": f"max by ({by}) ({metric})",
-            }
-        )
-    out.append(
-        {
-            # Age of the user scan behind the days-active and lifecycle families.
-            "record": "job:engagement_days_active_computed_timestamp_seconds:max",
-            "expr": "max by (job) (engagement_days_active_computed_timestamp_seconds)",
-        }
-    )
-    return out
+    rest = [f for f in RECORDED if f.group != "window"]
+    labelled = sorted((f for f in rest if f.labels), key=lambda f: FAMILY_ORDER.index(f.group))
+    return [_max_rule(f) for f in labelled] + [_max_rule(f) for f in rest if not f.labels]
 
 
 def _late_event_rules() -> list[dict[str, Any]]:

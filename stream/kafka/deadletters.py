@@ -19,7 +19,7 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
 from ..events import DeadLetter, Unreadable
 from ..fold import Message
-from ..metrics.collector import Health
+from ..metrics.health import Health
 from ..settings import Settings
 from .config import KafkaConfig
 from .fetched import Origin

@@ -91,14 +91,14 @@ def test_provisioning():
 def test_every_figure_family_has_a_panel(queries):
     """Each figure family the worker exports is read by at least one panel (through its
     recorded series), the days-active, lifecycle, segment and cohort families included."""
-    from stream.figures import METRICS
+    from stream.catalogue import CATALOGUE
 
     exprs = " ".join(q.expr for q in queries.dashboard_queries())
     recorded = {q.name: q.expr for q in queries.rule_expressions() if q.source == "recording"}
     read = exprs + " ".join(v for k, v in recorded.items() if k in exprs)
     # Recorded series read by other recorded series that panels read (one level down).
     read += " ".join(v for k, v in recorded.items() if k in read)
-    for name in METRICS:
+    for name in (f.name for f in CATALOGUE):
         if name.startswith("previous_day_") or name in (
             # the same figures of yesterday, or only seen through a figure derived from them
             "segment_weekly_active_users",

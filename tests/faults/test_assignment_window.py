@@ -41,7 +41,7 @@ from stream.fold import Message as Folded
 from stream.fold import fold
 from stream.kafka.aiokafka_source import AiokafkaSource
 from stream.kafka.source import Record, Run, runs_of
-from stream.metrics.collector import Health
+from stream.metrics.health import Health
 from stream.settings import Settings
 from stream.store.store import Conflict
 from stream.timebuckets import DayMapper, ms

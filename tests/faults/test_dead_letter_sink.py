@@ -18,7 +18,7 @@ from stream.events import DeadLetter, Unreadable
 from stream.fold import Message
 from stream.kafka import deadletters
 from stream.keys import KeySpace
-from stream.metrics.collector import Health
+from stream.metrics.health import Health
 from stream.settings import Settings
 from stream.worker import Worker
 

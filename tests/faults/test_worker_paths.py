@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from stream.kafka.source import Record, runs_of
 from stream.keys import KeySpace
-from stream.metrics.collector import Health
+from stream.metrics.health import Health
 from stream.settings import Settings
 from stream.store.store import Conflict
 from stream.worker import Worker

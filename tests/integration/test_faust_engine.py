@@ -16,8 +16,8 @@ from collections import Counter
 
 import pytest
 
+from stream.catalogue import SCAN_FIGURES
 from stream.demo.localservers import RedisServer, TansuBroker
-from stream.figures import SCAN_FIGURES
 from tests.integration.test_worker_e2e import assert_figures_match, metrics_as_report
 from tests.support import dataset as ds
 from tests.support import oracle

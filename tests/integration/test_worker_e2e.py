@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
+from stream.catalogue import SCAN_FIGURES
 from stream.demo.localservers import RedisServer, TansuBroker
-from stream.figures import SCAN_FIGURES
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.kafka import Topics, consume_all, produce

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from stream.figures import METRICS, PREVIOUS_DAY_FIGURES, RawFigures, as_of_day, compute
+from stream.catalogue import BY_NAME, PREVIOUS_DAY_FIGURES
+from stream.figures import RawFigures, as_of_day, compute
 
 T = 20_000
 
@@ -83,7 +84,7 @@ def test_previous_day_family() -> None:
 
 def test_every_previous_day_figure_is_exported() -> None:
     for name in PREVIOUS_DAY_FIGURES:
-        assert "previous_day_" + name in METRICS
+        assert "previous_day_" + name in BY_NAME
 
 
 def test_cohort_and_late_figures() -> None:
