@@ -19,6 +19,14 @@ import msgspec
 #: Event types, in the order their ids are numbered in `TYPE_CODES`.
 EVENT_TYPES: Final = ("activity", "signup", "visit", "conversion", "cancellation", "survey")
 TYPE_CODES: Final = {name: i for i, name in enumerate(EVENT_TYPES)}
+#: The type codes by name (`Event.type_code`), equal to `TYPE_CODES[name]`: plain ints,
+#: not an Enum, because the fold compares one per event and an int compare is cheapest.
+ACTIVITY: Final = 0
+SIGNUP: Final = 1
+VISIT: Final = 2
+CONVERSION: Final = 3
+CANCELLATION: Final = 4
+SURVEY: Final = 5
 
 #: Dead-letter reason codes (contract section 1 and 3).
 INVALID_JSON: Final = "invalid_json"
@@ -254,7 +262,7 @@ def _check(wire: _Wire, now_ms: int, max_lateness_ms: int) -> Event | DeadLetter
     if ts_ms is None:
         return DeadLetter(INVALID_EVENT, "`ts` is not RFC 3339 with 'T' and an offset")
     campaign = survey = score = None
-    if type_code == 5:  # survey
+    if type_code == SURVEY:
         survey, error = _optional_field(wire.survey, "survey", _decode_str)
         if error is not None:
             return DeadLetter(INVALID_EVENT, error)
@@ -266,7 +274,7 @@ def _check(wire: _Wire, now_ms: int, max_lateness_ms: int) -> Event | DeadLetter
         low, high = SURVEY_RANGES[survey]
         if not low <= score <= high:  # type: ignore[operator]
             return DeadLetter(INVALID_EVENT, f"`score` of {survey} must be {low}-{high}")
-    elif type_code == 2 or type_code == 3:  # visit, conversion
+    elif type_code in (VISIT, CONVERSION):
         campaign, error = _optional_field(wire.campaign, "campaign", _decode_str)
         if error is not None:
             return DeadLetter(INVALID_EVENT, error)

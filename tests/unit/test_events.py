@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from stream import events
 from stream.events import DeadLetter, Event, decode, parse_ts
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -140,3 +141,18 @@ def test_decoder_never_raises_on_json_objects(obj: dict[str, object]) -> None:
 def test_deep_nesting_is_rejected_not_raised() -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     assert reason(deep) in ("invalid_json", "invalid_event")
+
+
+def test_named_type_codes_match_the_contract_order() -> None:
+    """Each named constant is the code its type's name decodes to (the contract's order,
+    written out here rather than read from TYPE_CODES)."""
+    named = {"activity": events.ACTIVITY, "signup": events.SIGNUP, "visit": events.VISIT,
+             "conversion": events.CONVERSION, "cancellation": events.CANCELLATION,
+             "survey": events.SURVEY}
+    assert named == {"activity": 0, "signup": 1, "visit": 2, "conversion": 3,
+                     "cancellation": 4, "survey": 5}
+    for name, code in named.items():
+        assert type(code) is int
+        value = msg(type=name, campaign="c", survey="nps", score=9)
+        got = events.decode(value, NOW_MS, 86_400_000)
+        assert isinstance(got, events.Event) and got.type_code == code, name
