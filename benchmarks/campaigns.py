@@ -21,9 +21,10 @@ from typing import Any
 import redis
 
 from stream import campaigns, figures
+from stream.decode import Message
 from stream.demo.localservers import RedisServer
 from stream.events import decode
-from stream.fold import Message, fold
+from stream.fold import FoldContext, fold
 from stream.keys import KeySpace
 from stream.store.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
@@ -74,7 +75,7 @@ def main() -> None:
                 value = json.dumps({"event_id": f"v{i}", "type": "visit", "user_id": f"u{i}",
                                     "ts": ts, "campaign": f"campaign-{i:08d}-" + "x" * 40})
                 batch.append(Message("t/0", i, decode(value.encode(), now_ms, LATENESS_MS)))
-            writes = fold(batch, keys, days, today, applied)
+            writes = fold(batch, FoldContext(keys, days, today, applied))
             store.apply(writes, applied, today)
             applied[("t/0", 0)] = batch[-1].offset
 

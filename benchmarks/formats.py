@@ -25,8 +25,10 @@ import msgspec
 
 from stream import formats
 from stream.app import _tune_gc
-from stream.fold import Prepared, compiled_fold_available, fold_prepared
+from stream.decode import Prepared
+from stream.fold import FoldContext
 from stream.keys import KeySpace
+from stream.stages import compiled_fold_available, fold_prepared
 from stream.timebuckets import DayMapper
 
 from .run import activity_events
@@ -66,6 +68,7 @@ class _Stream:
         self.fmts = {"t": formats.load("segment")} if mapped else None
         self.keys, self.days, self.today = keys, days, today
         self.seen: dict[str, int] = {}
+        self.places: dict[str, tuple[int, int]] = {}  # the fold's cache, as a worker's
         self.ns = 0
 
     def batch(self, i: int, size: int) -> None:
@@ -75,8 +78,8 @@ class _Stream:
         # CPU time of this process, not wall time: other processes on a shared machine
         # slow both shapes alike instead of whichever ran while they were busy
         t0 = time.process_time_ns()
-        w = fold_prepared(prepared, self.keys, self.days, self.today, {}, self.seen,
-                          compiled=self.compiled)
+        w = fold_prepared(prepared, FoldContext(self.keys, self.days, self.today, {}, self.seen,
+                                                places=self.places), compiled=self.compiled)
         self.ns += time.process_time_ns() - t0
         self.seen.update(w.new_days)
 
@@ -99,10 +102,10 @@ def main() -> None:
     today = days.day_of_ms(NOW_MS)
     # the two must give the same writes before their speed means anything
     a = fold_prepared(Prepared(native[:5000], list(range(5000)), [("t/0", 0, 5000)], NOW_MS,
-                               LATENESS_MS), keys, days, today, {}, {})
+                               LATENESS_MS), FoldContext(keys, days, today, {}, {}))
     b = fold_prepared(Prepared(segment[:5000], list(range(5000)), [("t/0", 0, 5000)], NOW_MS,
                                LATENESS_MS, {"t": formats.load("segment")}),  # type: ignore[dict-item]
-                      keys, days, today, {}, {})
+                      FoldContext(keys, days, today, {}, {}))
     assert a.hll == b.hll and a.shards == b.shards and a.folded == b.folded == 5000
     _tune_gc()  # the worker's garbage-collector settings, as in `python -m stream worker`
 

@@ -20,9 +20,11 @@ import random
 import time
 from collections.abc import Callable
 
-from stream.fold import Prepared, compiled_fold_available, fold_prepared
+from stream.decode import Prepared
+from stream.fold import FoldContext
 from stream.keys import KeySpace
 from stream.privacy import UserIdHasher
+from stream.stages import compiled_fold_available, fold_prepared
 from stream.timebuckets import DayMapper
 
 
@@ -54,37 +56,39 @@ def main() -> None:
     batches = [values[i:i + args.batch] for i in range(0, len(values), args.batch)]
     days = DayMapper("UTC")
     today = now_ms // 86_400_000
-    plain = KeySpace(shards=1, buckets=16384)
+    keys = KeySpace(shards=1, buckets=16384)
     warm = UserIdHasher(KEY)
-    keyed = KeySpace(shards=1, buckets=16384, user_ids=warm)
+    places: dict[str, tuple[int, int]] = {}  # kept across batches, as a worker keeps it
 
-    def fold_all(keys: KeySpace, compiled: bool, before: Callable[[], None]) -> int:
+    def fold_all(hasher: UserIdHasher | None, compiled: bool,
+                 before: Callable[[], None]) -> int:
         spent = 0
         for b in batches:
             batch = Prepared(b, list(range(len(b))), [("t/0", 0, len(b))], now_ms,
                              400 * 86_400_000)
             before()
             start = time.perf_counter_ns()
-            fold_prepared(batch, keys, days, today, {}, {}, compiled=compiled)
+            fold_prepared(batch, FoldContext(keys, days, today, {}, {}, user_ids=hasher,
+                                             places=places), compiled=compiled)
             spent += time.perf_counter_ns() - start
         return spent
 
     def nothing() -> None:
         pass
 
-    fold_all(keyed, True, nothing)  # warms the cache with every user
-    ways: dict[str, tuple[KeySpace, bool, Callable[[], None]]] = {
-        "compiled, no key": (plain, True, nothing),
-        "compiled, key, warm cache": (keyed, True, nothing),
-        "compiled, key, cold cache": (keyed, True, warm.cache.clear),
-        "Python, key, warm cache": (keyed, False, nothing),
+    fold_all(warm, True, nothing)  # warms the cache with every user
+    ways: dict[str, tuple[UserIdHasher | None, bool, Callable[[], None]]] = {
+        "compiled, no key": (None, True, nothing),
+        "compiled, key, warm cache": (warm, True, nothing),
+        "compiled, key, cold cache": (warm, True, warm.cache.clear),
+        "Python, key, warm cache": (warm, False, nothing),
     }
     best = dict.fromkeys(ways, float("inf"))
     for _ in range(args.rounds):
-        for name, (keys, compiled, before) in ways.items():
+        for name, (hasher, compiled, before) in ways.items():
             if name != "compiled, key, cold cache":
-                fold_all(keyed, True, nothing)  # warm again after the cold run
-            best[name] = min(best[name], fold_all(keys, compiled, before) / len(values))
+                fold_all(warm, True, nothing)  # warm again after the cold run
+            best[name] = min(best[name], fold_all(hasher, compiled, before) / len(values))
     base = best["compiled, no key"]
     print(f"{len(values):,} activity events, {args.users:,} users, batches of {args.batch:,}")
     for name, ns in best.items():

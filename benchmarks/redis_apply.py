@@ -19,9 +19,11 @@ import zlib
 import redis
 
 from benchmarks.run import SHAPES, _redis_cpu, activity_events
+from stream.decode import Prepared
 from stream.demo.localservers import RedisServer
-from stream.fold import Prepared, fold_prepared
+from stream.fold import FoldContext
 from stream.keys import KeySpace
+from stream.stages import fold_prepared
 from stream.store.store import Store, StoreParams
 from stream.timebuckets import DayMapper, ms, utc_now
 
@@ -53,6 +55,7 @@ def main() -> None:
         today = days.today(now)
         applied: dict[tuple[str, int], int] = {}
         seen: dict[str, int] = {}
+        places: dict[str, tuple[int, int]] = {}  # the fold's cache, as a worker's
         client.config_resetstat()
         cpu0 = _redis_cpu(client)
         fold_s = apply_s = 0.0
@@ -69,7 +72,7 @@ def main() -> None:
                 pos[i] += len(chunk)
             t0 = time.perf_counter()
             writes = fold_prepared(Prepared(values, offsets, runs, ms(now), LATENESS_MS),
-                                   keys, days, today, applied, seen)
+                                   FoldContext(keys, days, today, applied, seen, places=places))
             t1 = time.perf_counter()
             store.apply(writes, applied, today)
             apply_s += time.perf_counter() - t1

@@ -619,8 +619,9 @@ def memory_per_user(users: int, days: int, seed: int = 5) -> dict[str, Any]:
     """Fold `users` monthly active users (each active on 2 of the last `days` days, one
     in ten with a signup, a few of those cancelled) into an empty redis-server through
     the worker's own fold and store; bytes of `used_memory` per user."""
+    from stream.decode import Message
     from stream.events import Event
-    from stream.fold import Message, fold
+    from stream.fold import FoldContext, fold
     from stream.keys import KeySpace
     from stream.settings import Settings
     from stream.store.store import Store, StoreParams
@@ -640,11 +641,12 @@ def memory_per_user(users: int, days: int, seed: int = 5) -> dict[str, Any]:
         mapper = DayMapper("UTC")
         applied: dict[tuple[str, int], int] = {}
         seen: dict[str, int] = {}
+        places: dict[str, tuple[int, int]] = {}  # the fold's cache, as a worker's
         offset = 0
         batch: list[Message] = []
 
         def flush() -> None:
-            writes = fold(batch, keys, mapper, today, applied, seen)
+            writes = fold(batch, FoldContext(keys, mapper, today, applied, seen, places=places))
             store.apply(writes, applied, today)
             for src, last in writes.last_offset.items():
                 applied[(src, 0)] = last

@@ -1,7 +1,8 @@
 """Which compiled parts the worker uses, decided in this one place.
 
 The compiled parts are twins of pure Python code, faster and giving the same results:
-`_fastfold` (decode and fold of plain activity messages, beside `fold.py`),
+`_fastfold` (decode and fold of plain activity messages, the twin of `decode.py` and
+`fold.py` fused, called by `stages.py`),
 `_recordbatch` (Kafka record batches read at once, beside `kafka/fetched.py`) and
 `_redisformats` (HyperLogLogs and bitmap fragments in Redis's own formats, beside
 `store/store.py`). Each is used when it was built at install and imports, unless
@@ -9,7 +10,7 @@ The compiled parts are twins of pure Python code, faster and giving the same res
 for its own: the pure Python paths are the definition of every figure, and the switch
 runs them end to end (CI runs the end-to-end figure tests both ways).
 
-Why the switch is read at import: a module is chosen once, when `fold`, `fetched` and
+Why the switch is read at import: a module is chosen once, when `stages`, `fetched` and
 `store` are imported, before any command has built its settings. The environment is
 still read by `stream/settings.py` alone: it owns the name (`NO_EXTENSIONS_VARIABLE`),
 reads it (`no_extensions_requested`) and validates the same value as

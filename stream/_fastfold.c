@@ -1,6 +1,8 @@
-/* _fastfold.c: the fold of plain `activity` messages, compiled.
+/* _fastfold.c: the decode and fold of plain `activity` messages, compiled.
  *
- * The pure Python path (events.decode_batch -> fold.fold) is the definition; this module
+ * It is the compiled twin of the two stages decode.decode -> fold.fold, fused for speed
+ * and called by stages.fold_prepared. The pure Python path (decode.decode, which calls
+ * events.decode_batch, -> fold.fold) is the definition; this module
  * is an optional shortcut for the one shape that dominates real traffic, and it must
  * give exactly the writes the Python path gives. It accepts a message only when it can
  * decide everything about it here:
@@ -707,7 +709,8 @@ static PyMethodDef methods[] = {
 
 static struct PyModuleDef module = {
     PyModuleDef_HEAD_INIT, "_fastfold",
-    "Compiled fold of plain activity messages (optional; fold.py is the definition).", -1,
+    "Compiled decode and fold of plain activity messages (optional; decode.py and fold.py "
+    "are the definition).", -1,
     methods,
 };
 

@@ -48,17 +48,18 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
         buckets=max(1, settings.user_buckets // settings.shards),
         max_lateness_days=settings.max_lateness_days,
         retention_days=settings.retention_days,
-        segments=(Segments(parse_dims(settings.segments), settings.segment_max_values)
-                  if settings.segments else None),
-        user_ids=user_id_hasher(settings),
     )
+    user_ids = user_id_hasher(settings)
     params = StoreParams(settings.timezone, settings.shards, settings.user_buckets,
-                         fingerprint(keys.user_ids))
+                         fingerprint(user_ids))
     client = connect(settings.redis_url.get_secret_value(), settings.redis_cluster,
                      settings.sentinel_list, settings.redis_sentinel_master,
                      (settings.redis_sentinel_password.get_secret_value()
                       if settings.redis_sentinel_password else None), **client_options)
-    return Store(client, keys, params, campaign_max_series=settings.campaign_max_series)
+    return Store(client, keys, params, campaign_max_series=settings.campaign_max_series,
+                 segments=(Segments(parse_dims(settings.segments), settings.segment_max_values)
+                           if settings.segments else None),
+                 user_ids=user_ids)
 
 
 def read_figures(store: Store, settings: Settings, day: int | None = None) -> dict[str, Any]:

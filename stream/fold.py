@@ -1,8 +1,10 @@
 """Pure fold: a batch of decoded messages -> the Redis writes it implies, grouped by key.
 
-No I/O here. The store (store.py) sends what this module returns in one round trip per
-batch: PFADDs grouped per day (one multi-member command per key), and per shard one
-plan that a Lua script applies atomically together with the batch's Kafka offsets.
+No I/O and no decoding here: the messages come from the decode stage (stream/decode.py),
+and what the fold reads besides them comes in one `FoldContext`. The store
+(store/store.py) sends what this module returns in one round trip per batch: PFADDs
+grouped per day (one multi-member command per key), and per shard one plan that a Lua
+script applies atomically together with the batch's Kafka offsets.
 
 Why grouping matters: a pipeline of one command per event was ~30x slower than one
 multi-member PFADD per key per batch; the per-event Python work here is a few dict and
@@ -17,28 +19,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-import msgspec
-
-from . import _compiled, campaigns
-from .events import (
-    EVENT_TYPES,
-    UNREADABLE_BATCH,
-    DeadLetter,
-    Event,
-    Ignored,
-    Unreadable,
-    decode_batch,
-)
-from .figures import LATE_AGES, LATE_FIELD, late_age
+from . import campaigns
+from .decode import Message
+from .events import ACTIVITY, CONVERSION, EVENT_TYPES, SURVEY, VISIT, DeadLetter, Ignored
+from .events import CANCELLATION as CANCELLATION_EVENT
+from .events import SIGNUP as SIGNUP_EVENT
+from .figures import LATE_FIELD, late_age
 from .keys import KeySpace
 from .timebuckets import DayMapper
 
 if TYPE_CHECKING:
-    from .formats import Mapper
-
-# The optional compiled shortcut for plain activity messages (stream/_fastfold.c), when
-# built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
-_fastfold = _compiled.fastfold
+    from .privacy import UserIdHasher
+    from .segments import Segments
 
 SIGNUP, CANCELLATION = 0, 1
 _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
@@ -47,16 +39,28 @@ _TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
 _LATE_FIELDS: tuple[str, ...] = tuple(LATE_FIELD + (late_age(a) or "") for a in range(32))
 
 
-class Message(msgspec.Struct, gc=False):
-    """One consumed Kafka message after decoding. `src` is `<topic>/<partition>`.
+@dataclass(frozen=True, slots=True)
+class FoldContext:
+    """What a fold reads besides its messages, built by the caller once per batch.
 
-    One is built per message: a msgspec Struct outside the garbage collector's tracking
-    (it holds no cycles) is the cheapest object to build and to collect."""
+    `applied[(src, shard)]` is the last offset of `src` already applied in `shard`
+    (missing = none); `seen` maps a user to a day whose activity of the user is known to
+    be in Redis already; `today` is the local day number under `days`. The last three
+    are the caller's long-lived state, passed by reference: `user_ids` hashes user ids
+    before they are placed or stored (STREAM_USER_ID_KEY; None: ids as they come),
+    `segments` is the segment registry (None: no segments), and `places` remembers
+    users' (shard, bucket): a dict hit is several times cheaper than hashing the id
+    again, and users repeat within and across batches, so a worker keeps one for good."""
 
-    src: str
-    offset: int
-    item: Event | DeadLetter | Ignored
-    value: bytes | None = None
+    keys: KeySpace
+    days: DayMapper
+    today: int
+    applied: Mapping[tuple[str, int], int]
+    seen: Mapping[str, int] = field(default_factory=dict)
+    dead_letter_shard: int = 0
+    user_ids: UserIdHasher | None = None
+    segments: Segments | None = None
+    places: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -124,155 +128,8 @@ def digest(event_id: str) -> str:
     return base64.b64encode(hashlib.blake2b(event_id.encode(), digest_size=12).digest()).decode()
 
 
-#: Users whose (shard, bucket) is remembered, per key space; a dict hit is several times
-#: cheaper than hashing the id again, and users repeat within and across batches.
+#: Users whose (shard, bucket) a `places` cache holds at most; then it is cleared.
 _PLACES_MAX = 300_000
-_PLACE_CACHES: dict[tuple[int, int], dict[str, tuple[int, int]]] = {}
-
-
-def _places(keys: KeySpace) -> dict[str, tuple[int, int]]:
-    return _PLACE_CACHES.setdefault((keys.shards, keys.buckets), {})
-
-
-def compiled_fold_available() -> bool:
-    """True when the compiled shortcut (stream/_fastfold.c) was built and imports."""
-    return _fastfold is not None
-
-
-@dataclass(slots=True)
-class Prepared:
-    """A consumed batch before decoding: the values and offsets of its messages, in runs
-    of one partition each: `runs` holds (src, start, stop) index ranges, offsets rising
-    within a run. `now_ms` is the processor's clock and `lateness_ms` the accepted age,
-    both in milliseconds, as for `events.decode`."""
-
-    values: list[bytes | None]
-    offsets: list[int]
-    runs: list[tuple[str, int, int]]
-    now_ms: int
-    lateness_ms: int
-    #: topic -> the mapper of its format (contract section 5), for the topics that are
-    #: not `native`; their messages are decoded by it instead of `decode_batch`
-    formats: Mapping[str, Mapper] | None = None
-
-    def messages(self, indices: Iterable[int] | None = None) -> list[Message]:
-        """The decoded messages at `indices` (default all), in that order."""
-        idx = list(range(len(self.values))) if indices is None else list(indices)
-        src_at = [""] * len(self.values)
-        for src, start, stop in self.runs:
-            src_at[start:stop] = [src] * (stop - start)
-        values, offsets = self.values, self.offsets
-        items: list[Event | DeadLetter | Ignored] = (
-            self._mapped_items(idx, src_at) if self.formats
-            else list(decode_batch([values[i] for i in idx], self.now_ms, self.lateness_ms)))
-        if Unreadable in map(type, (values[i] for i in idx)):
-            # a record batch in place of its messages, whatever the topic's format
-            for n, i in enumerate(idx):
-                value = values[i]
-                if isinstance(value, Unreadable):
-                    items[n] = DeadLetter(UNREADABLE_BATCH, value.detail)
-        return [Message(src_at[i], offsets[i], item, values[i])
-                for i, item in zip(idx, items, strict=True)]
-
-    def mapped(self, src: str) -> Mapper | None:
-        """The mapper of `src`'s topic, None when it is native."""
-        return self.formats.get(src.rpartition("/")[0]) if self.formats else None
-
-    def _mapped_items(self, idx: list[int],
-                      src_at: list[str]) -> list[Event | DeadLetter | Ignored]:
-        """The decoded items of `messages` when some topics are mapped: each run of one
-        source decoded by its topic's format (native ones by `decode_batch`), in the
-        order of `idx`."""
-        values = self.values
-        items: list[Event | DeadLetter | Ignored] = []
-        start = 0
-        while start < len(idx):
-            src = src_at[idx[start]]
-            stop = start + 1
-            while stop < len(idx) and src_at[idx[stop]] == src:
-                stop += 1
-            run = [values[i] for i in idx[start:stop]]
-            mapper = self.mapped(src)
-            if mapper is None:
-                items += decode_batch(run, self.now_ms, self.lateness_ms)
-            else:
-                items += mapper.decode_batch(run, self.now_ms, self.lateness_ms)
-            start = stop
-        return items
-
-
-def fold_prepared(
-    batch: Prepared,
-    keys: KeySpace,
-    days: DayMapper,
-    today: int,
-    applied: Mapping[tuple[str, int], int],
-    seen: Mapping[str, int] | None = None,
-    dead_letter_shard: int = 0,
-    compiled: bool = True,
-) -> BatchWrites:
-    """`fold(batch.messages(), ...)`, the same writes, but with the compiled shortcut (when
-    built, and unless `compiled` is False) folding the plain activity messages straight
-    from their bytes: no decoded struct or `Message` per message. Whatever it does not
-    take (other types, unusual formatting, bad input, redeliveries) goes through the
-    Python decode and fold into the same writes. Activity writes are sets, idempotent
-    and order-free, so splitting the batch this way changes nothing."""
-    out = BatchWrites()
-    if _fastfold is None or not compiled or keys.segments or not batch.values:
-        return fold(batch.messages(), keys, days, today, applied, seen, dead_letter_shard, out)
-    plans = [ShardPlan() for _ in range(keys.shards)]
-    utc = days.utc
-    ctx = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
-           {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
-           today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen or {}),
-           out.hll, [p.activity for p in plans], out.new_days, today)
-    hashed = keys.user_ids  # the compiled fold hashes through the same cache
-    full: tuple[Any, ...] = ctx if hashed is None else (*ctx, hashed.cache, hashed)
-    ceilings = _ceilings(applied)
-    left: list[int] = []
-    for src, start, stop in batch.runs:
-        mapper = batch.mapped(src) if batch.formats else None
-        if mapper is not None and not mapper.compiled_shape:
-            # a mapped topic's messages are not in section 1's shape: the Python path
-            # decodes them through their mapping
-            left += range(start, stop)
-            if stop > start:
-                last = max(batch.offsets[start:stop])
-                if out.last_offset.get(src, -1) < last:
-                    out.last_offset[src] = last
-            continue
-        # shape 0: section-1 activity events; a mapping's own shape (the `segment`
-        # preset's track and screen calls) otherwise
-        taken, rest, late = _fastfold.fold_activity(
-            batch.values, batch.offsets, start, stop, ceilings.get(src, -1), full,
-            0 if mapper is None else mapper.compiled_shape)
-        left += rest
-        if stop > start:
-            last = max(batch.offsets[start:stop])
-            if out.last_offset.get(src, -1) < last:
-                out.last_offset[src] = last
-        for shard, n in enumerate(taken):
-            if n:
-                totals = plans[shard].totals
-                totals[_ACTIVITY] = totals.get(_ACTIVITY, 0) + n
-                out.folded += n
-                # late[shard][k]: activity events of age bucket k taken for the shard
-                for lf, k in zip(_LATE_BUCKET_FIELDS, late[shard], strict=True):
-                    if k:
-                        totals[lf] = totals.get(lf, 0) + k
-    for shard, plan in enumerate(plans):
-        if plan.totals:
-            out.shards[shard] = plan
-    if left:
-        fold(batch.messages(left), keys, days, today, applied, seen, dead_letter_shard, out)
-    else:
-        _note_base(out, applied, keys.shards)
-    return out
-
-
-_ACTIVITY = _TYPE_FIELDS[0]
-#: The totals fields of the compiled fold's late counts, in its bucket order.
-_LATE_BUCKET_FIELDS = tuple(LATE_FIELD + a for a in LATE_AGES)
 
 
 def _note_base(out: BatchWrites, applied: Mapping[tuple[str, int], int], shards: int) -> None:
@@ -292,27 +149,20 @@ def _ceilings(applied: Mapping[tuple[str, int], int]) -> dict[str, int]:
     return out
 
 
-def fold(
-    messages: Iterable[Message],
-    keys: KeySpace,
-    days: DayMapper,
-    today: int,
-    applied: Mapping[tuple[str, int], int],
-    seen: Mapping[str, int] | None = None,
-    dead_letter_shard: int = 0,
-    into: BatchWrites | None = None,
-) -> BatchWrites:
-    """Fold decoded messages into the writes they imply.
+def fold(messages: Iterable[Message], ctx: FoldContext,
+         into: BatchWrites | None = None) -> BatchWrites:
+    """Fold decoded messages into the writes they imply (see `FoldContext`).
 
-    `applied[(src, shard)]` is the last offset of `src` already applied in `shard`
-    (missing = none): a message at or below it is skipped, which is how a redelivered
-    batch changes nothing. `seen` maps a user to a day whose activity of the user is
-    known to be in Redis already: that (user, day) needs neither a PFADD nor a bit.
-    Days older than the store's retention get no HyperLogLog write (the key would
-    already have expired).
+    A message at or below `ctx.applied[(src, shard)]` is skipped, which is how a
+    redelivered batch changes nothing. A (user, day) in `ctx.seen` needs neither a PFADD
+    nor a bit. Days older than the store's retention get no HyperLogLog write (the key
+    would already have expired). Dead letters and ignored messages are counted in
+    `ctx.dead_letter_shard`.
     With `into`, the writes are added to those it holds already."""
     out = BatchWrites() if into is None else into
-    known = seen or {}
+    keys, today, applied = ctx.keys, ctx.today, ctx.applied
+    dead_letter_shard = ctx.dead_letter_shard
+    known = ctx.seen
     new_days = out.new_days
     batch_ids: set[str] = set()
     shards = out.shards
@@ -320,12 +170,12 @@ def fold(
     last = out.last_offset
     oldest_hll_day = today - keys.retention_days
     oldest_bit_day = today - keys.bitmap_days
-    day_of = days.day_of_ms
+    day_of = ctx.days.day_of_ms
     place_of = keys.user_shard_bucket
-    places = _places(keys)
+    places = ctx.places
     ceiling = _ceilings(applied)
-    seg = keys.segments or None
-    hashed = keys.user_ids
+    seg = ctx.segments or None
+    hashed = ctx.user_ids
     if seg is not None:
         dims = seg.dims
         maps = seg.mapping
@@ -375,7 +225,7 @@ def fold(
                 places.clear()
             place = places[user] = place_of(user)
         shard, bucket = place
-        if item.type_code == 2 or item.type_code == 3:  # visit, conversion
+        if item.type_code == VISIT or item.type_code == CONVERSION:
             # A campaign's counters live in one shard (its top campaigns are then those of
             # the store, stream/campaigns.py); before the check below, which must ask the
             # shard the writes go to whether it applied this message already.
@@ -393,7 +243,7 @@ def fold(
             lf = _LATE_FIELDS[min(today - day, 31)]
             plan.totals[lf] = plan.totals.get(lf, 0) + 1
         code = item.type_code
-        if code == 0:  # activity
+        if code == ACTIVITY:
             if seg is not None:
                 vals = values_of(item.props)
                 if day >= oldest_hll_day:
@@ -424,7 +274,7 @@ def fold(
         # (the Lua script claims customer events and counters in separate loops, so the
         # batch's order must be settled here).
         if item.event_id in batch_ids:
-            if seg is not None and code != 4:
+            if seg is not None and code != CANCELLATION_EVENT:
                 # its segment values reach the registry, as a repeat from an earlier
                 # batch's do (the value registry counts every valid event's values)
                 values_of(item.props)
@@ -432,21 +282,21 @@ def fold(
         batch_ids.add(item.event_id)
         claim = Claim(
             digest(item.event_id), f"{src}@{m.offset}", keys.id_shard(item.event_id),
-            long=code in (1, 4),
+            long=code in (SIGNUP_EVENT, CANCELLATION_EVENT),
         )
-        if code == 1 or code == 4:  # signup, cancellation
-            kind: int | tuple[Any, ...] = SIGNUP if code == 1 else CANCELLATION
-            if seg is not None and code == 1:
+        if code in (SIGNUP_EVENT, CANCELLATION_EVENT):
+            kind: int | tuple[Any, ...] = SIGNUP if code == SIGNUP_EVENT else CANCELLATION
+            if seg is not None and code == SIGNUP_EVENT:
                 kind = (SIGNUP, *values_of(item.props))
             plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))  # type: ignore[arg-type]
-        elif code == 5:
+        elif code == SURVEY:
             name = f"{item.survey}:{item.score}"
             fld: str | tuple[str, ...] = name
             if seg is not None:
                 fld = (name, f"{item.survey}{item.score}", *values_of(item.props))
             plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
-        else:  # visit (2) or conversion (3)
-            prefix = "v:" if code == 2 else "c:"
+        else:  # visit or conversion
+            prefix = "v:" if code == VISIT else "c:"
             name = prefix + campaigns.stored_name(item.campaign or "")
             fld = name
             if seg is not None:

@@ -71,11 +71,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
-
-if TYPE_CHECKING:
-    from .privacy import UserIdHasher
-    from .segments import Segments
+from typing import Final
 
 #: Layout version stored in `P:meta`; bump when a key's meaning changes.
 LAYOUT_VERSION: Final = 2
@@ -104,18 +100,17 @@ def id_hash(event_id: str) -> int:
 
 @dataclass(frozen=True, slots=True)
 class KeySpace:
-    """Key names for one store. `shards` >= 1, `buckets` >= 1 (user buckets per shard)."""
+    """Key names for one store. `shards` >= 1, `buckets` >= 1 (user buckets per shard).
+
+    A value: names, expiries and placement only. The mutable state a store needs besides
+    (the segment registry, the user-id hashing cache) belongs to the `Store`, and the
+    fold gets it through its `FoldContext`."""
 
     prefix: str = "es"
     shards: int = 1
     buckets: int = 4096
     max_lateness_days: int = 400
     retention_days: int = 90
-    #: configured segment dimensions and the registry cache (None: no segments)
-    segments: Segments | None = None
-    #: STREAM_USER_ID_KEY's hashing of user ids, applied before a user id is placed or
-    #: stored anywhere (None: ids are stored as they come)
-    user_ids: UserIdHasher | None = None
 
     # -- unsharded ------------------------------------------------------------------
     @property

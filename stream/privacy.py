@@ -124,7 +124,7 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
     3. the days-active scan is redone, so its figures no longer count them.
     `on_progress(n)` is called with the count of ids handled so far."""
     keys = store.keys
-    hasher = keys.user_ids
+    hasher = store.user_ids
     script = store.client.register_script(forget_script())
     # bitmaps of every day that can still exist (they expire bd + 2 days after their day)
     days = [today - keys.bitmap_days - 3, today + 2]
@@ -135,7 +135,7 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
         nonlocal erased
         users = chunk.pop(shard)
         body = _encode({"t": keys.tag(shard), "u": users, "d": days,
-                        "s": 1 if keys.segments else 0})
+                        "s": 1 if store.segments else 0})
         erased += int(script(keys=[keys.offsets(shard)], args=[body]))
 
     seen: set[str] = set()

@@ -18,8 +18,9 @@ import redis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from .decode import Message, Prepared, decode
 from .events import PROCESSING_ERROR, DeadLetter
-from .fold import BatchWrites, Message, Prepared, fold, fold_prepared
+from .fold import BatchWrites, FoldContext, fold
 from .formats import Mapper
 from .kafka import offsetrange
 from .kafka.deadletters import DeadLetterSink
@@ -27,6 +28,7 @@ from .kafka.source import Run, Source
 from .keys import KeySpace
 from .metrics.health import Health
 from .settings import Settings
+from .stages import fold_prepared
 from .store.store import Conflict, Store
 from .timebuckets import DayMapper, ms, utc_now
 
@@ -75,6 +77,8 @@ class Worker:
         #: user_id -> a day whose activity of the user is in Redis (a cache: skipping a
         #: known (user, day) saves its writes; most repeats are the same user and day)
         self.seen: dict[str, int] = {}
+        #: user_id -> (shard, bucket), the fold's placement cache (FoldContext.places)
+        self._places: dict[str, tuple[int, int]] = {}
         self._lock = asyncio.Lock()
         self._srcs: dict[tuple[str, int], str] = {}
         self._done: dict[tuple[str, int], int] = {}  # (topic, partition) -> last offset done
@@ -303,8 +307,7 @@ class Worker:
         nxt = None
         try:
             if writes is None:
-                writes = fold_prepared(prepared, self.keys, self.days, today, self.applied,
-                                       self.seen)
+                writes = fold_prepared(prepared, self._context(today, self.applied, self.seen))
             if writes.dead:
                 await self._dead_letter(writes.dead)
             applying = asyncio.ensure_future(
@@ -325,7 +328,7 @@ class Worker:
             log.exception("batch of %d messages failed; retrying message by message",
                           len(prepared.values))
             try:
-                await self._one_by_one(prepared.messages(), today)
+                await self._one_by_one(decode(prepared), today)
             except Conflict as exc:  # raised in this handler, the clause above misses it
                 log.warning("%s; reloading offsets from Redis and re-reading", exc)
                 self.seen.clear()
@@ -367,17 +370,25 @@ class Worker:
         # Pairs of the batch in flight are not in `seen` yet: repeating them costs a
         # no-op write, never a wrong one.
         try:
-            writes = fold_prepared(prepared, self.keys, self.days, today, after, self.seen)
+            writes = fold_prepared(prepared, self._context(today, after, self.seen))
         except Exception:
             return runs, prepared, today, None
         return runs, prepared, today, writes
+
+    def _context(self, today: int, applied: dict[tuple[str, int], int],
+                 seen: dict[str, int]) -> FoldContext:
+        """What the fold of one batch reads: built per batch (never per message), from
+        the worker's long-lived state."""
+        store = self.store
+        return FoldContext(self.keys, self.days, today, applied, seen, 0, store.user_ids,
+                           store.segments, self._places)
 
     async def _one_by_one(self, messages: list[Message], today: int) -> None:
         """Isolate a message that makes the fold fail (a bug, or data Redis refuses) and
         dead-letter it, so one poisoned message never stops the partition."""
         for m in messages:
             try:
-                writes = fold([m], self.keys, self.days, today, self.applied, self.seen)
+                writes = fold([m], self._context(today, self.applied, self.seen))
                 if writes.dead:
                     await self._dead_letter(writes.dead)
                 await self._redis(self.store.apply, writes, self.applied, today)
@@ -389,7 +400,7 @@ class Worker:
                 bad = Message(m.src, m.offset,
                               DeadLetter(PROCESSING_ERROR, f"{type(exc).__name__}: {exc}"[:500]),
                               m.value)
-                writes = fold([bad], self.keys, self.days, today, self.applied)
+                writes = fold([bad], self._context(today, self.applied, {}))
                 await self._dead_letter(writes.dead)
                 await self._redis(self.store.apply, writes, self.applied, today)
             self._applied_through(writes.last_offset)

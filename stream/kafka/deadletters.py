@@ -17,8 +17,8 @@ from typing import Any, Protocol
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError
 
+from ..decode import Message
 from ..events import DeadLetter, Unreadable
-from ..fold import Message
 from ..metrics.health import Health
 from ..settings import Settings
 from .config import KafkaConfig

@@ -23,7 +23,7 @@ from .. import _compiled, campaigns
 from ..figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from ..fold import BatchWrites, Claim, ShardPlan
 from ..keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
-from ..privacy import NO_KEY
+from ..privacy import NO_KEY, UserIdHasher
 from ..segments import NONE, OTHER, Segments
 from ..timebuckets import month_so_far, rolling
 from ..zones import same_zone
@@ -161,10 +161,17 @@ class Store:
     """The engagement store in one Redis (or one Redis Cluster)."""
 
     def __init__(self, client: Client, keys: KeySpace, params: StoreParams,
-                 campaign_max_series: int = campaigns.DEFAULT_MAX_SERIES) -> None:
+                 campaign_max_series: int = campaigns.DEFAULT_MAX_SERIES,
+                 segments: Segments | None = None,
+                 user_ids: UserIdHasher | None = None) -> None:
         self.client = client
         self.campaign_max_series = campaign_max_series
         self.keys = keys
+        #: configured segment dimensions and the registry cache (None: no segments)
+        self.segments = segments
+        #: STREAM_USER_ID_KEY's hashing of user ids, applied before a user id is placed
+        #: or stored anywhere (None: ids are stored as they come)
+        self.user_ids = user_ids
         self.params = params
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         self._apply_src = _script("apply.lua")
@@ -288,8 +295,8 @@ class Store:
             pipe = _Replayable(self.client)
             if attempt == 0 and writes.hll:
                 self._queue_hll(pipe, writes.hll)
-            if attempt == 0 and keys.segments:
-                self._segment_writes(writes, pipe, keys.segments)
+            if attempt == 0 and self.segments:
+                self._segment_writes(writes, pipe, self.segments)
             for shard in pending:
                 _evalsha(pipe, self._apply_sha, keys.offsets(shard),
                          *self._shard_args(writes, shard, applied, id_params))
@@ -373,7 +380,7 @@ class Store:
         return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
                             self.keys.retention_days, self._nums, self.keys.user_shard_bucket,
                             self._top.get(shard, -1),
-                            self.keys.segments or None)
+                            self.segments or None)
 
     def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
         """Resolve the batch's unknown segment values in the registry (first values win),
@@ -522,8 +529,8 @@ class Store:
         raw.cohorts = cohorts[today]
         if raw.previous is not None:
             raw.previous.cohorts = cohorts[today - 1]
-        if k.segments:
-            raw.segments = self._read_segments(today, k.segments)
+        if self.segments:
+            raw.segments = self._read_segments(today, self.segments)
         return raw
 
     def _read_campaigns(self, raw: RawFigures, days_read: list[int]) -> None:

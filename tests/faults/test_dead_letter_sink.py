@@ -14,8 +14,8 @@ import pytest
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 from prometheus_client import CollectorRegistry
 
+from stream.decode import Message
 from stream.events import DeadLetter, Unreadable
-from stream.fold import Message
 from stream.kafka import deadletters
 from stream.keys import KeySpace
 from stream.metrics.health import Health

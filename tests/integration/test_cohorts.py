@@ -115,9 +115,8 @@ def segment_store(url: str, zone: str, shards: int = 1, cluster: bool = False) -
     """An emptied store with STREAM_SEGMENTS=plan, per-day keys kept as in fresh_store."""
     client = connect(url, cluster=cluster)
     client.flushall()
-    keys = _RealClockIds(shards=shards, buckets=max(1, 64 // shards), retention_days=2000,
-                         segments=Segments(DIMS, LIMIT))
-    store = Store(client, keys, StoreParams(zone, shards, 64))
+    keys = _RealClockIds(shards=shards, buckets=max(1, 64 // shards), retention_days=2000)
+    store = Store(client, keys, StoreParams(zone, shards, 64), segments=Segments(DIMS, LIMIT))
     store.load_scripts()
     store.check_meta()
     return store

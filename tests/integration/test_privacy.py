@@ -23,12 +23,14 @@ from typing import Any
 
 import pytest
 
+from stream.decode import Prepared
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
-from stream.fold import Prepared, fold_prepared
+from stream.fold import FoldContext
 from stream.keys import KeySpace
 from stream.privacy import UserIdHasher, fingerprint, forget
 from stream.segments import Segments
+from stream.stages import fold_prepared
 from stream.store import scan
 from stream.store.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
@@ -74,9 +76,9 @@ def make_store(client: Client, shards: int, key: str | None = KEY,
                segments: bool = False) -> Store:
     client.flushall()
     hasher = UserIdHasher(key) if key is not None else None
-    keys = KeySpace(shards=shards, buckets=max(1, BUCKETS // shards), user_ids=hasher,
-                    segments=Segments(DIMS, 20) if segments else None)
-    store = Store(client, keys, StoreParams("UTC", shards, BUCKETS, fingerprint(hasher)))
+    keys = KeySpace(shards=shards, buckets=max(1, BUCKETS // shards))
+    store = Store(client, keys, StoreParams("UTC", shards, BUCKETS, fingerprint(hasher)),
+                  segments=Segments(DIMS, 20) if segments else None, user_ids=hasher)
     store.load_scripts()
     store.check_meta()
     return store
@@ -121,8 +123,7 @@ class Feeder:
             values += [v for v, _ in items]
             offsets += [o for _, o in items]
         prepared = Prepared(values, offsets, runs, self.now_ms, LATENESS_MS)
-        writes = fold_prepared(prepared, self.store.keys, self.days, self.today, self.applied,
-                               self.seen)
+        writes = fold_prepared(prepared, self.context())
         try:
             self.store.apply(writes, self.applied, self.today)
         except Forgotten:
@@ -131,13 +132,18 @@ class Feeder:
             assert self.store.keys.shards == 1
             self.refused += 1
             self.seen.clear()
-            writes = fold_prepared(prepared, self.store.keys, self.days, self.today,
-                                   self.applied, self.seen)
+            writes = fold_prepared(prepared, self.context())
             self.store.apply(writes, self.applied, self.today)
         self.seen.update(writes.new_days)
         for src, last in writes.last_offset.items():
             for shard in range(self.store.keys.shards):
                 self.applied[(src, shard)] = max(self.applied.get((src, shard), -1), last)
+
+    def context(self) -> FoldContext:
+        """The fold's context as the worker builds it (worker.py `_context`)."""
+        store = self.store
+        return FoldContext(store.keys, self.days, self.today, self.applied, self.seen,
+                           user_ids=store.user_ids, segments=store.segments)
 
     def figures(self) -> dict[str, Any]:
         scan.scan_and_save(self.store, self.today)
@@ -283,8 +289,8 @@ def test_a_store_refuses_another_key_or_none_in_one_line(single: RedisServer) ->
     make_store(client, 1)
     for other in ("another-key-0123456789abcdef", None):
         h = UserIdHasher(other) if other else None
-        store = Store(client, KeySpace(shards=1, buckets=BUCKETS, user_ids=h),
-                      StoreParams("UTC", 1, BUCKETS, fingerprint(h)))
+        store = Store(client, KeySpace(shards=1, buckets=BUCKETS),
+                      StoreParams("UTC", 1, BUCKETS, fingerprint(h)), user_ids=h)
         for record in (True, False):
             with pytest.raises(StoreMismatch) as err:
                 store.check_meta(record=record)
@@ -293,8 +299,9 @@ def test_a_store_refuses_another_key_or_none_in_one_line(single: RedisServer) ->
     # (no `user_id_key` in its meta record) counts as built with none
     make_store(client, 1, key=None)
     client.hdel("es:meta", "user_id_key")
-    keyed = Store(client, KeySpace(shards=1, buckets=BUCKETS, user_ids=UserIdHasher(KEY)),
-                  StoreParams("UTC", 1, BUCKETS, fingerprint(UserIdHasher(KEY))))
+    keyed = Store(client, KeySpace(shards=1, buckets=BUCKETS),
+                  StoreParams("UTC", 1, BUCKETS, fingerprint(UserIdHasher(KEY))),
+                  user_ids=UserIdHasher(KEY))
     with pytest.raises(StoreMismatch, match="without STREAM_USER_ID_KEY"):
         keyed.check_meta()
     # through the command line: one line on stderr, exit code 2, no key in it
@@ -338,7 +345,7 @@ def test_forget_leaves_every_exact_figure_as_without_the_users(
     got = compute(store.read(feeder.today, previous=True))
     assert got["users_forgotten_total"] == erased
     assert_figures(got, exact, kept)
-    hashed = {store.keys.user_ids(u) for u in pick} if store.keys.user_ids else set()
+    hashed = {store.user_ids(u) for u in pick} if store.user_ids else set()
     data_now = blob(redis_dump(store.client))
     assert found(hashed | user_ids(values), data_now) == set()
     store.close()
@@ -406,7 +413,7 @@ def test_forget_on_a_cluster(cluster: RedisCluster) -> None:
     exact, kept = expected(values, data.now, dict.fromkeys(pick, len(values)))
     assert forget(store, pick, feeder.today) == exact["users_forgotten_total"] > 100
     assert_figures(feeder.figures(), exact, kept)
-    hashed = {store.keys.user_ids(u) for u in pick} if store.keys.user_ids else set()
+    hashed = {store.user_ids(u) for u in pick} if store.user_ids else set()
     assert found(hashed | user_ids(values), blob(redis_dump(store.client))) == set()
     store.close()
 
@@ -427,8 +434,8 @@ def test_forget_beside_a_worker_with_cached_numbers(single: RedisServer) -> None
 
     first = [act(i, f"user-{i % 20:03d}", i % 3) for i in range(60)]
     worker.feed(first)
-    assert store.keys.user_ids is not None
-    assert worker.seen.get(store.keys.user_ids("user-003")) == worker.today
+    assert store.user_ids is not None
+    assert worker.seen.get(store.user_ids("user-003")) == worker.today
     other = Store(store.client, store.keys, store.params)  # the forget command's
     assert forget(other, ["user-003", "user-004"], worker.today) == 2
     second = [act(100 + i, f"user-{i % 6:03d}") for i in range(12)]

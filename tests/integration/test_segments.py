@@ -43,8 +43,8 @@ def redis_url() -> Iterator[str]:
 def make_store(url: str, shards: int = 1) -> Store:
     client = connect(url, cluster=False)
     client.flushall()
-    keys = KeySpace(shards=shards, buckets=8, segments=Segments(DIMS, LIMIT))
-    store = Store(client, keys, StoreParams("UTC", shards, 8))
+    keys = KeySpace(shards=shards, buckets=8)
+    store = Store(client, keys, StoreParams("UTC", shards, 8), segments=Segments(DIMS, LIMIT))
     store.load_scripts()
     store.check_meta()
     return store
@@ -145,8 +145,8 @@ def test_segments_over_shards_and_a_fresh_worker_cache(redis_url: str) -> None:
         values.append(json.dumps(ev).encode())
     msgs = [("a", None, v) for v in values[:150]]
     order = fold_messages(store, msgs, NOW, "UTC", batch=40)
-    second = Store(store.client, KeySpace(shards=2, buckets=8, segments=Segments(DIMS, LIMIT)),
-                   store.params)
+    second = Store(store.client, KeySpace(shards=2, buckets=8), store.params,
+                   segments=Segments(DIMS, LIMIT))
     second.load_scripts()
     order += fold_messages(second, [("b", None, v) for v in values[150:]], NOW, "UTC", batch=40)
     today = DayMapper("UTC").today(NOW)
@@ -175,8 +175,8 @@ def test_sweep_folds_old_segment_fields_and_keeps_figures(redis_url: str) -> Non
     today = DayMapper("UTC").today(NOW)
     before = _segment_part(compute(store.read(today)))
     assert_segments_match(before, oracle.segment_figures(order, NOW, DIMS, LIMIT))
-    short = Store(store.client, KeySpace(shards=1, buckets=8, max_lateness_days=100,
-                                         segments=Segments(DIMS, LIMIT)), store.params)
+    short = Store(store.client, KeySpace(shards=1, buckets=8, max_lateness_days=100),
+                  store.params, segments=Segments(DIMS, LIMIT))
     assert sweep(short, today) > 0
     fields = [k.decode() for k in store.client.hkeys(store.keys.scust(0))]
     assert all(int(k.rpartition(":")[2]) >= today - 140 for k in fields)

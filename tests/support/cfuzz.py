@@ -134,9 +134,11 @@ def activity_seeds(rng: random.Random) -> list[bytes]:
 def fuzz_fastfold(module: ModuleType, rng: random.Random, deadline: float) -> int:
     """Batches of mutated activity events through `fold_prepared` with `module` as the
     compiled fold (its Python caller builds the context exactly as the worker does)."""
-    from stream import fold as fold_module
-    from stream.fold import Prepared, fold_prepared
+    from stream import stages as fold_module
+    from stream.decode import Prepared
+    from stream.fold import FoldContext
     from stream.keys import KeySpace
+    from stream.stages import fold_prepared
     from stream.timebuckets import DayMapper
 
     fold_module._fastfold = module  # type: ignore[attr-defined]
@@ -159,8 +161,8 @@ def fuzz_fastfold(module: ModuleType, rng: random.Random, deadline: float) -> in
         applied = {("t/0", 0): rng.choice([-1, 99, 110, 10**6])}
         batch = Prepared(values, offsets, [("t/0", 0, len(values))], NOW_MS,
                          400 * 86_400_000)
-        seen = {"u": days.day_of_ms(NOW_MS)} if rng.random() < 0.5 else None
-        fold_prepared(batch, keys, days, days.day_of_ms(NOW_MS), applied, seen)
+        seen = {"u": days.day_of_ms(NOW_MS)} if rng.random() < 0.5 else {}
+        fold_prepared(batch, FoldContext(keys, days, days.day_of_ms(NOW_MS), applied, seen))
         tried += len(values)
     return tried
 

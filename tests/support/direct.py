@@ -12,8 +12,9 @@ import zlib
 from collections.abc import Sequence
 from datetime import datetime
 
+from stream.decode import Message
 from stream.events import decode
-from stream.fold import Message, fold
+from stream.fold import FoldContext, fold
 from stream.keys import KeySpace
 from stream.store.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms, utc_now
@@ -74,7 +75,8 @@ def fold_messages(store: Store, messages: Sequence[tuple[str, bytes | None, byte
             pos[p] = min(len(queues[p]), pos[p] + take)
         if not chunk:
             continue
-        writes = fold(chunk, store.keys, days, today, applied)
+        writes = fold(chunk, FoldContext(store.keys, days, today, applied,
+                                         user_ids=store.user_ids, segments=store.segments))
         store.apply(writes, applied, today)
         order += [m.value for m in chunk]
         for src, last in writes.last_offset.items():

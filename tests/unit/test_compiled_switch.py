@@ -17,14 +17,14 @@ from tests.support.workers import ROOT
 #: Run in a fresh interpreter: the switch is read when the package is imported.
 PROBE = """
 import json, sys
-from stream import fold
+from stream import stages
 from stream.kafka import fetched
 from stream.store import store
 print(json.dumps({
     "imported": sorted(m for m in sys.modules
                        if m in ("stream._fastfold", "stream.kafka._recordbatch",
                                  "stream.store._redisformats")),
-    "fold": [fold.compiled_fold_available(), fold._fastfold is not None],
+    "fold": [stages.compiled_fold_available(), stages._fastfold is not None],
     "reader": [fetched.compiled_reader_available(), fetched._recordbatch is not None],
     "formats": [store.compiled_formats_available(), store._redisformats is not None],
 }))

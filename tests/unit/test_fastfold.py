@@ -19,9 +19,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import fold as fold_module
-from stream.fold import BatchWrites, Prepared, fold_prepared
+from stream import stages as fold_module
+from stream.decode import Prepared
+from stream.fold import BatchWrites, FoldContext
 from stream.keys import KeySpace
+from stream.stages import fold_prepared
 from stream.timebuckets import DayMapper
 
 
@@ -163,8 +165,8 @@ def test_compiled_fold_equals_python_fold(
     prepared, applied, seen = batch
     keys = KeySpace(shards=shards, buckets=16, retention_days=retention)
     today = DayMapper(zone).today(NOW)
-    fast = fold_prepared(prepared, keys, DayMapper(zone), today, applied, seen)
-    slow = fold_prepared(prepared, keys, DayMapper(zone), today, applied, seen,
+    fast = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied, seen))
+    slow = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied, seen),
                          compiled=False)
     assert _normal(fast) == _normal(slow)
 
@@ -189,7 +191,7 @@ def test_the_shortcut_takes_the_common_shapes() -> None:
     taken, left, late = fold_module._fastfold.fold_activity(values, prepared.offsets, 0, 4,
                                                             -1, ctx)
     assert taken == [3] and left == [3] and late == [[0, 0, 0, 0]]
-    w = fold_prepared(prepared, keys, days, days.today(NOW), {})
+    w = fold_prepared(prepared, FoldContext(keys, days, days.today(NOW), {}))
     assert w.shards[0].totals == {"e:activity": 3, "e:signup": 1}
     assert w.hll == {(ts // 86_400_000): {"u1", "u2", "u3"}}
 
@@ -213,7 +215,7 @@ def test_the_shortcut_counts_late_activity_by_age(zone: str) -> None:
     days = DayMapper(zone)
     today = days.today(NOW)
     keys = KeySpace(shards=1, buckets=16)
-    w = fold_prepared(prepared, keys, days, today, {})
+    w = fold_prepared(prepared, FoldContext(keys, days, today, {}))
     assert w.shards[0].totals == {"e:activity": 10, "late:1d": 2, "late:2-7d": 2,
                                   "late:8-30d": 2, "late:31d+": 3}
     ctx = (NOW_MS, LATENESS_MS, 1, zone == "UTC", {} if zone == "UTC" else days.slot_cache,
@@ -297,8 +299,9 @@ def test_compiled_segment_shape_equals_the_mapping(values: list[bytes], zone: st
                         LATENESS_MS, {"s": segment})
     keys = KeySpace(shards=shards, buckets=16)
     today = DayMapper(zone).today(NOW)
-    fast = fold_prepared(prepared, keys, DayMapper(zone), today, {}, {})
-    slow = fold_prepared(prepared, keys, DayMapper(zone), today, {}, {}, compiled=False)
+    fast = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, {}, {}))
+    slow = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, {}, {}),
+                         compiled=False)
     assert _normal(fast) == _normal(slow)
 
 

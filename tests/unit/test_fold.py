@@ -7,8 +7,9 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
+from stream.decode import Message
 from stream.events import DeadLetter, Event
-from stream.fold import Message, digest, fold
+from stream.fold import FoldContext, digest, fold
 from stream.keys import KeySpace
 from stream.timebuckets import DayMapper
 
@@ -25,7 +26,7 @@ def act(user: str, day: int, hour: int = 12) -> Event:
 def test_activity_grouped_per_day_and_user() -> None:
     msgs = [Message("t/0", i, e) for i, e in enumerate(
         [act("u1", TODAY), act("u1", TODAY, 13), act("u2", TODAY), act("u1", TODAY - 1)])]
-    w = fold(msgs, KEYS, DAYS, TODAY, {})
+    w = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}))
     assert w.hll == {TODAY: {"u1", "u2"}, TODAY - 1: {"u1"}}
     plan = w.shards[0]
     assert plan.totals == {"e:activity": 4, "late:1d": 1}  # the event of yesterday
@@ -36,7 +37,7 @@ def test_activity_grouped_per_day_and_user() -> None:
 
 def test_redelivered_offsets_are_skipped() -> None:
     msgs = [Message("t/0", i, act(f"u{i}", TODAY)) for i in range(10)]
-    w = fold(msgs, KEYS, DAYS, TODAY, {("t/0", 0): 6})
+    w = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {("t/0", 0): 6}))
     assert w.hll[TODAY] == {"u7", "u8", "u9"}
     assert w.shards[0].totals == {"e:activity": 3}
     assert w.last_offset == {"t/0": 9}
@@ -44,14 +45,14 @@ def test_redelivered_offsets_are_skipped() -> None:
 
 def test_seen_pairs_need_no_write_but_are_counted() -> None:
     msgs = [Message("t/0", 0, act("u1", TODAY)), Message("t/0", 1, act("u2", TODAY))]
-    w = fold(msgs, KEYS, DAYS, TODAY, {}, seen={"u1": TODAY})
+    w = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}, seen={"u1": TODAY}))
     assert w.hll == {TODAY: {"u2"}}
     assert w.shards[0].totals == {"e:activity": 2}
 
 
 def test_old_days_get_no_hll_write() -> None:
     old = TODAY - KEYS.retention_days - 1
-    w = fold([Message("t/0", 0, act("u1", old))], KEYS, DAYS, TODAY, {})
+    w = fold([Message("t/0", 0, act("u1", old))], FoldContext(KEYS, DAYS, TODAY, {}))
     assert w.hll == {}
     assert w.shards[0].activity == {}
 
@@ -65,7 +66,7 @@ def test_dead_letters_and_other_types() -> None:
         Message("t/1", 4, Event("g1", 1, "u1", TODAY * DAY + 5)),
         Message("t/1", 5, Event("x1", 4, "u1", TODAY * DAY + 9)),
     ]
-    w = fold(msgs, KEYS, DAYS, TODAY, {})
+    w = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}))
     assert [m.offset for m in w.dead] == [0]
     plan = w.shards[0]
     assert plan.totals == {"dl:late": 1, "e:visit": 1, "e:conversion": 1, "e:survey": 1,
@@ -105,8 +106,8 @@ def test_fold_is_order_independent(raw: list[tuple[int, str, int, str]], rnd: ob
     msgs = _build(raw)
     shuffled = list(msgs)
     rnd.shuffle(shuffled)  # type: ignore[attr-defined]
-    a = fold(msgs, KEYS, DAYS, TODAY, {})
-    b = fold(shuffled, KEYS, DAYS, TODAY, {})
+    a = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}))
+    b = fold(shuffled, FoldContext(KEYS, DAYS, TODAY, {}))
     assert a.hll == b.hll
     assert a.shards.keys() == b.shards.keys()
     for shard in a.shards:
@@ -132,7 +133,7 @@ def test_repeat_within_a_batch_keeps_the_earlier_message_whatever_its_type() -> 
         Message("t/1", 0, Event("x", 1, "u2", TODAY * DAY)),  # signup, same id, later
         Message("t/0", 1, Event("x", 5, "u1", TODAY * DAY, survey="nps", score=3)),
     ]
-    w = fold(msgs, KEYS, DAYS, TODAY, {})
+    w = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}))
     plan = w.shards[0]
     assert [(d, f) for d, f, _ in plan.counters] == [(TODAY, "v:spring")]
     assert plan.customer == []

@@ -18,11 +18,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from stream import formats
+from stream.decode import Message, Prepared, decode
 from stream.events import DeadLetter, Event, Ignored
-from stream.fold import Message, Prepared, ShardPlan, fold, fold_prepared
+from stream.fold import FoldContext, ShardPlan, fold
 from stream.formats import FormatError, Mapper, parse
 from stream.keys import KeySpace
 from stream.settings import SettingsError, load
+from stream.stages import fold_prepared
 from stream.timebuckets import DayMapper
 
 NOW_MS = 1_795_334_400_000  # 2026-11-22T08:00:00Z
@@ -394,12 +396,12 @@ def test_ignored_messages_are_counted_once_in_the_dead_letter_shard() -> None:
     msgs = [Message("t/0", 5, Ignored("unmapped"), b"{}"),
             Message("t/0", 6, Ignored("unmapped"), b"{}"),
             Message("t/0", 7, DeadLetter("unmapped", "no rule"), b"{}")]
-    out = fold(msgs, KEYS, DAYS, TODAY, {})
+    out = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {}))
     assert out.shards == {0: ShardPlan(totals={"ig:unmapped": 2, "dl:unmapped": 1})}
     assert [m.offset for m in out.dead] == [7]
     assert out.last_offset == {"t/0": 7}
     # a redelivery: offsets 5 and 6 are applied in the dead-letter shard already
-    again = fold(msgs, KEYS, DAYS, TODAY, {("t/0", 0): 6})
+    again = fold(msgs, FoldContext(KEYS, DAYS, TODAY, {("t/0", 0): 6}))
     assert again.shards == {0: ShardPlan(totals={"dl:unmapped": 1})}
 
 
@@ -414,7 +416,7 @@ def test_mapped_topics_bypass_the_compiled_fold() -> None:
     runs = [("n/0", 0, 3), ("s/0", 3, 6)]
     prepared = Prepared(values, [0, 1, 2, 0, 1, 2], runs, NOW_MS, LATENESS_MS,
                         {"s": SEGMENT})
-    items = [m.item for m in prepared.messages()]
+    items = [m.item for m in decode(prepared)]
     assert items[0] == Event("n1", 0, "u1", TS_MS)
     assert isinstance(items[1], DeadLetter) and items[1].reason == "invalid_event"
     assert isinstance(items[2], DeadLetter) and items[2].reason == "invalid_event"
@@ -422,7 +424,7 @@ def test_mapped_topics_bypass_the_compiled_fold() -> None:
     assert items[4] == Event("s1", 0, "u2", TS_MS)
     assert items[5] == Ignored("unmapped")
     for compiled in (True, False):
-        w = fold_prepared(prepared, KEYS, DAYS, TODAY, {}, {}, compiled=compiled)
+        w = fold_prepared(prepared, FoldContext(KEYS, DAYS, TODAY, {}, {}), compiled=compiled)
         totals: dict[str, int] = {}
         for plan in w.shards.values():
             for k, v in plan.totals.items():

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import json
 
+from stream.decode import Message
 from stream.events import decode
 from stream.figures import RawFigures, SegmentRaw, compute
-from stream.fold import Message, fold
+from stream.fold import FoldContext, fold
 from stream.keys import KeySpace
 from stream.segments import Segments, parse_dims
 from stream.store.scan import PER_DAY, as_fields
@@ -57,17 +58,18 @@ def _msg(i: int, **ev: object) -> Message:
 
 
 def test_fold_without_segments_writes_nothing_extra() -> None:
-    w = fold([_msg(0, type="activity", props={"plan": "pro"})], KeySpace(), DAYS, TODAY, {})
+    w = fold([_msg(0, type="activity", props={"plan": "pro"})],
+             FoldContext(KeySpace(), DAYS, TODAY, {}))
     assert w.shll == {} and w.pending == {}
 
 
 def test_fold_segment_writes() -> None:
-    keys = KeySpace(segments=Segments(("plan", "os"), 5))
+    keys = KeySpace()
     msgs = [_msg(0, type="activity", props={"plan": "pro"}),
             _msg(1, type="visit", campaign="c", props={"os": "ios"}),
             _msg(2, type="signup", props={"plan": "team"}),
             _msg(3, type="cancellation", props={"plan": "gold"})]
-    w = fold(msgs, keys, DAYS, TODAY, {})
+    w = fold(msgs, FoldContext(keys, DAYS, TODAY, {}, segments=Segments(("plan", "os"), 5)))
     assert w.shll == {(0, "pro", TODAY): {"u"}, (1, "none", TODAY): {"u"}}
     assert list(w.pending) == [(0, "pro"), (1, "ios"), (0, "team")]  # cancellations: none
     plan = w.shards[0]

@@ -13,11 +13,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream import fold as fold_module
-from stream.fold import Prepared, fold_prepared
+from stream import stages as fold_module
+from stream.decode import Prepared
+from stream.fold import FoldContext
 from stream.keys import KeySpace
 from stream.privacy import UserIdHasher, fingerprint, forget_script, read_ids
 from stream.settings import SettingsError, load
+from stream.stages import fold_prepared
 from stream.timebuckets import DayMapper
 from tests.unit.test_fastfold import NOW, USERS, _batches, _normal
 
@@ -88,12 +90,13 @@ def test_compiled_fold_hashes_as_the_python_fold(
         shards: int) -> None:
     prepared, applied, seen = batch
     hasher = UserIdHasher(KEY)
-    keys = KeySpace(shards=shards, buckets=16, user_ids=hasher)
+    keys = KeySpace(shards=shards, buckets=16)
     hashed_seen = {hasher(u): d for u, d in seen.items()}
     today = DayMapper(zone).today(NOW)
-    fast = fold_prepared(prepared, keys, DayMapper(zone), today, applied, hashed_seen)
-    slow = fold_prepared(prepared, keys, DayMapper(zone), today, applied, hashed_seen,
-                         compiled=False)
+    fast = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied,
+                                               hashed_seen, user_ids=hasher))
+    slow = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied,
+                                               hashed_seen, user_ids=hasher), compiled=False)
     assert _normal(fast) == _normal(slow)
     # no raw id in what goes to Redis (hashes are 22 base64url characters)
     members = {u for users in fast.hll.values() for u in users}
@@ -113,7 +116,7 @@ def test_compiled_fold_takes_plain_activity_with_a_key() -> None:
     prepared = Prepared(values, list(range(5)), [("t/0", 0, 5)], ts + 3_600_000,
                         400 * 86_400_000)
     hasher = UserIdHasher(KEY)
-    keys = KeySpace(shards=1, buckets=16, user_ids=hasher)
+    keys = KeySpace(shards=1, buckets=16)
     days = DayMapper("UTC")
     ctx = (prepared.now_ms, prepared.lateness_ms, 1, True, {}, days.day_of_ms, 0, 0, {}, {},
            [{}], {}, days.today(NOW), hasher.cache, hasher)
@@ -122,6 +125,6 @@ def test_compiled_fold_takes_plain_activity_with_a_key() -> None:
                                                              -1, ctx)
     assert taken == [5] and left == []
     hasher.cache.clear()
-    w = fold_prepared(prepared, keys, days, days.today(NOW), {})
+    w = fold_prepared(prepared, FoldContext(keys, days, days.today(NOW), {}, user_ids=hasher))
     assert w.hll == {ts // 86_400_000: {reference(KEY, f"u{i}") for i in range(5)}}
     assert set(hasher.cache) == {f"u{i}" for i in range(5)}  # hashed once, then cached
