@@ -417,6 +417,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
     from .backfill import BackfillError, run_backfill
     from .backfill import Progress as Done
     from .store.store import StoreMismatch
+    from .timebuckets import SYSTEM_CLOCK, DayMapper
 
     topics = [t.strip() for arg in (args.topic or [settings.topics]) for t in arg.split(",")
               if t.strip()]
@@ -444,7 +445,8 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         return await run_backfill(settings, store, topics, from_offset=args.from_offset,
-                                  from_time=from_time, on_progress=on_progress, stop=stop)
+                                  from_time=from_time, on_progress=on_progress, stop=stop,
+                                  days=DayMapper(settings.timezone), clock=SYSTEM_CLOCK)
 
     store = open_store(settings)
     started = time.monotonic()
@@ -497,11 +499,12 @@ def _report(settings: Settings, as_json: bool, day: date | None) -> int:
     from .app import open_store, read_figures
     from .figures import WINDOW_DAYS, as_of_day
     from .store.store import StoreMismatch
-    from .timebuckets import DayMapper, day_label, day_number, utc_now
+    from .timebuckets import SYSTEM_CLOCK, DayMapper, day_label, day_number
 
+    days, clock = DayMapper(settings.timezone), SYSTEM_CLOCK  # the command's, built once
     if day is not None:
         # A past day's figures need its per-day keys back to 30 days before it.
-        today = DayMapper(settings.timezone).today(utc_now())
+        today = days.today(clock.now())
         oldest = today - settings.retention_days + WINDOW_DAYS + 1
         if day_number(day) > today:
             print(f"engagement-stream: --day {day.isoformat()} is after today "
@@ -515,7 +518,7 @@ def _report(settings: Settings, as_json: bool, day: date | None) -> int:
     store = open_store(settings)
     try:
         store.check_meta(record=False)
-        figs = read_figures(store, settings, None if day is None else day_number(day))
+        figs = read_figures(store, days, None if day is None else day_number(day), clock)
     except StoreMismatch as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)
         return 2

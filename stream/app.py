@@ -34,7 +34,7 @@ from .settings import Settings
 from .store.scan import scan_loop
 from .store.store import Store, StoreParams, connect
 from .store.sweep import maintenance_loop
-from .timebuckets import DayMapper, utc_now
+from .timebuckets import SYSTEM_CLOCK, Clock, DayMapper
 from .worker import Worker, _GiveUp
 
 log = logging.getLogger("stream")
@@ -62,10 +62,11 @@ def open_store(settings: Settings, **client_options: Any) -> Store:
                  user_ids=user_ids)
 
 
-def read_figures(store: Store, settings: Settings, day: int | None = None) -> dict[str, Any]:
-    """The contract's figures from Redis, as of local `day` (default: today), with the
-    `previous_day_*` family (those of the day before)."""
-    today = DayMapper(settings.timezone).today(utc_now()) if day is None else day
+def read_figures(store: Store, days: DayMapper, day: int | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> dict[str, Any]:
+    """The contract's figures from Redis, as of local `day` (default: today under `days`
+    by `clock`), with the `previous_day_*` family (those of the day before)."""
+    today = days.today(clock.now()) if day is None else day
     return figures.compute(store.read(today, previous=True))
 
 
@@ -96,12 +97,14 @@ class Runtime:
 
 async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None = None,
                      stop: asyncio.Event | None = None, install_signals: bool = True,
-                     source: Source | None = None) -> None:
+                     source: Source | None = None, clock: Clock = SYSTEM_CLOCK) -> None:
     """Run a worker until SIGTERM/SIGINT (or `stop`): consume, fold, serve /metrics.
 
     On a signal the batch in flight is finished and committed, the group is left and the
     function returns (exit code 0). `source` replaces the consumer `make_source` builds
-    (the faust engine's embedding API passes the one of a faust App it runs inside)."""
+    (the faust engine's embedding API passes the one of a faust App it runs inside).
+    The one day mapper of the process is built here, and with `clock` handed to every
+    part that needs today: the worker, the figures, the scan and sweep loops."""
     stop = stop or asyncio.Event()
     if install_signals:
         loop = asyncio.get_running_loop()
@@ -116,6 +119,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
             loop.add_signal_handler(sig, on_signal)
     disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created: scrape noise
     registry = CollectorRegistry()
+    days = DayMapper(settings.timezone)
     health = Health(registry, settings.stall_seconds)
     fold_store = open_store(settings)
     # Scrapes use their own connection, with short timeouts: while Redis hangs, /metrics
@@ -127,7 +131,7 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         health.redis_errors.inc()
         log.warning("figures not readable from Redis: %s", exc)
 
-    figures_collector = FiguresCollector(lambda: read_figures(scrape_store, settings),
+    figures_collector = FiguresCollector(lambda: read_figures(scrape_store, days, None, clock),
                                          settings.metrics_cache_seconds, on_scrape_error)
     registry.register(figures_collector)
     registry.register(OffsetRangeCollector(scrape_store, settings.topic_list))
@@ -143,13 +147,14 @@ async def run_worker(settings: Settings, started: asyncio.Future[Runtime] | None
         fold_store.close()
         scrape_store.close()
         return
-    worker = Worker(settings, fold_store, source or make_source(settings), producer, health)
+    worker = Worker(settings, fold_store, source or make_source(settings), producer, health,
+                    days, clock)
     if started is not None:
         started.set_result(Runtime(settings, fold_store, health, server, worker, stop))
     watchdog = asyncio.create_task(
         _watchdog(health, stop, settings.shutdown_seconds if install_signals else None))
-    upkeep = asyncio.create_task(maintenance_loop(fold_store, settings.timezone, stop))
-    scanner = asyncio.create_task(scan_loop(fold_store, settings.timezone, stop))
+    upkeep = asyncio.create_task(maintenance_loop(fold_store, days, clock, stop))
+    scanner = asyncio.create_task(scan_loop(fold_store, days, clock, stop))
     collector_task = asyncio.create_task(_collect_garbage(stop))
     _tune_gc()
     unused = _compiled.unused_parts_warning()

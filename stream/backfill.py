@@ -28,6 +28,7 @@ from .kafka.deadletters import make_producer
 from .metrics.health import Health
 from .settings import Settings
 from .store.store import Store
+from .timebuckets import SYSTEM_CLOCK, Clock, DayMapper
 from .worker import Worker, _GiveUp
 
 log = logging.getLogger("stream.backfill")
@@ -38,8 +39,10 @@ __all__ = ["BackfillError", "Progress", "run_backfill"]
 async def run_backfill(settings: Settings, store: Store, topics: Iterable[str], *,
                        from_offset: int | None = None, from_time: datetime | None = None,
                        on_progress: Callable[[Progress], None] | None = None,
-                       stop: asyncio.Event | None = None) -> Progress:
+                       stop: asyncio.Event | None = None, days: DayMapper | None = None,
+                       clock: Clock = SYSTEM_CLOCK) -> Progress:
     """Replay `topics` from the start given up to their highwaters at start into `store`.
+    `days` and `clock` are the command's, passed on to the worker (`Worker`).
 
     Returns the final progress (`finished` False when `stop` was set from outside, e.g.
     by a signal: what was applied stays, and a re-run continues from there)."""
@@ -50,7 +53,7 @@ async def run_backfill(settings: Settings, store: Store, topics: Iterable[str], 
     producer = make_producer(settings)
     await producer.start()
     worker = Worker(settings, store, source, producer,
-                    Health(CollectorRegistry(), settings.stall_seconds))
+                    Health(CollectorRegistry(), settings.stall_seconds), days, clock)
     relay = asyncio.create_task(_relay(outer, done))
     try:
         await worker.run(done)

@@ -35,6 +35,7 @@ from .events import DeadLetter, decode
 from .kafka.config import DOCTOR_CLIENT_ID, KafkaConfig
 from .settings import Settings
 from .store.store import Store, StoreMismatch
+from .timebuckets import SYSTEM_CLOCK
 
 #: Latest messages read from each partition for the parse check.
 SAMPLE_PER_PARTITION = 20
@@ -71,7 +72,7 @@ def native_decoder(settings: Settings) -> Decoder:
     lateness_ms = settings.max_lateness_days * 86_400_000
 
     def reason(value: bytes | None) -> str | None:
-        result = decode(value, int(time.time() * 1000), lateness_ms)
+        result = decode(value, SYSTEM_CLOCK.now_ms(), lateness_ms)
         return result.reason if isinstance(result, DeadLetter) else None
 
     return reason

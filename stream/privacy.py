@@ -30,6 +30,7 @@ import msgspec
 if TYPE_CHECKING:
     from .settings import Settings
     from .store.store import Store
+    from .timebuckets import Clock
 
 #: Bytes of the HMAC kept: 128 bits make a collision among 10^12 users about 10^-15 likely.
 HASH_BYTES = 16
@@ -165,8 +166,9 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
 
 
 def forget_command(settings: Settings, user_ids: list[str], from_file: str | None,
-                   no_progress: bool) -> int:
+                   no_progress: bool, clock: Clock | None = None) -> int:
     """`forget USER_ID ... [--from-file F]`: erase the users, print how many were erased.
+    Today is the local day of `clock` (default: the system clock), the command's own.
     Exit code 0 when done, 1 when Redis failed (re-running is safe), 2 when it cannot
     start."""
     import redis
@@ -175,7 +177,7 @@ def forget_command(settings: Settings, user_ids: list[str], from_file: str | Non
 
     from .app import open_store
     from .store.store import StoreMismatch
-    from .timebuckets import DayMapper, utc_now
+    from .timebuckets import SYSTEM_CLOCK, DayMapper
 
     if not user_ids and from_file is None:
         print("engagement-stream: forget needs USER_ID arguments or --from-file F",
@@ -205,7 +207,8 @@ def forget_command(settings: Settings, user_ids: list[str], from_file: str | Non
     try:
         store.check_meta(record=False)
         with bar:
-            erased = forget(store, ids, DayMapper(settings.timezone).today(utc_now()),
+            today = DayMapper(settings.timezone).today((clock or SYSTEM_CLOCK).now())
+            erased = forget(store, ids, today,
                             lambda n: bar.update(task, completed=n))
     except StoreMismatch as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)

@@ -1,8 +1,14 @@
-"""Event time -> calendar day in the configured zone, and the day windows the figures use.
+"""Event time -> calendar day in the configured zone, the day windows the figures use,
+and the processor clock.
 
 Days are integers: the number of days from 1970-01-01 to the local calendar date (so
 `day_number(date(1970, 1, 2)) == 1`). Integers keep Redis keys short and let the Lua
 scripts do day arithmetic. Pure: no I/O.
+
+A command builds one `Clock` and one `DayMapper` at start and passes them to whatever
+needs today or now (the worker, the scan and sweep loops, `report`, `forget`,
+`backfill`), so they all agree and a test can fix the time. Timers for timeouts and
+intervals use `time.monotonic` instead: they measure durations, not the date.
 """
 
 from __future__ import annotations
@@ -95,8 +101,44 @@ def day_label(day: int) -> str:
 
 
 def utc_now() -> datetime:
-    """The processor clock. One place, so the figures and the lateness check agree."""
+    """The system clock now, as an aware UTC datetime (what `SYSTEM_CLOCK.now` reads)."""
     return datetime.now(UTC)
+
+
+class Clock:
+    """The processor clock: the system's wall time. One object, built at start and passed
+    in, so the figures, the lateness check and the day a batch folds into all read the
+    same time. `FixedClock` stands still, for tests."""
+
+    __slots__ = ()
+
+    def now(self) -> datetime:
+        """Now, as an aware UTC datetime."""
+        return utc_now()
+
+    def now_ms(self) -> int:
+        """Now, in epoch milliseconds."""
+        return ms(self.now())
+
+    def seconds(self) -> float:
+        """Now, in epoch seconds (as `time.time()`)."""
+        return self.now().timestamp()
+
+
+class FixedClock(Clock):
+    """A clock that always reads `at` (an aware datetime)."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def now(self) -> datetime:
+        return self.at
+
+
+#: The system clock, the default of everything that takes a clock.
+SYSTEM_CLOCK: Final = Clock()
 
 
 def ms(dt: datetime) -> int:

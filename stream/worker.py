@@ -30,7 +30,7 @@ from .metrics.health import Health
 from .settings import Settings
 from .stages import fold_prepared
 from .store.store import Conflict, Store
-from .timebuckets import DayMapper, ms, utc_now
+from .timebuckets import SYSTEM_CLOCK, Clock, DayMapper, ms
 
 log = logging.getLogger("stream.worker")
 
@@ -65,11 +65,15 @@ class Worker:
     """Consumes, folds and applies until `stop` is set; see `run`."""
 
     def __init__(self, settings: Settings, store: Store, source: Source,
-                 producer: AIOKafkaProducer, health: Health) -> None:
+                 producer: AIOKafkaProducer, health: Health, days: DayMapper | None = None,
+                 clock: Clock = SYSTEM_CLOCK) -> None:
+        """`days` and `clock` are the ones the command built at start (`app.run_worker`,
+        `backfill`); without `days`, one for `settings.timezone`."""
         self.settings = settings
         self.store = store
         self.keys: KeySpace = store.keys
-        self.days = DayMapper(settings.timezone)
+        self.days = days if days is not None else DayMapper(settings.timezone)
+        self.clock = clock
         self.source = source
         self.producer = producer
         self.health = health
@@ -292,7 +296,7 @@ class Worker:
             counts[tp] = (count + len(run_offsets), max(last, run_offsets[-1]))
         if not values:
             return None
-        now = utc_now()
+        now = self.clock.now()
         prepared = Prepared(values, offsets, runs, ms(now), self._lateness_ms,
                             self._formats or None)
         return counts, prepared, self.days.today(now), None

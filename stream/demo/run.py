@@ -332,7 +332,8 @@ async def _live_view(console: Console, runtime: Runtime, stop: asyncio.Event, li
     try:
         with live if live is not None else contextlib.nullcontext():
             while not stop.is_set():
-                figs = await asyncio.to_thread(read_figures, store, runtime.settings)
+                figs = await asyncio.to_thread(read_figures, store, runtime.worker.days, None,
+                                               runtime.worker.clock)
                 processed = _processed(health)
                 now = time.monotonic()
                 rate = (processed - last_total) / max(now - last_time, 1e-6)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections import Counter
 from collections.abc import Callable
 from typing import IO, Any
@@ -18,6 +17,7 @@ from typing import IO, Any
 from aiokafka.errors import KafkaError
 
 from ..events import EVENT_TYPES, DeadLetter, Event, Ignored, decode
+from ..timebuckets import SYSTEM_CLOCK
 from . import NAMED_PRESETS, NATIVE, FormatError, load, presets
 from .mapper import Mapper, Outcome
 
@@ -170,7 +170,7 @@ def run(fmt: str, sample: str | None, topic: str | None, latest: int, as_json: b
     except (OSError, LookupError, KafkaError) as exc:
         print(f"cannot read the sample: {exc}", file=out)
         return 2
-    now_ms = int(time.time() * 1000)
+    now_ms = SYSTEM_CLOCK.now_ms()
     lateness_ms = lateness_days * DAY_MS
     counts: Counter[str] = Counter()
     for n, value in enumerate(values, 1):

@@ -23,7 +23,7 @@ import importlib.resources
 import logging
 import time
 
-from ..timebuckets import DayMapper, utc_now
+from ..timebuckets import SYSTEM_CLOCK, Clock, DayMapper
 from .store import Store
 
 log = logging.getLogger("stream.scan")
@@ -75,13 +75,14 @@ def as_fields(counts: list[int], today: int, at: float, spent: float) -> dict[st
     return fields
 
 
-def scan_and_save(store: Store, today: int) -> float:
-    """Scan, store the result in `P:scan`; returns the Redis seconds spent."""
+def scan_and_save(store: Store, today: int, clock: Clock = SYSTEM_CLOCK) -> float:
+    """Scan, store the result in `P:scan` stamped with `clock`'s time; returns the Redis
+    seconds spent."""
     counts, spent = scan(store, today)
     key = store.keys.scan
     pipe = store.client.pipeline(transaction=True)
     pipe.delete(key)
-    pipe.hset(key, mapping=as_fields(counts, today, time.time(), spent))  # type: ignore[arg-type]
+    pipe.hset(key, mapping=as_fields(counts, today, clock.seconds(), spent))  # type: ignore[arg-type]
     pipe.execute()
     return spent
 
@@ -90,15 +91,17 @@ def next_interval(spent: float) -> float:
     return max(MIN_INTERVAL, COST_FACTOR * spent)
 
 
-async def scan_loop(store: Store, zone: str, stop: asyncio.Event) -> None:
-    """Scan whenever this worker takes the lock; errors are logged and retried."""
-    days = DayMapper(zone)
+async def scan_loop(store: Store, days: DayMapper, clock: Clock,
+                    stop: asyncio.Event) -> None:
+    """Scan whenever this worker takes the lock (`days` and `clock` the worker's own);
+    errors are logged and retried."""
     lock = store.keys.scan + ":lock"
     while not stop.is_set():
         try:
             if await asyncio.to_thread(store.client.set, lock, "1", nx=True,
                                        ex=int(MIN_INTERVAL)):
-                spent = await asyncio.to_thread(scan_and_save, store, days.today(utc_now()))
+                spent = await asyncio.to_thread(scan_and_save, store,
+                                                days.today(clock.now()), clock)
                 await asyncio.to_thread(store.client.expire, lock,
                                         int(next_interval(spent)) + 1)
                 log.debug("user scan: %.3fs of Redis time", spent)

@@ -12,7 +12,7 @@ import contextlib
 import importlib.resources
 import logging
 
-from ..timebuckets import DayMapper, utc_now
+from ..timebuckets import Clock, DayMapper
 from .store import Store
 
 log = logging.getLogger("stream.maintenance")
@@ -41,12 +41,12 @@ def claim_day(store: Store, today: int) -> bool:
                                  ex=2 * 86_400))
 
 
-async def maintenance_loop(store: Store, zone: str, stop: asyncio.Event) -> None:
-    """Sweep once a day (whichever worker claims the day); errors are logged and retried
-    at the next check, never fatal to the worker."""
-    days = DayMapper(zone)
+async def maintenance_loop(store: Store, days: DayMapper, clock: Clock,
+                           stop: asyncio.Event) -> None:
+    """Sweep once a day (whichever worker claims the day; `days` and `clock` the worker's
+    own); errors are logged and retried at the next check, never fatal to the worker."""
     while not stop.is_set():
-        today = days.today(utc_now())
+        today = days.today(clock.now())
         claimed = False
         try:
             claimed = await asyncio.to_thread(claim_day, store, today)

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, date, datetime
 
-from stream.timebuckets import DayMapper, day_date, day_number, month_so_far, rolling
+from stream.timebuckets import (
+    SYSTEM_CLOCK,
+    DayMapper,
+    FixedClock,
+    day_date,
+    day_number,
+    month_so_far,
+    rolling,
+)
 
 
 def ms(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> int:
@@ -44,3 +53,16 @@ def test_windows() -> None:
     assert list(rolling(today, 7)) == list(range(today - 6, today + 1))
     assert len(month_so_far(today)) == 22
     assert day_date(month_so_far(today)[0]) == date(2026, 11, 1)
+
+
+def test_a_fixed_clock_reads_its_instant_and_the_system_clock_moves() -> None:
+    at = datetime(2020, 2, 29, 23, 30, tzinfo=UTC)
+    clock = FixedClock(at)
+    assert clock.now() == at
+    assert clock.now_ms() == 1_583_019_000_000  # worked out by hand: 2020-02-29T23:30Z
+    assert clock.seconds() == 1_583_019_000.0
+    # the clock's day is local: 23:30 UTC is already March 1 in Berlin (UTC+1)
+    assert DayMapper("Europe/Berlin").today(clock.now()) == day_number(date(2020, 3, 1))
+    before = datetime.now(UTC)
+    assert before <= SYSTEM_CLOCK.now() <= datetime.now(UTC)
+    assert abs(SYSTEM_CLOCK.now_ms() / 1000 - time.time()) < 5
