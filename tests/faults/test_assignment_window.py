@@ -38,7 +38,7 @@ from stream.app import open_store
 from stream.decode import Message as Folded
 from stream.demo.localservers import RedisServer, TansuBroker
 from stream.events import decode
-from stream.fold import FoldContext, fold
+from stream.fold import fold
 from stream.kafka.aiokafka_source import AiokafkaSource
 from stream.kafka.source import Record, Run, runs_of
 from stream.metrics.health import Health
@@ -54,6 +54,7 @@ from tests.faults.harness import (
     noon_zone,
     truth_of,
 )
+from tests.support.direct import store_context
 from tests.support.kafka import Message, Topics, produce
 
 TOPIC = "t"
@@ -249,13 +250,13 @@ def test_writes_are_compared_against_the_offsets_they_were_folded_on(
     msgs = [Folded("t/0", o, decode(v, now_ms, 400 * 86_400_000), v)
             for o, (_, _, v) in enumerate(truth.messages)]
     applied: dict[tuple[str, int], int] = {}
-    store.apply(fold(msgs[:20], FoldContext(store.keys, days, today, applied)), applied, today)
+    store.apply(fold(msgs[:20], store_context(store, days, today, applied)), applied, today)
     # Folded against offsets before the first 20 were applied (all 40 taken), then
     # handed to the store with the offsets after them.
-    stale = fold(msgs, FoldContext(store.keys, days, today, applied))
+    stale = fold(msgs, store_context(store, days, today, applied))
     with pytest.raises(Conflict):
         store.apply(stale, {("t/0", 0): 19}, today)
-    store.apply(fold(msgs, FoldContext(store.keys, days, today, {("t/0", 0): 19})),
+    store.apply(fold(msgs, store_context(store, days, today, {("t/0", 0): 19})),
                 {("t/0", 0): 19}, today)
     store.close()
     assert events_totals(redis_server.url, 1) == {

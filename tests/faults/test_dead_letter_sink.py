@@ -75,6 +75,8 @@ class Producer:
 
 class Store:
     keys = KeySpace()
+    segments = None
+    user_ids = None
 
 
 def worker(producer: Producer, source: Source) -> Worker:

@@ -33,6 +33,8 @@ class FakeStore:
     """apply: the whole batch fails (a bug), then the first single message conflicts."""
 
     keys = KeySpace()
+    segments = None
+    user_ids = None
 
     def __init__(self, stored: dict[tuple[str, int], int]) -> None:
         self.stored = stored

@@ -28,12 +28,13 @@ from stream.decode import Message
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.events import decode
 from stream.figures import compute
-from stream.fold import FoldContext, fold
+from stream.fold import fold
 from stream.keys import KeySpace
 from stream.store.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
+from tests.support.direct import store_context
 from tests.support.kafka import Topics, highwaters, produce
 from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
 
@@ -165,7 +166,7 @@ class Feeder:
     def apply(self, batch: list[Message], applied: dict[tuple[str, int], int] | None = None,
               ) -> None:
         applied = self.applied if applied is None else applied
-        writes = fold(batch, FoldContext(self.store.keys, self.days, self.today, applied))
+        writes = fold(batch, store_context(self.store, self.days, self.today, applied))
         self.store.apply(writes, applied, self.today)
         for src, off in writes.last_offset.items():
             for shard in range(self.store.keys.shards):
@@ -208,7 +209,7 @@ def test_cluster_redelivery_and_crash_between_phases_change_nothing(
         if n % 3 == 1:
             # A worker that crashed after phase 1 (claims of ids living in other shards)
             # but before phase 2: the redelivery must still apply every event once.
-            writes = fold(batch, FoldContext(store.keys, feeder.days, feeder.today, before))
+            writes = fold(batch, store_context(store, feeder.days, feeder.today, before))
             look, ws, wl, xs, xl = store.keys.id_generations(feeder.today)
             store._claim_elsewhere(writes, {"il": look, "ws": ws, "wl": wl, "xs": xs,
                                             "xl": xl})
@@ -220,7 +221,7 @@ def test_cluster_redelivery_and_crash_between_phases_change_nothing(
                 feeder.apply(batch, applied=before)
             # ...and re-read from the stored offsets: every message is skipped.
             stored = store.load_offsets({m.src for m in batch})
-            writes = fold(batch, FoldContext(store.keys, feeder.days, feeder.today, stored))
+            writes = fold(batch, store_context(store, feeder.days, feeder.today, stored))
             assert writes.folded == 0 and not writes.dead
     assert_exact_figures_match_oracle(feeder.figures(), want)
 
@@ -241,14 +242,14 @@ def test_cluster_partial_batch_is_completed_by_redelivery(cluster: RedisCluster)
     skewed = dict(feeder.applied)
     for s in range(1, SHARDS, 2):
         skewed[("t/0", s)] = -2
-    writes = fold(msgs[half:], FoldContext(store.keys, feeder.days, feeder.today, skewed))
+    writes = fold(msgs[half:], store_context(store, feeder.days, feeder.today, skewed))
     with pytest.raises(Conflict):
         store.apply(writes, skewed, feeder.today)
     stored = store.load_offsets(["t/0"])
     assert {stored[("t/0", s)] for s in range(0, SHARDS, 2)} == {len(msgs) - 1}
     assert store.resume_offset(stored, "t/0") == half
     # The redelivery from the resume point, folded against the stored per-shard offsets.
-    writes = fold(msgs[half:], FoldContext(store.keys, feeder.days, feeder.today, stored))
+    writes = fold(msgs[half:], store_context(store, feeder.days, feeder.today, stored))
     store.apply(writes, stored, feeder.today)
     assert store.resume_offset(store.load_offsets(["t/0"]), "t/0") == len(msgs)
     assert_exact_figures_match_oracle(feeder.figures(), want)
@@ -263,7 +264,7 @@ def test_cluster_batch_retried_after_a_transient_error_applies_once(
     feeder = Feeder(cluster_store(cluster), data.now)
     store = feeder.store
     msgs = feeder.messages(data)
-    writes = fold(msgs, FoldContext(store.keys, feeder.days, feeder.today, {}))
+    writes = fold(msgs, store_context(store, feeder.days, feeder.today, {}))
     real_execute = store._execute
     calls = 0
 

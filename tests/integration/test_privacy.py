@@ -436,7 +436,8 @@ def test_forget_beside_a_worker_with_cached_numbers(single: RedisServer) -> None
     worker.feed(first)
     assert store.user_ids is not None
     assert worker.seen.get(store.user_ids("user-003")) == worker.today
-    other = Store(store.client, store.keys, store.params)  # the forget command's
+    other = Store(store.client, store.keys, store.params,  # the forget command's
+                  segments=store.segments, user_ids=store.user_ids)
     assert forget(other, ["user-003", "user-004"], worker.today) == 2
     second = [act(100 + i, f"user-{i % 6:03d}") for i in range(12)]
     worker.feed(second)

@@ -28,6 +28,7 @@ from stream.store import store as store_module
 from stream.store.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import oracle
+from tests.support.direct import store_context
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 LATENESS_MS = 400 * 86_400_000
@@ -113,7 +114,7 @@ def apply_all(store: Store, values: list[bytes], rnd: random.Random,
             batch += queues[p][pos[p]:pos[p] + take]
         if not batch:
             continue
-        writes = fold(batch, FoldContext(store.keys, days, today, applied))
+        writes = fold(batch, store_context(store, days, today, applied))
         store.apply(writes, applied, today)
         for src, last in writes.last_offset.items():
             applied[(src, 0)] = last
@@ -123,7 +124,7 @@ def apply_all(store: Store, values: list[bytes], rnd: random.Random,
             order.append(m.value)
         if rnd.random() < 0.3:  # Kafka redelivers the batch: it must change nothing
             stale = {k: v for k, v in applied.items()}
-            writes = fold(batch, FoldContext(store.keys, days, today, stale))
+            writes = fold(batch, store_context(store, days, today, stale))
             store.apply(writes, stale, today)
     return order
 
@@ -174,11 +175,11 @@ def test_stale_offsets_are_refused(redis_url: str) -> None:
     v = json.dumps({"event_id": "s1", "type": "signup", "user_id": "u",
                     "ts": ms(NOW - timedelta(days=3))}).encode()
     batch = [Message("t/0", 0, decode(v, ms(NOW), LATENESS_MS), v)]
-    store.apply(fold(batch, FoldContext(store.keys, days, today, {})), {}, today)
+    store.apply(fold(batch, store_context(store, days, today, {})), {}, today)
     before = compute(store.read(today))
     # A second worker that still believes nothing was applied must not apply again.
     with pytest.raises(Conflict) as info:
-        store.apply(fold(batch, FoldContext(store.keys, days, today, {})), {}, today)
+        store.apply(fold(batch, store_context(store, days, today, {})), {}, today)
     assert info.value.stored == 0
     assert compute(store.read(today)) == before
     assert before["customers"] == 1 and before["events_total"]["signup"] == 1
@@ -213,7 +214,7 @@ def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
                                   "user_id": f"cust-{i}", "ts": ms(NOW - timedelta(days=200))}))
     raw = [v.encode() for v in values]
     batch = [Message("t/0", i, decode(v, ms(NOW), LATENESS_MS), v) for i, v in enumerate(raw)]
-    store.apply(fold(batch, FoldContext(store.keys, days, today, {})), {}, today)
+    store.apply(fold(batch, store_context(store, days, today, {})), {}, today)
     before = compute(store.read(today))
 
     def records() -> int:
@@ -305,9 +306,9 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
     mine = [f"u{i}" for i in range(5)]
     later = [f"v{i}" for i in range(5)]
     theirs = [f"w{i}" for i in range(5)]
-    store.apply(fold(batch(mine, 0), FoldContext(store.keys, days, today, {})), {}, today)
+    store.apply(fold(batch(mine, 0), store_context(store, days, today, {})), {}, today)
     applied = store.load_offsets(["t/0"])
-    store.apply(fold(batch(later, 5), FoldContext(store.keys, days, today, applied)), applied,
+    store.apply(fold(batch(later, 5), store_context(store, days, today, applied)), applied,
                 today)
     assert sorted(int(store._nums[u]) for u in later) == [5, 6, 7, 8, 9]
     # Redis loses the second batch: its offsets, its bits, its numbers, the witness.
@@ -321,11 +322,11 @@ def test_numbers_redis_lost_are_asked_again(redis_url: str) -> None:
     # Another worker gets those numbers for its own users.
     other = Store(store.client, store.keys, store.params)
     other.load_scripts()
-    other.apply(fold(batch(theirs, 0, "t/1"), FoldContext(store.keys, days, today, {})), {}, today)
+    other.apply(fold(batch(theirs, 0, "t/1"), store_context(store, days, today, {})), {}, today)
     assert sorted(int(other._nums[u]) for u in theirs) == [5, 6, 7, 8, 9]
     # The store re-reads from Redis's offsets: its cache still has the lost numbers.
     applied = store.load_offsets(["t/0"])
-    store.apply(fold(batch([*later, "x0"], 5), FoldContext(store.keys, days, today, applied)),
+    store.apply(fold(batch([*later, "x0"], 5), store_context(store, days, today, applied)),
                 applied, today)
     assert store.load_offsets(["t/0"]) == {("t/0", 0): 10}
     numbers = [number(u) for u in [*mine, *later, "x0", *theirs]]
@@ -351,12 +352,12 @@ def test_a_scratch_key_left_over_adds_no_bits(redis_url: str) -> None:
         return [Message("t/0", first + i, decode(v, ms(NOW), LATENESS_MS), v)
                 for i, v in enumerate(raw)]
 
-    store.apply(fold(batch(NOW, 0), FoldContext(store.keys, days, today, {})), {}, today)
+    store.apply(fold(batch(NOW, 0), store_context(store, days, today, {})), {}, today)
     assert all(u in store._nums for u in users)  # known now: the next batch is a fragment
     store.client.set(tag + "scratch", b"\xff" * 64)
     applied = store.load_offsets(["t/0"])
     yesterday = NOW - timedelta(days=1)
-    store.apply(fold(batch(yesterday, 10), FoldContext(store.keys, days, today, applied)),
+    store.apply(fold(batch(yesterday, 10), store_context(store, days, today, applied)),
                 applied, today)
     assert store.client.bitcount(tag + f"a:{today - 1}") == 10
     assert store.client.bitcount(tag + f"a:{today}") == 10

@@ -29,6 +29,15 @@ class _RealClockIds(KeySpace):
         return KeySpace.id_generations(self, max(today, real_today))
 
 
+def store_context(store: Store, days: DayMapper, today: int,
+                  applied: dict[tuple[str, int], int],
+                  seen: dict[str, int] | None = None) -> FoldContext:
+    """The fold's context for a batch into ``store``, as the worker builds it
+    (``Worker._context``): the store's segment registry and user-id hashing included."""
+    return FoldContext(store.keys, days, today, applied, {} if seen is None else seen,
+                       user_ids=store.user_ids, segments=store.segments)
+
+
 def fresh_store(url: str, zone: str, shards: int = 1, buckets: int = 64,
                 retention_days: int = 2000) -> Store:
     """An emptied Redis at ``url`` as a store of ``zone`` (scripts loaded, meta recorded).
@@ -75,8 +84,7 @@ def fold_messages(store: Store, messages: Sequence[tuple[str, bytes | None, byte
             pos[p] = min(len(queues[p]), pos[p] + take)
         if not chunk:
             continue
-        writes = fold(chunk, FoldContext(store.keys, days, today, applied,
-                                         user_ids=store.user_ids, segments=store.segments))
+        writes = fold(chunk, store_context(store, days, today, applied))
         store.apply(writes, applied, today)
         order += [m.value for m in chunk]
         for src, last in writes.last_offset.items():
