@@ -282,9 +282,10 @@ def fold(messages: Iterable[Message], ctx: FoldContext,
         batch_ids.add(item.event_id)
         claim = Claim(
             digest(item.event_id), f"{src}@{m.offset}", keys.id_shard(item.event_id),
-            long=code in (SIGNUP_EVENT, CANCELLATION_EVENT),
+            long=code == SIGNUP_EVENT or code == CANCELLATION_EVENT,  # noqa: SIM109
         )
-        if code in (SIGNUP_EVENT, CANCELLATION_EVENT):
+        # two int compares: cheaper per event than `in` a tuple
+        if code == SIGNUP_EVENT or code == CANCELLATION_EVENT:  # noqa: SIM109
             kind: int | tuple[Any, ...] = SIGNUP if code == SIGNUP_EVENT else CANCELLATION
             if seg is not None and code == SIGNUP_EVENT:
                 kind = (SIGNUP, *values_of(item.props))
