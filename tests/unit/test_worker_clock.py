@@ -14,7 +14,7 @@ from stream.decode import decode
 from stream.events import LATE, DeadLetter
 from stream.kafka.source import Run
 from stream.keys import KeySpace
-from stream.metrics.collector import Health
+from stream.metrics.health import Health
 from stream.settings import Settings
 from stream.stages import fold_prepared
 from stream.store.store import Store, StoreParams
