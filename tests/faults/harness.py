@@ -169,7 +169,7 @@ def assert_exact(redis_url: str, truth: Truth, ref: RedisServer) -> dict[str, An
             if isinstance(value, dict):
                 assert got[name].keys() == value.keys(), name
                 for k, v in value.items():
-                    assert got[name][k] == pytest.approx(v, abs=1e-12), (name, k)
+                    assert got[name][k] == pytest.approx(v, abs=1e-12), (name, k, got[name][k], v)
             elif isinstance(value, float):
                 assert got[name] == pytest.approx(value, abs=1e-12), (name, got[name], value)
             else:
