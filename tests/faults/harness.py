@@ -13,11 +13,13 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,9 +37,6 @@ from tests.support import oracle
 from tests.support.kafka import Message, Topics, consume_all, highwaters
 from tests.support.workers import WorkerProcess, wait_until, worker_env
 
-#: Figures that are HyperLogLog estimates (checked against the reference HyperLogLog).
-UNIQUE = ("daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio")
 RETENTION_DAYS = 90  # the default STREAM_RETENTION_DAYS: older days get no PFADD
 
 
@@ -159,7 +158,7 @@ def assert_exact(redis_url: str, truth: Truth, ref: RedisServer) -> dict[str, An
                     == ref_store.client.pfcount(store.keys.dau(day))), day
         want = dict(truth.run.figures)
         ref_figs = figures_mod.compute(ref_raw)
-        for name in UNIQUE:
+        for name in oracle.UNIQUE:
             want.pop(name, None)
             if name in ref_figs:
                 want[name] = ref_figs[name]
@@ -170,7 +169,7 @@ def assert_exact(redis_url: str, truth: Truth, ref: RedisServer) -> dict[str, An
             if isinstance(value, dict):
                 assert got[name].keys() == value.keys(), name
                 for k, v in value.items():
-                    assert got[name][k] == pytest.approx(v, abs=1e-12), (name, k)
+                    assert got[name][k] == pytest.approx(v, abs=1e-12), (name, k, got[name][k], v)
             elif isinstance(value, float):
                 assert got[name] == pytest.approx(value, abs=1e-12), (name, got[name], value)
             else:
@@ -265,16 +264,70 @@ def logs_on_failure(workers: list[WorkerProcess]) -> str:
 
 
 @contextlib.contextmanager
-def logged_workers(*workers: WorkerProcess) -> Iterator[None]:
-    """Stop the workers however the block ends, and print their logs when it fails."""
+def logged_workers(*workers: WorkerProcess | list[WorkerProcess]) -> Iterator[None]:
+    """Stop the workers however the block ends, and print their logs when it fails. A
+    list is read when the block ends, so workers added to it inside (restarted ones,
+    retired ones) are included."""
+    def every() -> list[WorkerProcess]:
+        return [w for item in workers for w in (item if isinstance(item, list) else [item])]
+
     try:
         yield
     except BaseException:
-        print(logs_on_failure(list(workers)))
+        print(logs_on_failure(every()))
         raise
     finally:
-        for worker in workers:
+        for worker in every():
             worker.stop()
+
+
+# -- Redis losing its latest writes --------------------------------------------------------
+
+
+def aof_redis() -> RedisServer:
+    """A Redis with `appendonly yes` (`appendfsync everysec`): what a host crash loses
+    is its AOF's un-fsynced tail, which :func:`snapshot` and :func:`crash_and_restore`
+    make real. No AOF rewrite during the test: the copied directory stays a consistent
+    AOF."""
+    return RedisServer(appendonly=True, extra_args=["--auto-aof-rewrite-percentage", "0"])
+
+
+def parts(truth: Truth) -> tuple[list[Message], list[Message], list[Message]]:
+    """The messages in three thirds, in order."""
+    n = truth.total
+    return truth.messages[: n // 3], truth.messages[n // 3: 2 * n // 3], \
+        truth.messages[2 * n // 3:]
+
+
+def snapshot(redis: RedisServer, into: Path) -> None:
+    """Copy the AOF directory as it is on disk now."""
+    time.sleep(1.5)  # everysec: what is older than a second is on disk
+    shutil.copytree(redis.data_dir / "appendonlydir", into)
+
+
+def crash_and_restore(redis: RedisServer, copy: Path) -> None:
+    """SIGKILL Redis and restart it from the AOF `copy`: its later writes are lost."""
+    redis.kill()
+    shutil.rmtree(redis.data_dir / "appendonlydir")
+    shutil.copytree(copy, redis.data_dir / "appendonlydir")
+    redis.start()
+
+
+def wait_kafka_ahead(bootstrap: str, topics: Topics, stored: dict[str, int],
+                     within: float) -> None:
+    """Until Kafka's committed offsets are past the offsets of the AOF copy `stored` (a
+    worker commits at most once a second); fails if they are not `within` seconds from
+    now. The last look is taken at the deadline, not before."""
+    deadline = time.monotonic() + within
+
+    def ahead() -> bool:
+        committed = committed_offsets(bootstrap, topics.group, topics)
+        return any(off > stored.get(s, -1) + 1 for s, off in committed.items())
+
+    while not ahead():
+        left = deadline - time.monotonic()
+        assert left > 0, "the scenario needs Kafka's committed offsets ahead of Redis"
+        time.sleep(min(0.5, left))
 
 
 def monotonic_deadline(seconds: float) -> float:

@@ -14,16 +14,15 @@ import pytest
 from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     applied_offsets,
-    assert_dead_letter_topic,
-    assert_exact,
     env_for,
     input_highwaters,
-    logs_on_failure,
+    logged_workers,
     make_dataset,
     produce_all,
     wait_applied,
     wait_lag_zero,
 )
+from tests.faults.scenarios import complete_exactly
 from tests.support.kafka import PARTITIONS, Topics, unique_topics
 from tests.support.workers import WorkerProcess, wait_until
 
@@ -46,7 +45,7 @@ def test_redis_unreachable_for_30s(broker: TansuBroker, redis_server: RedisServe
     env = env_for(broker.bootstrap, redis_server.url, topics, truth,
                   STREAM_STALL_SECONDS="10")  # an outage must not count as a stall
     worker = WorkerProcess(env).start()
-    try:
+    with logged_workers(worker):
         produce_all(broker.bootstrap, truth.messages[:half])
         wait_applied(redis_server.url, input_highwaters(broker.bootstrap, topics), 120)
         wait_until(lambda: worker.get("/readyz")[0] == 200, 30, "ready")
@@ -80,20 +79,12 @@ def test_redis_unreachable_for_30s(broker: TansuBroker, redis_server: RedisServe
         wait_until(lambda: worker.get("/readyz")[0] == 200, 30, "ready again")
         assert sample(worker, "engagement_worker_ready") == 1
         assert worker.proc is not None and worker.proc.pid == pid
-        with RedisServer() as ref:
-            assert_exact(redis_server.url, truth, ref)
-        assert_dead_letter_topic(broker.bootstrap, topics, truth)
+        complete_exactly(broker.bootstrap, redis_server.url, topics, truth, [worker],
+                         applied_within=120)
         log = worker.log()
         assert "Redis unavailable" in log
         assert "Traceback" not in log
         assert worker.stop() == 0
-    except BaseException:
-        print(logs_on_failure([worker]))
-        raise
-    finally:
-        worker.stop()
-        if redis_server.paused:
-            redis_server.resume()
 
 
 @pytest.mark.slow
@@ -107,7 +98,7 @@ def test_broker_frozen_for_30s(redis_server: RedisServer) -> None:
         env = env_for(own.bootstrap, redis_server.url, topics, truth, STREAM_BATCH_MAX="500")
         produce_all(own.bootstrap, truth.messages[:half])
         worker = WorkerProcess(env).start()
-        try:
+        with logged_workers(worker):
             # Freeze while the worker is mid-stream.
             wait_until(lambda: sum(applied_offsets(redis_server.url).values()) > 2000, 60,
                        "some progress")
@@ -121,16 +112,6 @@ def test_broker_frozen_for_30s(redis_server: RedisServer) -> None:
             finally:
                 own.resume()
             produce_all(own.bootstrap, truth.messages[half:])
-            wait_applied(redis_server.url, input_highwaters(own.bootstrap, topics), 180)
-            wait_lag_zero([worker])
-            with RedisServer() as ref:
-                assert_exact(redis_server.url, truth, ref)
-            assert_dead_letter_topic(own.bootstrap, topics, truth)
+            complete_exactly(own.bootstrap, redis_server.url, topics, truth, [worker],
+                             applied_within=180)
             assert worker.stop() == 0
-        except BaseException:
-            print(logs_on_failure([worker]))
-            raise
-        finally:
-            worker.stop()
-            if own.paused:
-                own.resume()

@@ -11,9 +11,7 @@ offsets are ahead of the offsets it holds.
 
 from __future__ import annotations
 
-import shutil
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -21,52 +19,28 @@ import pytest
 from stream.demo.localservers import RedisServer, TansuBroker
 from tests.faults.harness import (
     KafkaOffsetsWorker,
-    Truth,
+    aof_redis,
     applied_offsets,
-    assert_dead_letter_topic,
     assert_exact,
-    committed_offsets,
+    crash_and_restore,
     env_for,
     input_highwaters,
     logged_workers,
-    logs_on_failure,
     make_dataset,
+    parts,
     produce_all,
+    snapshot,
     wait_applied,
+    wait_kafka_ahead,
     wait_lag_zero,
 )
+from tests.faults.scenarios import RELOADING, complete_exactly, redis_lost_under_running_worker
 from tests.support.kafka import Topics
 from tests.support.workers import WorkerProcess, wait_until
 
-
-def aof_redis() -> RedisServer:
-    # No AOF rewrite during the test: the copied directory stays a consistent AOF.
-    return RedisServer(appendonly=True, extra_args=["--auto-aof-rewrite-percentage", "0"])
-
-
-def parts(truth: Truth) -> tuple[list, list, list]:
-    n = truth.total
-    return truth.messages[: n // 3], truth.messages[n // 3: 2 * n // 3], \
-        truth.messages[2 * n // 3:]
-
-
-def snapshot(redis: RedisServer, into: Path) -> None:
-    time.sleep(1.5)  # everysec: what is older than a second is on disk
-    shutil.copytree(redis.data_dir / "appendonlydir", into)
-
-
-def crash_and_restore(redis: RedisServer, copy: Path) -> None:
-    redis.kill()
-    shutil.rmtree(redis.data_dir / "appendonlydir")
-    shutil.copytree(copy, redis.data_dir / "appendonlydir")
-    redis.start()
-
-
-def assert_kafka_ahead(bootstrap: str, topics: Topics, stored: dict[str, int]) -> None:
-    """Kafka's committed offsets are past the offsets of the AOF copy `stored`."""
-    committed = committed_offsets(bootstrap, topics.group, topics)
-    ahead = [s for s, off in committed.items() if off > stored.get(s, -1) + 1]
-    assert ahead, "the scenario needs Kafka's committed offsets ahead of Redis"
+#: Seconds within which the native worker's Kafka commits pass the AOF copy's offsets
+#: (it commits at most once a second).
+COMMITS_WITHIN = 2.5
 
 
 @pytest.mark.slow
@@ -75,35 +49,8 @@ def test_redis_restarted_from_older_aof_while_worker_runs(
         broker: TansuBroker, topics: Topics, tmp_path: Path) -> None:
     """The worker stays up: its next compare-and-set fails (Conflict), it clears its
     cache of (user, day) pairs, reloads the offsets from Redis and re-reads from them."""
-    truth = make_dataset(topics, 10_000, bulk_activity=40_000, seed=3, users=3000)
-    a, b, c = parts(truth)
-    with aof_redis() as redis, RedisServer() as ref:
-        env = env_for(broker.bootstrap, redis.url, topics, truth)
-        worker = WorkerProcess(env).start()
-        with logged_workers(worker):
-            produce_all(broker.bootstrap, a)
-            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
-            snapshot(redis, tmp_path / "aof")
-            before = applied_offsets(redis.url)
-            produce_all(broker.bootstrap, b)
-            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
-            time.sleep(2.5)  # Kafka commits at most once a second
-            assert_kafka_ahead(broker.bootstrap, topics, before)
-            redis.kill()
-            # The rest arrives while Redis is down: the worker holds it in a batch it
-            # retries, and Redis comes back with older offsets than the batch expects.
-            produce_all(broker.bootstrap, c)
-            time.sleep(2)
-            crash_and_restore(redis, tmp_path / "aof")
-            assert applied_offsets(redis.url) == before
-            wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
-            wait_lag_zero([worker])
-            assert_exact(redis.url, truth, ref)
-            assert_dead_letter_topic(broker.bootstrap, topics, truth)
-            log = worker.log()
-            assert "reloading offsets from Redis and re-reading" in log
-            assert worker.proc is not None and worker.proc.poll() is None  # never crashed
-            assert worker.stop() == 0
+    redis_lost_under_running_worker(broker, topics, tmp_path, seed=3,
+                                    commits_within=COMMITS_WITHIN, caught_by=(RELOADING,))
 
 
 @pytest.mark.slow
@@ -125,12 +72,10 @@ def test_redis_restarted_from_older_aof_while_idle(
             produce_all(broker.bootstrap, b + c)
             highs = input_highwaters(broker.bootstrap, topics)
             wait_applied(redis.url, highs, 120)
-            time.sleep(2.5)
-            assert_kafka_ahead(broker.bootstrap, topics, before)
+            wait_kafka_ahead(broker.bootstrap, topics, before, COMMITS_WITHIN)
             crash_and_restore(redis, tmp_path / "aof")
-            wait_applied(redis.url, highs, 60)
-            wait_lag_zero([worker])
-            assert_exact(redis.url, truth, ref)
+            complete_exactly(broker.bootstrap, redis.url, topics, truth, [worker],
+                             applied_within=60, ref=ref, dead_letters=False)
             assert "offsets in Redis are not those this worker applied" in worker.log()
             assert worker.stop() == 0
 
@@ -151,15 +96,14 @@ def test_host_crash_worker_and_redis(broker: TansuBroker, topics: Topics, tmp_pa
     with aof_redis() as redis, RedisServer() as ref:
         env = env_for(broker.bootstrap, redis.url, topics, truth)
         workers = [kind(env).start()]
-        try:
+        with logged_workers(workers):
             produce_all(broker.bootstrap, a)
             wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
             snapshot(redis, tmp_path / "aof")
             before = applied_offsets(redis.url)
             produce_all(broker.bootstrap, b)
             wait_applied(redis.url, input_highwaters(broker.bootstrap, topics), 120)
-            time.sleep(2.5)
-            assert_kafka_ahead(broker.bootstrap, topics, before)
+            wait_kafka_ahead(broker.bootstrap, topics, before, COMMITS_WITHIN)
             workers[0].signal(signal.SIGKILL)
             workers[0].wait(10)
             crash_and_restore(redis, tmp_path / "aof")
@@ -175,9 +119,3 @@ def test_host_crash_worker_and_redis(broker: TansuBroker, topics: Topics, tmp_pa
                 with pytest.raises(AssertionError):
                     assert_exact(redis.url, truth, ref)
             assert workers[1].stop() == 0
-        except BaseException:
-            print(logs_on_failure(workers))
-            raise
-        finally:
-            for w in workers:
-                w.stop()

@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import zlib
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -26,23 +24,18 @@ import redis
 
 from stream.decode import Message
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
-from stream.events import decode
-from stream.figures import compute
 from stream.fold import fold
 from stream.keys import KeySpace
 from stream.store.store import Conflict, Store, StoreParams, connect
-from stream.timebuckets import DayMapper, ms
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.direct import store_context
+from tests.support.feeder import Feeder
 from tests.support.kafka import Topics, highwaters, produce
 from tests.support.workers import WorkerProcess, folded_total, report_json, wait_until, worker_env
 
-UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
 SHARDS = 16
 BUCKETS = 16384
-LATENESS_MS = 400 * 86_400_000
 
 
 def assert_exact_figures_match_oracle(got: dict[str, Any], want: dict[str, Any]) -> None:
@@ -50,7 +43,7 @@ def assert_exact_figures_match_oracle(got: dict[str, Any], want: dict[str, Any])
     HyperLogLog error. The report may hold more figures than the contract's."""
     assert set(want) <= set(got), set(want) - set(got)
     for name, value in want.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE:
             assert got[name] == pytest.approx(value, rel=0.03), name
         elif isinstance(value, dict):
             assert got[name] == pytest.approx(value, abs=1e-9), name
@@ -138,42 +131,6 @@ def single_store(s: RedisServer) -> Store:
     store.load_scripts()
     store.check_meta()
     return store
-
-
-class Feeder:
-    """Folds messages into a store the way the worker does, keeping `applied`."""
-
-    def __init__(self, store: Store, now: datetime) -> None:
-        self.store = store
-        self.days = DayMapper("UTC")
-        self.today = self.days.today(now)
-        self.now_ms = ms(now)
-        self.applied: dict[tuple[str, int], int] = {}
-
-    def messages(self, data: ds.Dataset, partitions: int = 4) -> list[Message]:
-        """The dataset as a broker would hand it over: each message in the partition of
-        its topic chosen by its key (keyless ones spread round-robin), in order."""
-        out = []
-        next_offset: dict[str, int] = {}
-        for i, (topic, key, value) in enumerate(data.messages):
-            part = (zlib.crc32(key) if key else i) % partitions
-            src = f"{topic}/{part}"
-            offset = next_offset.get(src, 0)
-            next_offset[src] = offset + 1
-            out.append(Message(src, offset, decode(value, self.now_ms, LATENESS_MS), value))
-        return out
-
-    def apply(self, batch: list[Message], applied: dict[tuple[str, int], int] | None = None,
-              ) -> None:
-        applied = self.applied if applied is None else applied
-        writes = fold(batch, store_context(self.store, self.days, self.today, applied))
-        self.store.apply(writes, applied, self.today)
-        for src, off in writes.last_offset.items():
-            for shard in range(self.store.keys.shards):
-                self.applied[(src, shard)] = off
-
-    def figures(self) -> dict[str, Any]:
-        return compute(self.store.read(self.today))
 
 
 def test_cluster_store_equals_single_redis_and_oracle(cluster: RedisCluster,

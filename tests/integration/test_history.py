@@ -16,7 +16,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from stream.demo.localservers import RedisServer, TansuBroker
-from tests.integration.test_timezones import UNIQUE
 from tests.support import dataset as ds
 from tests.support import oracle
 from tests.support.direct import fold_messages, fresh_store
@@ -53,7 +52,7 @@ def cli_env(url: str, zone: str = ZONE, **extra: str) -> dict[str, str]:
 def assert_matches(got: dict[str, Any], want: dict[str, Any], what: str) -> None:
     assert set(got) == set(want), (what, set(got) ^ set(want))
     for name, value in want.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE_WITH_PREVIOUS_DAY:
             assert got[name] == pytest.approx(value, rel=0.03), (what, name)
         elif isinstance(value, dict):
             assert set(got[name]) == set(value), (what, name)

@@ -23,19 +23,16 @@ from typing import Any
 
 import pytest
 
-from stream.decode import Prepared
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
-from stream.fold import FoldContext
 from stream.keys import KeySpace
 from stream.privacy import UserIdHasher, fingerprint, forget
 from stream.segments import Segments
-from stream.stages import fold_prepared
-from stream.store import scan
-from stream.store.store import Client, Forgotten, Store, StoreMismatch, StoreParams, connect
-from stream.timebuckets import DayMapper, ms
+from stream.store.store import Client, Store, StoreMismatch, StoreParams, connect
+from stream.timebuckets import ms
 from tests.support import dataset as ds
 from tests.support import oracle
+from tests.support.feeder import Feeder
 from tests.support.kafka import Topics, consume_all, produce
 from tests.support.workers import (
     PURE_PATH_LINE,
@@ -48,14 +45,8 @@ from tests.support.workers import (
 )
 
 KEY = "test-user-id-key-0123456789abcdef"
-LATENESS_MS = 400 * 86_400_000
 BUCKETS = 64
 DIMS = ("plan",)
-UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
-UNIQUE |= {"previous_day_" + n for n in list(UNIQUE)}
-SEG_UNIQUE = {"segment_daily_active_users", "segment_weekly_active_users",
-              "segment_monthly_active_users", "segment_stickiness_ratio"}
 SCAN = ("days_active_users", "lifecycle_users", "previous_day_days_active_users",
         "previous_day_lifecycle_users")
 
@@ -84,72 +75,6 @@ def make_store(client: Client, shards: int, key: str | None = KEY,
     return store
 
 
-class Feeder:
-    """Folds messages as the worker does (compiled shortcut included), keeping offsets."""
-
-    def __init__(self, store: Store, now: datetime) -> None:
-        self.store = store
-        self.days = DayMapper("UTC")
-        self.today = self.days.today(now)
-        self.now_ms = ms(now)
-        self.applied: dict[tuple[str, int], int] = {}
-        self.next_offset: dict[str, int] = {}
-        #: the worker's cache of (user, day) pairs known in Redis (worker.py)
-        self.seen: dict[str, int] = {}
-        #: batches refused because users were forgotten meanwhile
-        self.refused = 0
-
-    def feed(self, values: list[bytes | None], batch: int = 500) -> None:
-        for i in range(0, len(values), batch):
-            self.apply([(v, None) for v in values[i:i + batch]])
-
-    def apply(self, chunk: list[tuple[bytes | None, tuple[str, int] | None]]) -> None:
-        """Each value at the next offset of one partition (the oracle's order), or at
-        the given (src, offset): a redelivery."""
-        by_src: dict[str, list[tuple[bytes | None, int]]] = {}
-        for value, at in chunk:
-            if at is None:
-                src = "t/0"
-                offset = self.next_offset.get(src, 0)
-                self.next_offset[src] = offset + 1
-            else:
-                src, offset = at
-            by_src.setdefault(src, []).append((value, offset))
-        values: list[bytes | None] = []
-        offsets: list[int] = []
-        runs = []
-        for src, items in by_src.items():
-            runs.append((src, len(values), len(values) + len(items)))
-            values += [v for v, _ in items]
-            offsets += [o for _, o in items]
-        prepared = Prepared(values, offsets, runs, self.now_ms, LATENESS_MS)
-        writes = fold_prepared(prepared, self.context())
-        try:
-            self.store.apply(writes, self.applied, self.today)
-        except Forgotten:
-            # as a worker does: forget `seen` and fold the same messages again, the
-            # store's cache now empty (one shard here: nothing of the batch was applied)
-            assert self.store.keys.shards == 1
-            self.refused += 1
-            self.seen.clear()
-            writes = fold_prepared(prepared, self.context())
-            self.store.apply(writes, self.applied, self.today)
-        self.seen.update(writes.new_days)
-        for src, last in writes.last_offset.items():
-            for shard in range(self.store.keys.shards):
-                self.applied[(src, shard)] = max(self.applied.get((src, shard), -1), last)
-
-    def context(self) -> FoldContext:
-        """The fold's context as the worker builds it (worker.py `_context`)."""
-        store = self.store
-        return FoldContext(store.keys, self.days, self.today, self.applied, self.seen,
-                           user_ids=store.user_ids, segments=store.segments)
-
-    def figures(self) -> dict[str, Any]:
-        scan.scan_and_save(self.store, self.today)
-        return compute(self.store.read(self.today, previous=True))
-
-
 def expected(values: list[bytes | None], now: datetime,
              forgotten: dict[str, int] | None = None, segments: bool = False
              ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -169,12 +94,12 @@ def assert_figures(got: dict[str, Any], exact: dict[str, Any], kept: dict[str, A
     """Exact figures equal (floats to 1e-9); unique counts, which forget cannot take
     apart, within HyperLogLog error of the figures that keep the forgotten users."""
     for name, value in exact.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE_WITH_PREVIOUS_DAY:
             assert got.get(name) == pytest.approx(kept[name], rel=0.03, abs=0.02), name
         elif name.startswith("segment_"):
             for dim, per in value.items():
                 for v, figure in per.items():
-                    if name in SEG_UNIQUE:
+                    if name in oracle.SEGMENT_UNIQUE:
                         want = kept[name][dim][v]
                         assert got[name][dim][v] == pytest.approx(want, rel=0.03, abs=0.02)
                     else:
@@ -272,7 +197,7 @@ def test_with_a_key_every_figure_matches_and_no_user_id_is_stored(
     feeder = Feeder(store, data.now)
     feeder.feed(values)
     exact, kept = expected(values, data.now)
-    assert_figures(feeder.figures(), exact, kept)
+    assert_figures(feeder.figures(previous=True, scanned=True), exact, kept)
     ids = user_ids(values)
     assert len(ids) > 300
     assert found(ids, blob(redis_dump(store.client))) == set()
@@ -328,7 +253,7 @@ def test_forget_leaves_every_exact_figure_as_without_the_users(
     store = make_store(connect(single.url, cluster=False), 1, segments=True)
     feeder = Feeder(store, data.now)
     feeder.feed(values)
-    feeder.figures()  # a scan exists: forget must redo it
+    feeder.figures(previous=True, scanned=True)  # a scan exists: forget must redo it
     types = users_of(values, data.now)
     customers = sorted(u for u, t in types.items() if t & {"signup", "cancellation"})
     active = sorted(u for u, t in types.items() if t == {"activity"} or
@@ -370,7 +295,7 @@ def test_forget_twice_or_unknown_changes_nothing_and_later_events_are_new(
     store = make_store(connect(single.url, cluster=False), 1)
     feeder = Feeder(store, data.now)
     feeder.feed(values)
-    feeder.figures()
+    feeder.figures(previous=True, scanned=True)
     types = users_of(values, data.now)
     both = sorted(u for u, t in types.items() if {"activity", "signup"} <= t)[:12]
     assert forget(store, both, feeder.today) == len(both)
@@ -391,12 +316,12 @@ def test_forget_twice_or_unknown_changes_nothing_and_later_events_are_new(
     old_signups = [v for v in values if v and b'"signup"' in v
                    and any(u.encode() in v for u in both)]
     assert old_signups
-    feeder.apply([(v, None) for v in later + old_signups])
-    feeder.apply([(v, ("t/0", 0)) for v in values[:1]])  # a Kafka redelivery
+    feeder.apply_values([(v, None) for v in later + old_signups])
+    feeder.apply_values([(v, ("t/0", 0)) for v in values[:1]])  # a Kafka redelivery
     forgotten = dict.fromkeys(both, len(values))
     everything = values + later + old_signups
     exact, kept = expected(everything, data.now, forgotten)
-    got = feeder.figures()
+    got = feeder.figures(previous=True, scanned=True)
     assert_figures(got, exact, kept)
     store.close()
 
@@ -412,8 +337,8 @@ def test_forget_on_a_cluster(cluster: RedisCluster) -> None:
     pick = pick[::3]
     exact, kept = expected(values, data.now, dict.fromkeys(pick, len(values)))
     assert forget(store, pick, feeder.today) == exact["users_forgotten_total"] > 100
-    assert_figures(feeder.figures(), exact, kept)
-    hashed = {store.user_ids(u) for u in pick} if store.user_ids else set()
+    assert_figures(feeder.figures(previous=True, scanned=True), exact, kept)
+    hashed = {store.keys.user_ids(u) for u in pick} if store.keys.user_ids else set()
     assert found(hashed | user_ids(values), blob(redis_dump(store.client))) == set()
     store.close()
 
@@ -444,7 +369,7 @@ def test_forget_beside_a_worker_with_cached_numbers(single: RedisServer) -> None
     assert worker.refused == 1
     values = first + second
     exact, _ = expected(values, now, {"user-003": len(first), "user-004": len(first)})
-    got = worker.figures()
+    got = worker.figures(previous=True, scanned=True)
     assert {n: got[n] for n in SCAN} == {n: exact[n] for n in SCAN}
     store.close()
 
@@ -548,8 +473,8 @@ def test_a_repeated_event_id_leaves_no_trace_of_its_user(kind: str,
     ts = ms(now) - 3 * 86_400_000
     first = {"event_id": "dup-1", "type": "signup", "user_id": "first-user", "ts": ts}
     repeat = {**first, "type": kind, "user_id": "repeat-user-x7", "ts": ts + 1000}
-    feeder.apply([(json.dumps(first).encode(), None)])
-    feeder.apply([(json.dumps(repeat).encode(), None)])
+    feeder.apply_values([(json.dumps(first).encode(), None)])
+    feeder.apply_values([(json.dumps(repeat).encode(), None)])
     data = blob(redis_dump(store.client))
     assert found({"first-user"}, data) == {"first-user"}  # the scan finds a stored id
     assert found({"repeat-user-x7"}, data) == set()

@@ -30,8 +30,6 @@ from tests.support.direct import fold_messages
 
 DIMS = ("plan", "country")
 LIMIT = 3
-UNIQUE = {"segment_daily_active_users", "segment_weekly_active_users",
-          "segment_monthly_active_users", "segment_stickiness_ratio"}
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +96,7 @@ def assert_segments_match(got: dict[str, Any], want: dict[str, Any]) -> None:
         for dim, per in dims.items():
             assert set(got[name][dim]) == set(per), (name, dim, got[name][dim], per)
             for v, value in per.items():
-                if name in UNIQUE:
+                if name in oracle.SEGMENT_UNIQUE:
                     assert got[name][dim][v] == pytest.approx(value, rel=0.03, abs=0.02)
                 else:
                     assert got[name][dim][v] == pytest.approx(value, abs=1e-9), (name, dim, v)

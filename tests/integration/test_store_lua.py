@@ -32,8 +32,6 @@ from tests.support.direct import store_context
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 LATENESS_MS = 400 * 86_400_000
-UNIQUE = ("daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio")
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +130,7 @@ def apply_all(store: Store, values: list[bytes], rnd: random.Random,
 def assert_matches(got: dict[str, Any], want: dict[str, Any]) -> None:
     assert set(got) == set(want), (got, want)
     for name, value in want.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE:
             assert got[name] == pytest.approx(value, rel=0.03, abs=0.02), name
         elif isinstance(value, float):
             assert got[name] == pytest.approx(value, abs=1e-9), name
@@ -226,7 +224,7 @@ def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
     old = store.client.get(store.keys.tag(0) + f"a:{today - 45}")
     assert sum(bin(b).count("1") for b in old) == 50
     assert compute(store.read(today)) == before == oracle.compute_figures(raw, NOW) | {
-        k: before[k] for k in UNIQUE if k in before}
+        k: before[k] for k in oracle.UNIQUE if k in before}
     # With a 100-day horizon the signups of 200 days ago are folded into one field per
     # difference array, and every figure stays the same.
     short = Store(store.client, KeySpace(shards=1, buckets=8, max_lateness_days=100),

@@ -38,9 +38,6 @@ TRANSITIONS = [
 #: name -> (days after the transition day, local time of the processor clock)
 CLOCKS = {"on": (0, time(12)), "after": (1, time(0, 30)), "first-week": (8, time(10)),
           "churn": (29, time(6))}
-UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
-UNIQUE |= {"previous_day_" + n for n in list(UNIQUE)}
 
 
 @pytest.fixture(scope="module")
@@ -112,7 +109,7 @@ def assert_matches(got: dict[str, Any], want: dict[str, Any], unique_tol: float,
                    what: str) -> None:
     assert set(got) == set(want), (what, set(got) ^ set(want))
     for name, value in want.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE_WITH_PREVIOUS_DAY:
             assert got[name] == pytest.approx(value, rel=unique_tol), (what, name)
         elif isinstance(value, dict):
             assert set(got[name]) == set(value), (what, name)

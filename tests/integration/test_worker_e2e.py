@@ -32,10 +32,6 @@ from tests.support.workers import (
     worker_env,
 )
 
-UNIQUE = {"daily_active_users", "weekly_active_users", "monthly_active_users",
-          "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio"}
-UNIQUE |= {"previous_day_" + name for name in list(UNIQUE)}
-
 
 def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
     # the user scan's figures are as of the scan, which may be older than the data
@@ -43,7 +39,7 @@ def assert_figures_match(got: dict[str, Any], want: dict[str, Any]) -> None:
     want = {k: v for k, v in want.items() if k not in SCAN_FIGURES}
     assert set(got) == set(want), set(got) ^ set(want)
     for name, value in want.items():
-        if name in UNIQUE:
+        if name in oracle.UNIQUE_WITH_PREVIOUS_DAY:
             assert got[name] == pytest.approx(value, rel=0.03), name
         elif isinstance(value, float):
             assert got[name] == pytest.approx(value, abs=1e-9), name

@@ -325,6 +325,29 @@ PREVIOUS_DAY_FIGURES = (
 )
 
 
+#: Figures that are HyperLogLog estimates (the contract: "unique counts are HyperLogLog
+#: estimates, every other figure is exact"): the active-user counts of today's windows
+#: and the stickiness ratios built from them. Written out here from the contract, not
+#: taken from the code under test, so a figure the code wrongly estimates is caught.
+UNIQUE = frozenset({
+    "daily_active_users", "weekly_active_users", "monthly_active_users",
+    "calendar_month_active_users", "stickiness_ratio", "previous_day_stickiness_ratio",
+})
+
+#: :data:`UNIQUE` with the active-user counts as of the end of yesterday, for tests that
+#: compare the ``previous_day_*`` family too.
+UNIQUE_WITH_PREVIOUS_DAY = UNIQUE | frozenset({
+    "previous_day_daily_active_users", "previous_day_weekly_active_users",
+    "previous_day_monthly_active_users", "previous_day_calendar_month_active_users",
+})
+
+#: The segment figures that are HyperLogLog estimates (``STREAM_SEGMENTS``).
+SEGMENT_UNIQUE = frozenset({
+    "segment_daily_active_users", "segment_weekly_active_users",
+    "segment_monthly_active_users", "segment_stickiness_ratio",
+})
+
+
 def figures_as_of(
     values: Sequence[bytes | None],
     now: datetime,

@@ -335,6 +335,17 @@ def test_dataset_covers_every_figure(small: dataset.Dataset) -> None:
     assert len(run.accepted) > len(run.folded)  # some repeats were ignored
 
 
+def test_unique_sets_name_figures_of_the_oracle(small: dataset.Dataset) -> None:
+    """The hand-written sets of HyperLogLog figures name figures the oracle computes: a
+    misspelt name would make a test compare that figure exactly, or not at all."""
+    values = small.values()
+    f = oracle.compute_figures(values, NOW, small.timezone)
+    f.update(oracle.previous_day_figures(values, NOW, small.timezone))
+    assert oracle.UNIQUE < oracle.UNIQUE_WITH_PREVIOUS_DAY <= set(f)
+    segs = oracle.segment_figures(values, NOW, ("plan",), timezone=small.timezone)
+    assert set(segs) >= oracle.SEGMENT_UNIQUE
+
+
 def test_cohorts_and_late_events_worked_by_hand() -> None:
     """Today 11-22, yesterday 11-21: the D1 cohort holds signups of 11-14..11-20, the D7
     cohort those of 11-08..11-14."""
