@@ -3,7 +3,7 @@ API that adds it to a faust App a team already runs (`install`).
 
 faust owns the Kafka side: its consumer (aiokafka, in faust's consumer thread), the group
 membership, rebalances and the App's lifecycle. An agent takes the input topics' events
-in batches and hands them to the native `Worker` (stream/consumer.py) as its `Source`, so
+in batches and hands them to the native `Worker` (stream/worker.py) as its `Source`, so
 every batch takes the worker's own path: decode, fold, dead letters, and the apply that
 compare-and-sets the batch's offsets in Redis atomically with its writes. `/metrics`,
 `/healthz`, `/readyz`, the settings and the shutdown are those of `stream.app.run_worker`.
