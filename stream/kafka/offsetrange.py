@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import threading
 import time
@@ -129,7 +128,6 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
     """Move `src`'s stored offsets in every shard as `verdict` says, counting it once,
     and update `applied` to match. False when another worker moved them meanwhile
     (nothing of that shard is written; the caller resumes from what Redis holds)."""
-    script = store.client.register_script(_SCRIPT)
     keys = store.keys
     topic = src.rpartition("/")[0]
     counted = False
@@ -143,8 +141,8 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
             new, field, n = verdict.seek - 1, SKIPPED + topic, verdict.skipped
             if expected >= new:
                 continue
-        result = script(keys=[keys.offsets(shard), keys.totals(shard)],
-                        args=[src, expected, new, field, 0 if counted else n])
+        result = store.scripts.call("offsets", [keys.offsets(shard), keys.totals(shard)],
+                                    src, expected, new, field, 0 if counted else n)
         if int(result[0]) != 1:
             return False
         counted = True
@@ -210,9 +208,6 @@ async def reconcile(source: Any, store: Store,
                       verdict.seek)
         out[src] = verdict.seek
     return out
-
-
-_SCRIPT = importlib.resources.files("stream.store").joinpath("lua", "offsets.lua").read_text()
 
 
 class OffsetRangeCollector(Collector):

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import time
 
@@ -41,19 +40,17 @@ PER_DAY = 7 + 30 + len(LIFECYCLE)
 def scan(store: Store, today: int) -> tuple[list[int], float]:
     """Scan every record now: 2 x PER_DAY counts (today, then yesterday; see scan.lua)
     and the seconds spent waiting for Redis."""
-    source = importlib.resources.files("stream.store").joinpath("lua", "scan.lua").read_text()
-    script = store.client.register_script(source)
     keys = store.keys
     totals = [0] * (2 * PER_DAY)
     spent = 0.0
     for shard in range(keys.shards):
         # numbers given so far: 0 .. seq - 1 (`seq` is the next one)
-        seq = int(store.client.get(keys.tag(shard) + "seq") or 0)
+        seq = int(store.client.get(keys.seq(shard)) or 0)
         for first in range(0, (seq + 7) // 8, SLICE):
             last = first + SLICE - 1
             started = time.perf_counter()
-            counts = script(keys=[keys.offsets(shard)],
-                            args=[keys.tag(shard), first, last, today])
+            counts = store.scripts.call("scan", [keys.offsets(shard)], keys.tag(shard),
+                                        first, last, today)
             spent += time.perf_counter() - started
             for j, c in enumerate(counts):
                 totals[j] += int(c)

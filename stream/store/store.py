@@ -7,7 +7,6 @@ fetching the next batch meanwhile.
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import secrets
 import time
@@ -27,6 +26,7 @@ from ..privacy import NO_KEY, UserIdHasher
 from ..segments import NONE, OTHER, Segments
 from ..timebuckets import month_so_far, rolling
 from ..zones import same_zone
+from .scripts import Replayable, Scripts
 
 _encode = msgspec.msgpack.Encoder().encode
 
@@ -71,10 +71,6 @@ WINDOW_FIELDS: tuple[str, ...] = (*(f"nps:{s}" for s in range(11)),
 #: two BITOPs per cohort day and segment value, and they move only at midnight and with
 #: late signups and activity.
 SEGMENT_COHORT_SECONDS = 60.0
-
-
-def _script(name: str) -> str:
-    return importlib.resources.files("stream.store").joinpath("lua", name).read_text()
 
 
 class Conflict(Exception):
@@ -174,16 +170,8 @@ class Store:
         self.user_ids = user_ids
         self.params = params
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
-        self._apply_src = _script("apply.lua")
-        self._claim_src = _script("claim.lua")
-        self._fw_src = _script("firstweek.lua")
-        self._hll_src = _script("hll.lua")
-        self._cohort_src = _script("cohort.lua")
-        self._cohort_sha = ""
-        self._apply_sha = self._claim_sha = self._fw_sha = ""
-        self._hll_sha = ""
-        self._campaigns_src = _script("campaigns.lua")
-        self._campaigns_sha = ""
+        #: every Lua script this store's client runs (stream/store/scripts.py)
+        self.scripts = Scripts(client)
         #: user_id -> bit number in its shard, as a decimal string (the form the apply
         #: script passes on to Redis); numbers are never reused: safe to cache
         self._nums: dict[str, str] = {}
@@ -194,21 +182,13 @@ class Store:
         #: of that shard's activity bitmaps, in bits)
         self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
-        self._segments_script: Any = None
         #: the latest segment cohorts read: (day, monotonic time, counts)
         self._seg_cohorts: tuple[int, float, dict[tuple[str, int, str, str], int]] | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
-        """Load the Lua scripts (on every primary in cluster mode)."""
-        # RedisCluster sends SCRIPT LOAD to every primary by itself (and takes no
-        # target_nodes here); a replica promoted later answers NOSCRIPT, see _execute.
-        self._apply_sha = _first(self.client.script_load(self._apply_src))
-        self._claim_sha = _first(self.client.script_load(self._claim_src))
-        self._fw_sha = _first(self.client.script_load(self._fw_src))
-        self._hll_sha = _first(self.client.script_load(self._hll_src))
-        self._campaigns_sha = _first(self.client.script_load(self._campaigns_src))
-        self._cohort_sha = _first(self.client.script_load(self._cohort_src))
+        """Load the Lua scripts its pipelines call (on every primary in cluster mode)."""
+        self.scripts.load()
 
     def drop_cached_figures(self) -> None:
         """Forget the segment cohorts read less than SEGMENT_COHORT_SECONDS ago (after
@@ -292,13 +272,13 @@ class Store:
             for user in list(itertools.islice(self._nums, len(self._nums) // 2)):
                 del self._nums[user]
         for attempt in range(STALE_ATTEMPTS):
-            pipe = _Replayable(self.client)
+            pipe = Replayable(self.client)
             if attempt == 0 and writes.hll:
                 self._queue_hll(pipe, writes.hll)
             if attempt == 0 and self.segments:
                 self._segment_writes(writes, pipe, self.segments)
             for shard in pending:
-                _evalsha(pipe, self._apply_sha, keys.offsets(shard),
+                self.scripts.queue(pipe, "apply", keys.offsets(shard),
                          *self._shard_args(writes, shard, applied, id_params))
             results = self._execute(pipe)
             stale = []
@@ -339,7 +319,7 @@ class Store:
         raise _StaleNumbers(f"shards {pending}: bit numbers still stale after "
                             f"{STALE_ATTEMPTS} attempts")
 
-    def _queue_hll(self, pipe: _Replayable, hll: Mapping[int, set[str]]) -> None:
+    def _queue_hll(self, pipe: Replayable, hll: Mapping[int, set[str]]) -> None:
         """Queue the batch's daily HyperLogLog adds: a day of at least HLL_DENSE_MIN
         members as a dense HyperLogLog merged by lua/hll.lua (Redis then hashes nothing),
         a smaller one (or all without the compiled formats) as a PFADD."""
@@ -353,7 +333,7 @@ class Store:
                 pipe.pfadd(key, *members)
                 pipe.expireat(key, expire_at)
         if flat:
-            _evalsha(pipe, self._hll_sha, keys.scratch(), *flat)
+            self.scripts.queue(pipe, "hll", keys.scratch(), *flat)
 
     def _forget_numbers(self) -> None:
         self._nums.clear()
@@ -382,7 +362,7 @@ class Store:
                             self._top.get(shard, -1),
                             self.segments or None)
 
-    def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
+    def _segment_writes(self, writes: BatchWrites, pipe: Replayable, seg: Segments) -> None:
         """Resolve the batch's unknown segment values in the registry (first values win),
         then queue the per-segment PFADDs."""
         if writes.pending:
@@ -404,14 +384,12 @@ class Store:
 
     def _register(self, dims: list[str], max_values: int, flat: list[str]) -> list[list[str]]:
         """Run lua/segments.lua: register values while each dimension has room."""
-        if self._segments_script is None:
-            self._segments_script = self.client.register_script(_script("segments.lua"))
         index = {d: str(n + 1) for n, d in enumerate(dims)}
         args: list[Any] = [max_values]
         for j in range(0, len(flat), 2):
             args += (index[flat[j]], flat[j + 1])
-        result = self._segments_script(keys=[self.keys.seg_registry(d) for d in dims],
-                                       args=args)
+        result = self.scripts.call("segments", [self.keys.seg_registry(d) for d in dims],
+                                   *args)
         return [[_s(m) for m in members] for members in result]
 
     def _claim_elsewhere(self, writes: BatchWrites, id_params: dict[str, Any]) -> None:
@@ -434,14 +412,14 @@ class Store:
         by_shard: dict[int, list[Claim]] = {}
         for c in claims:
             by_shard.setdefault(c.shard, []).append(c)
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         order = list(by_shard.items())
         for shard, claims in order:
             flat: list[Any] = []
             for c in claims:
                 flat += (c.digest, c.origin, 1 if c.long else 0)
             body = _encode({"t": self.keys.tag(shard), "c": flat, **id_params})
-            _evalsha(pipe, self._claim_sha, self.keys.offsets(shard), body)
+            self.scripts.queue(pipe, "claim", self.keys.offsets(shard), body)
         verdicts: dict[int, bool] = {}
         for (_, claims), result in zip(order, self._execute(pipe), strict=True):
             for c, v in zip(claims, result, strict=True):
@@ -452,16 +430,9 @@ class Store:
             plan.counters = [(cop[0], cop[1], _PRECLAIMED) for cop in plan.counters
                              if cop[2] is _PRECLAIMED or verdicts[id(cop[2])]]
 
-    def _execute(self, pipe: _Replayable) -> list[Any]:
-        """Run a pipeline; on NOSCRIPT (Redis restarted or failed over) reload and rerun.
-
-        Rerunning is safe: PFADD is idempotent and a script that already ran fails its
-        offset compare-and-set instead of applying twice."""
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self.load_scripts()
-            return pipe.execute()
+    def _execute(self, pipe: Replayable) -> list[Any]:
+        """Run a pipeline, reloading the scripts on NOSCRIPT (Scripts.execute)."""
+        return self.scripts.execute(pipe)
 
     # -- reads -------------------------------------------------------------------------------
     def read(self, today: int, previous: bool = False) -> RawFigures:
@@ -472,9 +443,9 @@ class Store:
         prev_window = list(rolling(today - 1, 30))
         # per-day counters of today - 30 too when the day before's window is wanted
         days_read = [today - 30, *window] if previous else window
-        if not self._fw_sha:
+        if not self.scripts.loaded:
             self.load_scripts()
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         # execute_command: RedisCluster's pipeline blocks its pfcount/evalsha methods
         # (multi-key), but routes the raw commands by key, all in the {h} slot here.
         unions = [[today], rolling(today, 7), window, month_so_far(today), [today - 1],
@@ -489,10 +460,10 @@ class Store:
             for d in days_read:
                 pipe.hmget(k.counters(shard, d), *WINDOW_FIELDS)
         for shard in range(k.shards):
-            _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
+            self.scripts.queue(pipe, "firstweek", k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
         for shard in range(k.shards):
-            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today)
+            self.scripts.queue(pipe, "cohort", k.offsets(shard), k.tag(shard), today)
         res = self._execute(pipe)
         cohorts = _cohort_counts(res[len(res) - k.shards:], today, k.bitmap_days)
         del res[len(res) - k.shards:]
@@ -548,9 +519,9 @@ class Store:
         results: list[Any] = [[2]] * k.shards
         while any(int(r[0]) == 2 for r in results):  # windows moved a day per call
             pending = [shard for shard, r in enumerate(results) if int(r[0]) == 2]
-            pipe = _Replayable(self.client)
+            pipe = Replayable(self.client)
             for shard in pending:
-                _evalsha(pipe, self._campaigns_sha, k.offsets(shard), k.tag(shard), today,
+                self.scripts.queue(pipe, "campaigns", k.offsets(shard), k.tag(shard), today,
                          self.campaign_max_series)
             for shard, r in zip(pending, self._execute(pipe), strict=True):
                 results[shard] = r
@@ -560,7 +531,7 @@ class Store:
                 if raw.previous is not None:
                     _add_top(raw.previous.window_counters, r[2])
             return
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         for shard in range(k.shards):
             for d in days_read:
                 pipe.hgetall(k.counters(shard, d))
@@ -600,7 +571,7 @@ class Store:
                  and time.monotonic() - cached[1] < SEGMENT_COHORT_SECONDS)
         if not fresh:
             for shard in range(k.shards):
-                _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
+                self.scripts.queue(pipe, "cohort", k.offsets(shard), k.tag(shard), today,
                          "segments")
         res = pipe.execute()
         out = SegmentRaw(values=values)
@@ -633,33 +604,6 @@ def _message_order(claim: Claim) -> tuple[str, int]:
     """(src, offset) of the message a claim belongs to: Kafka's order in a partition."""
     src, _, offset = claim.origin.rpartition("@")
     return src, int(offset)
-
-
-class _Replayable:
-    """Records pipeline calls and runs them in a fresh pipeline on each `execute`, so a
-    batch can be sent again after NOSCRIPT (redis-py empties a pipeline once executed,
-    so rerunning the same pipeline object would silently send nothing)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def record(*args: Any) -> None:
-            self._calls.append((name, args))
-        return record
-
-    def execute(self) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for name, args in self._calls:
-            getattr(pipe, name)(*args)
-        return list(pipe.execute())
-
-
-def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
-    """Queue EVALSHA with one key. The raw command, because RedisCluster's pipeline blocks
-    its `evalsha` method; it routes the raw command to the key's slot all the same."""
-    pipe.execute_command("EVALSHA", sha, 1, key, *args)
 
 
 def _encode_plan(
@@ -800,12 +744,6 @@ def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:
 
 def _s(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _first(value: Any) -> str:
-    if isinstance(value, dict):
-        value = next(iter(value.values()))
-    return _s(value)
 
 
 def connect(url: str, cluster: bool, sentinels: Sequence[tuple[str, int]] = (),

@@ -241,6 +241,7 @@ def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
 def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -> None:
     """A crash between the per-shard calls leaves one shard ahead; redelivery in other
     batch boundaries must apply each message exactly once in every shard."""
+    from stream.store.scripts import sha
     from stream.store.store import _encode_plan
 
     client = connect(redis_url, cluster=False)
@@ -265,7 +266,7 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
                         {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl,
                          "w": "t", "wc": -1, "wt": 60},
                         keys.retention_days, {}, keys.user_shard_bucket)
-    client.evalsha(store._apply_sha, 1, keys.offsets(1), *args)
+    client.evalsha(sha("apply"), 1, keys.offsets(1), *args)
     # Restart: resume at the lowest shard's offset, redelivered in other boundaries.
     applied = store.load_offsets(["t/0"])
     assert store.resume_offset(applied, "t/0") == 10

@@ -10,25 +10,10 @@
 
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
+--@include _claim.lua
 local out = {}
 local c = plan.c
 for i = 1, #c, 3 do
-  local digest, origin = c[i], c[i + 1]
-  local verdict = nil
-  for _, g in ipairs(plan.il) do
-    local seen = redis.call('HGET', tag .. g, digest)
-    if seen then
-      verdict = (seen == origin) and 1 or 0
-      break
-    end
-  end
-  if verdict == nil then
-    local key, exp = tag .. plan.ws, plan.xs
-    if c[i + 2] == 1 then key, exp = tag .. plan.wl, plan.xl end
-    redis.call('HSET', key, digest, origin)
-    redis.call('EXPIREAT', key, exp)
-    verdict = 1
-  end
-  out[#out + 1] = verdict
+  out[#out + 1] = claim_id(c[i], c[i + 1], c[i + 2] == 1) and 1 or 0
 end
 return out
