@@ -37,8 +37,8 @@ Layout (`P` is the key prefix, default `es`):
     a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`
     (`other` for a name longer than 128 characters), `nps:<score>`, `csat:<score>`.
-    Reads ask for the survey fields by name (store.WINDOW_FIELDS, so add a new field
-    there) and for campaigns from the rolling windows below.
+    Reads ask for the survey fields by name (WINDOW_FIELDS of stream/store/wire.py, so
+    add a new field there) and for campaigns from the rolling windows below.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
     `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`),
     `fu` users erased by `forget`, `ig:<reason>` messages of a mapped format that became

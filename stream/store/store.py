@@ -10,25 +10,47 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis
 import redis.cluster
 
 from .. import _compiled, campaigns
 from ..figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
-from ..fold import BatchWrites, Claim, ShardPlan
-from ..keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
+from ..keys import DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from ..privacy import NO_KEY, UserIdHasher
 from ..segments import NONE, OTHER, Segments
 from ..timebuckets import month_so_far, rolling
 from ..zones import same_zone
 from .scripts import Replayable, Scripts
-
-_encode = msgspec.msgpack.Encoder().encode
+from .wire import (
+    COHORT_KIND,
+    RETAINED_KIND,
+    WINDOW_FIELDS,
+    WINDOWS_MOVING,
+    WINDOWS_READY,
+    Applied,
+    BatchWrites,
+    CampaignWindows,
+    Claim,
+    IdKeys,
+    OffsetMismatch,
+    ShardPlan,
+    Witness,
+    cohort_field,
+    decode_apply,
+    decode_campaigns,
+    decode_claims,
+    decode_cohorts,
+    decode_first_week,
+    decode_segment_cohorts,
+    encode_apply,
+    encode_claims,
+    is_campaign_field,
+    text,
+)
 
 # When built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
 _redisformats = _compiled.redisformats
@@ -44,14 +66,6 @@ def compiled_formats_available() -> bool:
 #: below it: what travels to Redis, its replicas and its append-only file stays small
 #: for the small batches of a quiet stream.
 HLL_DENSE_MIN = 500
-#: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
-#: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
-#: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
-#: per user, BITOP about a microsecond per 10 kB. So a fragment is cheaper for Redis up
-#: to thousands of bytes per user; 128 lets the few hundred users per day of a batch
-#: whose event times spread over a month (200k users: a 25 kB bitmap) take it, at up to
-#: 16x the bytes of a list for that day to Redis, its replicas and its append-only file.
-FRAGMENT_BYTES_PER_USER = 128
 #: Users whose bit number a store remembers, at most: about 150 bytes each (75 MB at
 #: most). Past it the older half is forgotten; a forgotten user's number is found again
 #: in Redis, at two commands in the apply call and no bitmap fragment for the user, so
@@ -62,11 +76,6 @@ NUMS_MAX = 500_000
 WITNESS_TTL = 7 * 86_400
 #: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
 STALE_ATTEMPTS = 3
-#: Fields of the per-day `cnt:` hashes read for the window figures besides the campaigns'
-#: (which lua/campaigns.lua reads from its rolling windows): the survey answers. A read
-#: asks for these by name rather than for the whole hash, which holds every campaign.
-WINDOW_FIELDS: tuple[str, ...] = (*(f"nps:{s}" for s in range(11)),
-                                  *(f"csat:{s}" for s in range(1, 6)))
 #: Seconds a store reuses the segment cohorts it read (STREAM_SEGMENTS): their read costs
 #: two BITOPs per cohort day and segment value, and they move only at midnight and with
 #: late signups and activity.
@@ -261,8 +270,7 @@ class Store:
         Raises Conflict when a shard's stored offset is not the one the writes were folded
         against (`writes.base`; `applied`'s for writes that do not say)."""
         keys = self.keys
-        look, ws, wl, xs, xl = keys.id_generations(today)
-        id_params = {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl}
+        id_params = IdKeys(*keys.id_generations(today)).as_plan()
         if keys.shards > 1:
             self._claim_elsewhere(writes, id_params)
         pending = list(range(keys.shards))
@@ -286,24 +294,22 @@ class Store:
             forgotten = -1
             for shard, result in zip(pending, results[len(results) - len(pending):],
                                      strict=True):
-                status = int(result[0])
-                if status == 0:
-                    conflict = Conflict(_s(result[1]), int(result[2]))
-                elif status == 2:
-                    stale.append(shard)
-                    if len(result) > 1 and int(result[1]):
-                        forgotten = shard
-                else:
-                    count += int(result[1])
-                    if int(result[2]) >= 0:
-                        self._witness[shard] = int(result[2])
-                        given = result[3]
-                        if given:
-                            top = max(map(int, given[1::2]))
+                reply = decode_apply(result)
+                if isinstance(reply, OffsetMismatch):
+                    conflict = Conflict(reply.src, reply.stored)
+                elif isinstance(reply, Applied):
+                    count += reply.events
+                    if reply.witness >= 0:
+                        self._witness[shard] = reply.witness
+                        if reply.given:
+                            top = max(int(number) for _, number in reply.given)
                             if top > self._top.get(shard, -1):
                                 self._top[shard] = top
-                        self._nums.update(zip(map(_s, given[::2]), map(_s, given[1::2]),
-                                              strict=True))
+                        self._nums.update(reply.given)
+                else:
+                    stale.append(shard)
+                    if reply.forgotten:
+                        forgotten = shard
             if conflict is not None:
                 raise conflict
             if forgotten >= 0:
@@ -356,10 +362,10 @@ class Store:
                 expected = applied.get((src, shard), -1)
             o += (src, expected, max(expected, last))
         plan = writes.shards.get(shard) or ShardPlan()
-        witness = {"w": self._token, "wc": self._witness.get(shard, -1), "wt": WITNESS_TTL}
-        return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
-                            self.keys.retention_days, self._nums, self.keys.user_shard_bucket,
-                            self._top.get(shard, -1),
+        witness = Witness(self._token, self._witness.get(shard, -1), WITNESS_TTL).as_plan()
+        return encode_apply(plan, self.keys.tag(shard), o, {**id_params, **witness},
+                            self.keys.retention_days, self.keys.bitmap_days, self._nums,
+                            self.keys.user_shard_bucket, self._top.get(shard, -1),
                             self.segments or None)
 
     def _segment_writes(self, writes: BatchWrites, pipe: Replayable, seg: Segments) -> None:
@@ -415,15 +421,12 @@ class Store:
         pipe = Replayable(self.client)
         order = list(by_shard.items())
         for shard, claims in order:
-            flat: list[Any] = []
-            for c in claims:
-                flat += (c.digest, c.origin, 1 if c.long else 0)
-            body = _encode({"t": self.keys.tag(shard), "c": flat, **id_params})
+            body = encode_claims(self.keys.tag(shard), claims, id_params)
             self.scripts.queue(pipe, "claim", self.keys.offsets(shard), body)
         verdicts: dict[int, bool] = {}
         for (_, claims), result in zip(order, self._execute(pipe), strict=True):
-            for c, v in zip(claims, result, strict=True):
-                verdicts[id(c)] = bool(int(v))
+            for c, v in zip(claims, decode_claims(result), strict=True):
+                verdicts[id(c)] = v
         for plan in writes.shards.values():
             plan.customer = [(*op[:5], _PRECLAIMED) for op in plan.customer
                              if op[5] is _PRECLAIMED or verdicts[id(op[5])]]
@@ -469,9 +472,9 @@ class Store:
         del res[len(res) - k.shards:]
         scan = {_s(f): _s(v) for f, v in res.pop().items()}
         first_week = [0, 0, 0, 0]
-        for counts in res[len(res) - k.shards:]:
-            for j, c in enumerate(counts):
-                first_week[j] += int(c)
+        for reply in res[len(res) - k.shards:]:
+            for j, c in enumerate(decode_first_week(reply)):
+                first_week[j] += c
         del res[len(res) - k.shards:]
         for j, day in ((0, today), (2, today - 1)):
             # a cohort older than the bitmaps kept: left out, rather than undercounted
@@ -516,20 +519,21 @@ class Store:
         raw.campaign_max_series = self.campaign_max_series
         if raw.previous is not None:
             raw.previous.campaign_max_series = self.campaign_max_series
-        results: list[Any] = [[2]] * k.shards
-        while any(int(r[0]) == 2 for r in results):  # windows moved a day per call
-            pending = [shard for shard, r in enumerate(results) if int(r[0]) == 2]
+        results = [CampaignWindows(WINDOWS_MOVING)] * k.shards
+        while any(r.status == WINDOWS_MOVING for r in results):  # a day per call
+            pending = [shard for shard, r in enumerate(results) if r.status == WINDOWS_MOVING]
             pipe = Replayable(self.client)
             for shard in pending:
                 self.scripts.queue(pipe, "campaigns", k.offsets(shard), k.tag(shard), today,
                          self.campaign_max_series)
             for shard, r in zip(pending, self._execute(pipe), strict=True):
-                results[shard] = r
-        if all(int(r[0]) == 1 for r in results):
+                results[shard] = decode_campaigns(r)
+        if all(r.status == WINDOWS_READY for r in results):
             for r in results:
-                _add_top(raw.window_counters, r[1])
+                assert r.today is not None and r.previous is not None
+                r.today.add_into(raw.window_counters, campaigns.OTHER)
                 if raw.previous is not None:
-                    _add_top(raw.previous.window_counters, r[2])
+                    r.previous.add_into(raw.previous.window_counters, campaigns.OTHER)
             return
         pipe = Replayable(self.client)
         for shard in range(k.shards):
@@ -538,7 +542,7 @@ class Store:
         res = iter(self._execute(pipe))
         for _ in range(k.shards):
             for d in days_read:
-                fields = {f: v for f, v in next(res).items() if _s(f)[:2] in ("v:", "c:")}
+                fields = {f: v for f, v in next(res).items() if is_campaign_field(_s(f))}
                 if d > today - 30:
                     _add_into(raw.window_counters, fields)
                 if raw.previous is not None and d <= today - 1:
@@ -606,103 +610,11 @@ def _message_order(claim: Claim) -> tuple[str, int]:
     return src, int(offset)
 
 
-def _encode_plan(
-    plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
-    nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]], top: int = -1,
-    seg: Segments | None = None,
-) -> list[bytes]:
-    """The apply script's arguments for one shard (lua/apply.lua lists the fields). Users
-    without a number in `nums` go to `u` (with their bucket, by `place_of`) and the
-    script gives or finds theirs. A day's known numbers go as a bitmap fragment (`bf`)
-    instead of a list when the day's whole bitmap, about `top` bits, is at most
-    FRAGMENT_BYTES_PER_USER bytes per number: Redis then ORs it in with one BITOP."""
-    b: list[Any] = []
-    bf: list[Any] = []
-    fragments: list[bytes] = []
-    bu: list[Any] = []
-    asked: dict[str, int] = {}
-    for day, users in plan.activity.items():
-        looked = list(map(nums.get, users))
-        got: list[str]
-        if None in looked:  # rare once the cache is warm: split known from unknown
-            missing = [user for user, n in zip(users, looked, strict=True) if n is None]
-            got = [n for n in looked if n is not None]
-            bu += (day, missing)
-            for user in missing:
-                asked.setdefault(user, place_of(user)[1])
-        else:
-            got = looked  # type: ignore[assignment]  # no None in it
-        if (_redisformats is not None and got
-                and top // 8 + 1 <= FRAGMENT_BYTES_PER_USER * len(got)):
-            first, fragment = _redisformats.bitmap(got)
-            fragments.append(fragment)
-            bf += (day, first, len(fragments) + 1)
-            got = []
-        b += (day, got)
-    c: list[Any] = []
-    for user, bucket, ts, kind, day, claim in plan.customer:
-        # a user without a number is not asked for one here: the script numbers a
-        # signup's user once its event is claimed (a repeated id leaves no trace)
-        number = nums.get(user)
-        c += (user, bucket, ts, kind, day, number or "", claim.digest, claim.origin)
-    ask: list[Any] = []
-    for user, bucket in asked.items():
-        ask += (bucket, user)
-    n: list[Any] = []
-    for day, fld, claim in plan.counters:
-        n += (day, fld, claim.digest, claim.origin)
-    extra: dict[str, Any] = {}
-    if seg is not None:
-        _segment_plan(seg, c, n, extra)
-    # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
-    # totals map must still be a map for `pairs`.
-    return [_encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "bf": bf, "bu": bu,
-                     "u": ask, "c": c, "n": n, "r": retention,
-                     "bd": max(retention, BITMAP_DAYS), **params, **extra}), *fragments]
-
-
-def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:
-    """With segments: a signup's kind `(0, values...)` becomes 0 plus an entry of `cs`
-    (dimension -> value; one entry per customer event, empty for cancellations), and a
-    counter field `(field, kind, values...)` becomes `[field, s:<kind>:<dim>:<value>...]`,
-    the segment fields going to the `scnt:` hashes."""
-    dims = seg.dims
-    cs: list[Any] = []
-    for i in range(3, len(c), 8):
-        kind = c[i]
-        if isinstance(kind, tuple):
-            c[i] = kind[0]
-            cs.append({d: seg.lookup(j, v) or v for j, (d, v) in enumerate(zip(dims, kind[1:],
-                                                                              strict=True))})
-        else:
-            cs.append([])
-    for i in range(1, len(n), 4):
-        fld = n[i]
-        if isinstance(fld, tuple):
-            kind = fld[1]
-            n[i] = [fld[0], *(f"s:{kind}:{d}:{seg.lookup(j, v) or v}"
-                              for j, (d, v) in enumerate(zip(dims, fld[2:], strict=True)))]
-    extra["cs"] = cs
-    extra["sd"] = list(dims)
-
-
 def _window_fields(values: list[Any]) -> dict[str, Any]:
     """An HMGET reply of WINDOW_FIELDS as a hash of the fields present."""
     return {f: v for f, v in zip(WINDOW_FIELDS, values, strict=True) if v is not None}
 
 
-def _add_top(into: dict[str, int], top: list[Any]) -> None:
-    """Add one shard's window of lua/campaigns.lua: each top campaign's `v:`, `c:`, and
-    the window's totals less theirs to `v:other`, `c:other`."""
-    rest_v, rest_c = int(top[0]), int(top[1])
-    for i in range(2, len(top), 3):
-        name, v, c = _s(top[i]), int(top[i + 1]), int(top[i + 2])
-        into["v:" + name] = into.get("v:" + name, 0) + v
-        into["c:" + name] = into.get("c:" + name, 0) + c
-        rest_v -= v
-        rest_c -= c
-    into["v:" + campaigns.OTHER] = into.get("v:" + campaigns.OTHER, 0) + rest_v
-    into["c:" + campaigns.OTHER] = into.get("c:" + campaigns.OTHER, 0) + rest_c
 def _cohort_kept(t: int, n: int, bitmap_days: int) -> bool:
     """Whether the signup bitmaps of the day-`n` cohort as of day `t` are all still kept
     (a cohort partly expired is left out rather than undercounted)."""
@@ -715,25 +627,26 @@ def _cohort_counts(replies: list[Any], today: int, bitmap_days: int) -> dict[int
     for today and the day before."""
     out: dict[int, dict[str, int]] = {today: {}, today - 1: {}}
     for reply in replies:
-        for half, t in enumerate((today, today - 1)):
-            for k, n in enumerate(COHORT_DAYS):
+        for t, counts in zip((today, today - 1), decode_cohorts(reply, COHORT_DAYS),
+                             strict=True):
+            for n, count in zip(COHORT_DAYS, counts, strict=True):
                 if _cohort_kept(t, n, bitmap_days):
-                    at = 8 * half + 2 * k
                     into = out[t]
-                    into[f"c:{n}"] = into.get(f"c:{n}", 0) + int(reply[at])
-                    into[f"r:{n}"] = into.get(f"r:{n}", 0) + int(reply[at + 1])
+                    c, r = cohort_field(COHORT_KIND, n), cohort_field(RETAINED_KIND, n)
+                    into[c] = into.get(c, 0) + count.cohort
+                    into[r] = into.get(r, 0) + count.retained
     return out
 
 
 def _segment_cohorts(into: dict[tuple[str, int, str, str], int], reply: list[Any],
                      dims: set[str], today: int, bitmap_days: int) -> None:
-    """Adds one shard's lua/cohort.lua reply with segments (N, dimension, value, cohort,
-    retained, ...) to `into`, for the configured dimensions."""
-    for i in range(0, len(reply), 5):
-        n, dim, v = int(reply[i]), _s(reply[i + 1]), _s(reply[i + 2])
-        if dim in dims and _cohort_kept(today, n, bitmap_days):
-            for kind, x in (("c", reply[i + 3]), ("r", reply[i + 4])):
-                into[(kind, n, dim, v)] = into.get((kind, n, dim, v), 0) + int(x)
+    """Adds one shard's lua/cohort.lua reply with segments to `into`, for the configured
+    dimensions."""
+    for row in decode_segment_cohorts(reply):
+        if row.dim in dims and _cohort_kept(today, row.n, bitmap_days):
+            for kind, x in ((COHORT_KIND, row.cohort), (RETAINED_KIND, row.retained)):
+                key = (kind, row.n, row.dim, row.value)
+                into[key] = into.get(key, 0) + x
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:
@@ -742,8 +655,7 @@ def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:
         into[name] = into.get(name, 0) + int(value)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+_s = text
 
 
 def connect(url: str, cluster: bool, sentinels: Sequence[tuple[str, int]] = (),
