@@ -11,8 +11,9 @@ Scripts are assembled at load time:
    one definition of the logic several scripts share (claiming an event id, a
    customer's churn steps), so what `forget` takes out is what `apply` put in, and a
    claim in its own script decides as one inside the apply script;
-2. a prelude from stream/keys.py (`keys.lua_prelude`) names the key suffixes, so the
-   scripts never spell a key name that keys.py also spells.
+2. a prelude names the key suffixes (table `K`, from stream/keys.py) and the counter
+   fields the scripts read or write (table `F`, from stream/store/wire.py), so no script
+   spells a key or field name that the Python code also spells.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ from typing import Any
 import redis
 import redis.cluster
 
-from ..keys import lua_prelude
+from ..keys import lua_prelude as key_names
+from .wire import lua_prelude as field_names
 
 #: Every script of lua/ (fragments `_*.lua` are parts of these, never called alone).
 NAMES: tuple[str, ...] = ("apply", "claim", "hll", "campaigns", "cohort", "firstweek",
@@ -54,7 +56,7 @@ def source(name: str) -> str:
     body = _INCLUDE.sub(lambda m: _lua(m[1]), _lua(f"{name}.lua"))
     if _INCLUDE.search(body):
         raise RuntimeError(f"lua/{name}.lua includes a fragment that is not lua/_*.lua")
-    return lua_prelude() + body
+    return key_names() + field_names() + body
 
 
 @cache

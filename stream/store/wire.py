@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 import msgspec
 
-from .. import _compiled
+from .. import _compiled, campaigns
 from ..events import EVENT_TYPES, SURVEY_RANGES
 
 if TYPE_CHECKING:
@@ -218,6 +218,16 @@ def cohort_field(kind: str, n: int) -> str:
 def parse_cohort_field(name: str) -> tuple[str, int]:
     kind, _, n = name.partition(":")
     return kind, int(n)
+
+
+def lua_prelude() -> str:
+    """Lines every Lua script starts with (stream/store/scripts.py): the grammar's names
+    the scripts use, in a table `F`, so no script spells a field this module spells."""
+    names = {"visit": VISIT_PREFIX, "conversion": CONVERSION_PREFIX,
+             "forgotten": FORGOTTEN_FIELD, "other_campaign": campaigns.OTHER}
+    items = ", ".join(f"{k} = '{v}'" for k, v in names.items())
+    return (f"-- counter fields (stream/store/wire.py)\nlocal F = {{{items}, "
+            f"campaign_name_max = {campaigns.NAME_MAX}}}\n")
 
 
 # -- the typed operations of a batch ---------------------------------------------------

@@ -4,34 +4,19 @@
 --
 -- KEYS[1]  the shard's offsets hash; its hash tag routes the call in Redis Cluster, and
 --          every other key touched here carries the same tag (same slot).
--- ARGV[1]  msgpack map built by store.py:
---   t   key prefix of the shard, e.g. "es:{es0}:"
---   o   flat list: src, expected offset (-1 = none), new offset, ...
---   e   map totals field -> increment (`e:<type>`, `dl:<reason>`, `late:<age>`,
---       `ig:<reason>`)
---   b   flat list: day, {bit numbers of the users newly active that day}, day, ...
---       (numbers as decimal strings: Redis would format a Lua number for every call)
---   bf  flat list: day, first byte, i, day, ...: ARGV[i] is a bitmap fragment (the bytes
---       from the first byte on, with the bits of more users newly active that day set;
---       in ARGV as msgpack here would turn bytes into a type cmsgpack does not read)
---   bu  flat list: day, {users newly active that day whose number the caller lacks}, ...
---   u   flat list: bucket, user, ... of every active user the caller has no number for
---       (a signup's user without one is numbered in step 7, once its event is claimed)
---   c   flat list: user, bucket, ts_ms, kind, day, bit number ('' when the caller has
---       none), digest, origin, ...  (customer events)
---   w, wc, wt  the caller's witness token, its expected count (-1: the caller has no
---       number cached) and seconds the witness outlives the caller's last call
---   n   flat list: day, field, digest, origin, ...        (per-day counters)
---   il  id-key suffixes to look in; ws / wl short / long id key to write; xs / xl expiry
---   r   retention days of per-day keys, bd of the activity and signup bitmaps
---   cs  with segments only: per customer event of `c`, its segment values (dimension ->
---       value; empty for a cancellation); counter fields of `n` are then lists
---       {field, segment field...}, the segment fields going to `scnt:<day>`
+-- ARGV[1]  msgpack map built by stream/store/wire.py (`encode_apply`): its keys are the
+--          PLAN_* constants there, each documented there once (t prefix of the shard,
+--          o offsets, e totals, b / bf / bu activity, u users to number, c customer
+--          events, n per-day counters, w / wc / wt witness, il / ws / wl / xs / xl id
+--          keys, r / bd retention, cs / sd segments). Key suffixes are `K`'s and the
+--          counter fields `F`'s (the prelude stream/store/scripts.py puts first).
+-- ARGV[2...]  bitmap fragments (`bf`).
 -- An empty digest means the id was already claimed for this message in another shard.
 -- Returns {1, applied_events, witness count (-1: unchanged), {user, number, ...} given
 -- or found for `u`}; when an offset does not match, {0, src, stored}; when the witness
 -- does not match, {2, forgotten} (nothing written; forgotten = 1 when users were erased
--- meanwhile by lua/forget.lua, which deletes every witness of the shard).
+-- meanwhile by lua/forget.lua, which deletes every witness of the shard). Decoded by
+-- wire.decode_apply.
 --
 -- Bit numbers: each user gets one in its shard (`n:<bucket>`, from `seq`), never
 -- reused, so callers cache them. The witness `w:<token>` counts the calls of one caller
@@ -269,11 +254,11 @@ if anchor then
       if day <= anchor - k and day > anchor - k - 30 and day >= from then
         local cw = tag .. K.cw .. k
         for f, v in pairs(sums[key]) do
-          local kind = string.sub(f, 1, 2)
-          if kind == 'v:' then
+          local kind = string.sub(f, 1, 2)  -- F.visit and F.conversion are 2 characters
+          if kind == F.visit then
             redis.call('HINCRBY', cw, '#v', v)
             redis.call('ZINCRBY', tag .. K.cwv .. k, v, string.sub(f, 3))
-          elseif kind == 'c:' then
+          elseif kind == F.conversion then
             redis.call('HINCRBY', cw, '#c', v)
             redis.call('HINCRBY', cw, f, v)
           end

@@ -33,15 +33,15 @@ local function add_day(k, day, sign)
   local flat = redis.call('HGETALL', tag .. K.cnt .. day)
   for i = 1, #flat, 2 do
     local f = flat[i]
-    local kind = string.sub(f, 1, 2)
+    local kind = string.sub(f, 1, 2)  -- F.visit and F.conversion are 2 characters
     local v = sign * tonumber(flat[i + 1])
-    if kind == 'v:' then
+    if kind == F.visit then
       redis.call('HINCRBY', cw, '#v', v)
       local name = string.sub(f, 3)
       if tonumber(redis.call('ZINCRBY', cwv, v, name)) <= 0 then
         redis.call('ZREM', cwv, name)
       end
-    elseif kind == 'c:' then
+    elseif kind == F.conversion then
       redis.call('HINCRBY', cw, '#c', v)
       if redis.call('HINCRBY', cw, f, v) <= 0 then redis.call('HDEL', cw, f) end
     end
@@ -88,11 +88,11 @@ local function top(k)
       if #page == 0 then break end
       offset = offset + #page
       for _, name in ipairs(page) do
-        if name ~= 'other' and chars(name) <= 128 then
+        if name ~= F.other_campaign and chars(name) <= F.campaign_name_max then
           picked = picked + 1
           out[#out + 1] = name
           out[#out + 1] = tonumber(score)
-          out[#out + 1] = tonumber(redis.call('HGET', cw, 'c:' .. name) or '0')
+          out[#out + 1] = tonumber(redis.call('HGET', cw, F.conversion .. name) or '0')
         end
       end
     end

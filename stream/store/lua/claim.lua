@@ -4,8 +4,9 @@
 -- crash between this call and the apply call loses nothing.
 --
 -- KEYS[1]  any key of the shard (routes the call; all keys touched share its hash tag)
--- ARGV[1]  msgpack map: t prefix, il id-key suffixes to look in, ws/wl keys to write,
---          xs/xl their expiry, c flat list: digest, origin, long (0/1), ...
+-- ARGV[1]  msgpack map built by stream/store/wire.py (`encode_claims`): t prefix, il
+--          id-key suffixes to look in, ws/wl keys to write, xs/xl their expiry, c flat
+--          list: digest, origin, long (0/1), ...
 -- Returns a list of 1 (apply) / 0 (duplicate), one per claim.
 
 local plan = cmsgpack.unpack(ARGV[1])

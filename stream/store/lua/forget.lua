@@ -77,7 +77,7 @@ end
 
 -- 3. the count, and the witnesses of every caller that may cache numbers here
 if erased > 0 then
-  redis.call('HINCRBY', tag .. K.tot, 'fu', erased)
+  redis.call('HINCRBY', tag .. K.tot, F.forgotten, erased)
   local wset = tag .. K.wset
   for _, token in ipairs(redis.call('SMEMBERS', wset)) do
     if redis.call('DEL', tag .. K.w .. token) == 1 then
