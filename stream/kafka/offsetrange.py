@@ -40,13 +40,14 @@ from prometheus_client.registry import Collector
 
 from ..settings import Settings
 from ..store.store import Store
+from ..store.wire import RESTARTS_PREFIX, SKIPPED_PREFIX
 from .config import KafkaConfig
 
 log = logging.getLogger("stream.worker")
 
-#: Totals-hash field prefixes (`<prefix><topic>`), beside `e:` and `dl:` of lua/apply.lua.
-SKIPPED = "oor:skipped:"
-RESTARTS = "oor:restarts:"
+#: Totals-hash field prefixes (`<prefix><topic>`): the field grammar's (stream/store/wire.py).
+SKIPPED = SKIPPED_PREFIX
+RESTARTS = RESTARTS_PREFIX
 #: Longest wait for the fetch that finds each partition's log end.
 PROBE_SECONDS = 5.0
 

@@ -4,7 +4,7 @@ Three parts, each written and read only here:
 - the typed operations a batch implies (`Claim`, `ShardPlan`, `BatchWrites`), which the
   fold (stream/fold.py) builds;
 - the counter-field grammar: the names of the fields of the totals hash (`e:<type>`,
-  `dl:<reason>`, `ig:<reason>`, `late:<age>`, `fu`), of the per-day counters
+  `dl:<reason>`, `ig:<reason>`, `late:<age>`, `fu`, `oor:...`), of the per-day counters
   (`v:<campaign>`, `c:<campaign>`, `<survey>:<score>`), of the segment counters
   (`s:<kind>:<dimension>:<value>`), the segment churn difference arrays and the cohort
   counts, with the parsers the figures read them back with;
@@ -64,6 +64,11 @@ IGNORED_PREFIX: Final = "ig:"
 LATE_PREFIX: Final = "late:"
 #: users erased by `forget` (written by lua/forget.lua)
 FORGOTTEN_FIELD: Final = "fu"
+#: `oor:skipped:<topic>`: messages skipped because they left the log before they were
+#: read; `oor:restarts:<topic>`: partitions restarted from their log start
+#: (lua/offsets.lua, stream/kafka/offsetrange.py)
+SKIPPED_PREFIX: Final = "oor:skipped:"
+RESTARTS_PREFIX: Final = "oor:restarts:"
 
 #: Age buckets of late events, by whole local days between the event's day and today.
 LATE_AGES: tuple[str, ...] = ("1d", "2-7d", "8-30d", "31d+")

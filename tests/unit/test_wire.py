@@ -264,3 +264,8 @@ def test_prelude_names_every_shard_suffix() -> None:
 def test_unknown_script() -> None:
     with pytest.raises(KeyError):
         scripts.source("nope")
+
+
+def test_offset_range_fields() -> None:
+    assert wire.SKIPPED_PREFIX + "engagement.activity" == "oor:skipped:engagement.activity"
+    assert wire.RESTARTS_PREFIX + "t" == "oor:restarts:t"
