@@ -14,12 +14,16 @@ from . import campaigns
 from .catalogue import PREVIOUS_DAY_FIGURES, SEGMENT_FIGURES, TOTALS
 from .events import DEAD_LETTER_REASONS, EVENT_TYPES, IGNORED_REASONS, UNMAPPED
 from .store.wire import (
+    CHURNED_DIFF,
     COHORT_KIND,
     CONVERSION_KIND,
+    CUSTOMERS_DIFF,
     FORGOTTEN_FIELD,
     LATE_AGES,
     LATE_PREFIX,
     RETAINED_KIND,
+    SEGMENT_CHURNED_DIFF,
+    SEGMENT_CUSTOMERS_DIFF,
     VISIT_KIND,
     cohort_field,
     dead_letter_field,
@@ -131,8 +135,9 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     # today + 1. The churn denominator is those at 00:00 of the window's first day; `N:`
     # counts those of them with a cancellation within the 30 days from that day (so a
     # past day's churn ignores cancellations after it).
-    sums = prefix_sums(raw.diffs, ("D", "N"), {"D": churn_start, "N": churn_start})
-    customers = prefix_sums(raw.diffs, ("D",), {"D": today + 1})["D"]
+    d, n = CUSTOMERS_DIFF, CHURNED_DIFF
+    sums = prefix_sums(raw.diffs, (d, n), {d: churn_start, n: churn_start})
+    customers = prefix_sums(raw.diffs, (d,), {d: today + 1})[d]
     out: dict[str, Any] = {
         "daily_active_users": raw.dau,
         "weekly_active_users": raw.wau,
@@ -144,7 +149,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
         "stickiness_ratio": _ratio(raw.dau, raw.mau),
         "previous_day_stickiness_ratio": _ratio(raw.prev_dau, raw.prev_mau),
     }
-    churn = _ratio(sums["N"], sums["D"])
+    churn = _ratio(sums[n], sums[d])
     optional["churn_ratio"] = churn
     optional["retention_ratio"] = None if churn is None else 1.0 - churn
 
@@ -233,12 +238,12 @@ def segment_figures(seg: SegmentRaw, today: int) -> dict[str, Any]:
     for key, value in seg.diffs.items():
         kind, dim, v, day = parse_segment_diff(key)
         pair = (dim, v)
-        if kind == "sD":
+        if kind == SEGMENT_CUSTOMERS_DIFF:
             if day <= today + 1:
                 cust[pair] = cust.get(pair, 0) + value
             if day <= churn_start:
                 d_at[pair] = d_at.get(pair, 0) + value
-        elif kind == "sN" and day <= churn_start:
+        elif kind == SEGMENT_CHURNED_DIFF and day <= churn_start:
             n_at[pair] = n_at.get(pair, 0) + value
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for key, value in seg.window_counters.items():

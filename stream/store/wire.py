@@ -196,7 +196,14 @@ def parse_segment_field(name: str) -> SegmentField:
 
 
 # Churn difference arrays (`cust`: `D:<day>`, `N:<day>`; `scust`:
-# `sD:<dimension>:<value>:<day>`, `sN:...`), written by lua/_churn.lua.
+# `sD:<dimension>:<value>:<day>`, `sN:...`), written by lua/_churn.lua: D counts the
+# customers at 00:00 of a window's first day, N those of them who cancelled within it.
+CUSTOMERS_DIFF: Final = "D"
+CHURNED_DIFF: Final = "N"
+SEGMENT_CUSTOMERS_DIFF: Final = "s" + CUSTOMERS_DIFF
+SEGMENT_CHURNED_DIFF: Final = "s" + CHURNED_DIFF
+
+
 class SegmentDiff(NamedTuple):
     kind: str
     dim: str
@@ -229,7 +236,10 @@ def lua_prelude() -> str:
     """Lines every Lua script starts with (stream/store/scripts.py): the grammar's names
     the scripts use, in a table `F`, so no script spells a field this module spells."""
     names = {"visit": VISIT_PREFIX, "conversion": CONVERSION_PREFIX,
-             "forgotten": FORGOTTEN_FIELD, "other_campaign": campaigns.OTHER}
+             "forgotten": FORGOTTEN_FIELD, "other_campaign": campaigns.OTHER,
+             "customers": CUSTOMERS_DIFF + ":", "churned": CHURNED_DIFF + ":",
+             "seg_customers": SEGMENT_CUSTOMERS_DIFF + ":",
+             "seg_churned": SEGMENT_CHURNED_DIFF + ":"}
     items = ", ".join(f"{k} = '{v}'" for k, v in names.items())
     return (f"-- counter fields (stream/store/wire.py)\nlocal F = {{{items}, "
             f"campaign_name_max = {campaigns.NAME_MAX}}}\n")

@@ -269,3 +269,12 @@ def test_unknown_script() -> None:
 def test_offset_range_fields() -> None:
     assert wire.SKIPPED_PREFIX + "engagement.activity" == "oor:skipped:engagement.activity"
     assert wire.RESTARTS_PREFIX + "t" == "oor:restarts:t"
+
+
+def test_churn_diff_fields() -> None:
+    # as lua/_churn.lua writes them, with the names of the prelude's `F`
+    assert "customers = 'D:', churned = 'N:', seg_customers = 'sD:', seg_churned = 'sN:'" in (
+        scripts.source("apply"))
+    assert wire.parse_segment_diff("sD:plan:pro:20001") == (
+        wire.SEGMENT_CUSTOMERS_DIFF, "plan", "pro", 20_001)
+    assert (wire.CUSTOMERS_DIFF, wire.CHURNED_DIFF) == ("D", "N")

@@ -170,7 +170,7 @@ for i = 1, #c, 8 do
     rec[#rec + 1] = c[i + 2]
     rec[#rec + 1] = c[i + 3]
     rec[#rec + 1] = c[i + 4]
-    apply_diff(old_churn, churn_steps(rec), 'D:', 'N:')
+    apply_diff(old_churn, churn_steps(rec), F.customers, F.churned)
     redis.call('HSET', bkey, user, cmsgpack.pack(rec))
     if c[i + 3] == 0 then
       local sg = tag .. K.sg .. c[i + 4]
@@ -192,11 +192,13 @@ for i = 1, #c, 8 do
       end
       local new_seg = seg_churn_steps(rec, srec)
       for k, steps in pairs(new_seg) do
-        apply_diff(old_seg[k] or {}, steps, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
+        apply_diff(old_seg[k] or {}, steps, F.seg_customers .. k .. ':',
+                   F.seg_churned .. k .. ':', scust)
       end
       for k, steps in pairs(old_seg) do
         if not new_seg[k] then
-          apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
+          apply_diff(steps, {}, F.seg_customers .. k .. ':',
+                     F.seg_churned .. k .. ':', scust)
         end
       end
     end

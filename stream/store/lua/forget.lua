@@ -49,12 +49,13 @@ for i = 1, #u, 2 do
   local rec = load(bkey, user)
   if #rec > 0 then
     found = true
-    apply_diff(churn_steps(rec), {}, 'D:', 'N:')
+    apply_diff(churn_steps(rec), {}, F.customers, F.churned)
     local skey = tag .. K.us .. bucket
     local packed = redis.call('HGET', skey, user)
     if packed then
       for k, steps in pairs(seg_churn_steps(rec, cmsgpack.unpack(packed))) do
-        apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
+        apply_diff(steps, {}, F.seg_customers .. k .. ':',
+                   F.seg_churned .. k .. ':', scust)
       end
       redis.call('HDEL', skey, user)
     end
