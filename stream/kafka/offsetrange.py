@@ -39,15 +39,15 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..settings import Settings
+from ..store import wire
 from ..store.store import Store
-from ..store.wire import RESTARTS_PREFIX, SKIPPED_PREFIX
 from .config import KafkaConfig
 
 log = logging.getLogger("stream.worker")
 
 #: Totals-hash field prefixes (`<prefix><topic>`): the field grammar's (stream/store/wire.py).
-SKIPPED = SKIPPED_PREFIX
-RESTARTS = RESTARTS_PREFIX
+SKIPPED = wire.SKIPPED_PREFIX
+RESTARTS = wire.RESTARTS_PREFIX
 #: Longest wait for the fetch that finds each partition's log end.
 PROBE_SECONDS = 5.0
 
