@@ -22,13 +22,17 @@ from .store.wire import (
     LATE_AGES,
     LATE_PREFIX,
     RETAINED_KIND,
+    SCAN_AT,
+    SCAN_TODAY,
     SEGMENT_CHURNED_DIFF,
     SEGMENT_CUSTOMERS_DIFF,
     VISIT_KIND,
     cohort_field,
+    days_active_field,
     dead_letter_field,
     ignored_field,
     late_field,
+    lifecycle_field,
     parse_counter,
     parse_segment_diff,
     parse_segment_field,
@@ -202,7 +206,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
         out.update(segment_cohort_figures(raw.segments))
-    if raw.scan.get("today") == str(today):
+    if raw.scan.get(SCAN_TODAY) == str(today):
         out.update(scan_figures(raw.scan))
     if raw.previous is not None:
         before = compute(raw.previous)
@@ -220,11 +224,12 @@ def scan_figures(scan: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o, prefix in ((0, ""), (1, "previous_day_")):
         out[prefix + "days_active_users"] = {
-            f"{n}d": {str(k): int(scan.get(f"{o}:d{n}:{k}", 0)) for k in range(1, n + 1)}
+            f"{n}d": {str(k): int(scan.get(days_active_field(o, n, k), 0))
+                      for k in range(1, n + 1)}
             for n in (7, 30)}
         out[prefix + "lifecycle_users"] = {
-            s: int(scan.get(f"{o}:lc:{s}", 0)) for s in LIFECYCLE_STATES}
-    out["days_active_computed_timestamp_seconds"] = float(scan.get("at", 0))
+            s: int(scan.get(lifecycle_field(o, s), 0)) for s in LIFECYCLE_STATES}
+    out["days_active_computed_timestamp_seconds"] = float(scan.get(SCAN_AT, 0))
     return out
 
 

@@ -23,6 +23,7 @@ import logging
 import time
 
 from ..timebuckets import SYSTEM_CLOCK, Clock, DayMapper
+from . import wire
 from .store import Store
 
 log = logging.getLogger("stream.scan")
@@ -60,15 +61,16 @@ def scan(store: Store, today: int) -> tuple[list[int], float]:
 def as_fields(counts: list[int], today: int, at: float, spent: float) -> dict[str, str | int]:
     """The `P:scan` hash: `today`, `at` (unix time), `seconds` (Redis time), and per day
     offset o (0 today, 1 yesterday) `o:d7:<k>`, `o:d30:<k>`, `o:lc:<state>`."""
-    fields: dict[str, str | int] = {"today": today, "at": f"{at:.3f}", "seconds": f"{spent:.4f}"}
+    fields: dict[str, str | int] = {wire.SCAN_TODAY: today, wire.SCAN_AT: f"{at:.3f}",
+                                    wire.SCAN_SECONDS: f"{spent:.4f}"}
     for o in (0, 1):
         base = o * PER_DAY
         for k in range(1, 8):
-            fields[f"{o}:d7:{k}"] = counts[base + k - 1]
+            fields[wire.days_active_field(o, 7, k)] = counts[base + k - 1]
         for k in range(1, 31):
-            fields[f"{o}:d30:{k}"] = counts[base + 6 + k]
+            fields[wire.days_active_field(o, 30, k)] = counts[base + 6 + k]
         for j, state in enumerate(LIFECYCLE):
-            fields[f"{o}:lc:{state}"] = counts[base + 37 + j]
+            fields[wire.lifecycle_field(o, state)] = counts[base + 37 + j]
     return fields
 
 

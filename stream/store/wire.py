@@ -232,6 +232,23 @@ def parse_cohort_field(name: str) -> tuple[str, int]:
     return kind, int(n)
 
 
+# The user scan's hash (`P:scan`, stream/store/scan.py): `today` (the day scanned),
+# `at` (unix time), `seconds` (Redis time), and per day offset o (0 today, 1 yesterday)
+# `<o>:d7:<k>`, `<o>:d30:<k>` users active on exactly k of the 7 or 30 days,
+# `<o>:lc:<state>` users in each lifecycle state.
+SCAN_TODAY: Final = "today"
+SCAN_AT: Final = "at"
+SCAN_SECONDS: Final = "seconds"
+
+
+def days_active_field(offset: int, days: int, k: int) -> str:
+    return f"{offset}:d{days}:{k}"
+
+
+def lifecycle_field(offset: int, state: str) -> str:
+    return f"{offset}:lc:{state}"
+
+
 def lua_prelude() -> str:
     """Lines every Lua script starts with (stream/store/scripts.py): the grammar's names
     the scripts use, in a table `F`, so no script spells a field this module spells."""

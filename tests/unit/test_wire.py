@@ -278,3 +278,10 @@ def test_churn_diff_fields() -> None:
     assert wire.parse_segment_diff("sD:plan:pro:20001") == (
         wire.SEGMENT_CUSTOMERS_DIFF, "plan", "pro", 20_001)
     assert (wire.CUSTOMERS_DIFF, wire.CHURNED_DIFF) == ("D", "N")
+
+
+def test_scan_fields() -> None:
+    assert wire.days_active_field(0, 7, 3) == "0:d7:3"
+    assert wire.days_active_field(1, 30, 30) == "1:d30:30"
+    assert wire.lifecycle_field(1, "dormant") == "1:lc:dormant"
+    assert (wire.SCAN_TODAY, wire.SCAN_AT, wire.SCAN_SECONDS) == ("today", "at", "seconds")
