@@ -20,7 +20,6 @@ from .store.wire import (
     CUSTOMERS_DIFF,
     FORGOTTEN_FIELD,
     LATE_AGES,
-    LATE_PREFIX,
     RETAINED_KIND,
     SCAN_AT,
     SCAN_TODAY,
@@ -297,9 +296,8 @@ def as_of_day(figures: dict[str, Any]) -> dict[str, Any]:
 COHORT_DAYS: tuple[int, ...] = (1, 7, 14, 30)
 #: Days in a signup cohort: the 7 signup days ending N days before yesterday.
 COHORT_SPAN = 7
-#: Field prefix of the late-event counters in the totals hash (`late:<age>`); the age
-#: buckets (LATE_AGES, late_age) are part of the field grammar in stream/store/wire.py.
-LATE_FIELD = LATE_PREFIX
+#: The late-event counters (`late:<age>`, age buckets LATE_AGES by `late_age`) are part
+#: of the field grammar in stream/store/wire.py.
 
 
 def cohort_figures(cohorts: dict[str, int]) -> dict[str, Any]:
