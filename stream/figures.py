@@ -13,6 +13,31 @@ from typing import Any
 from . import campaigns
 from .catalogue import PREVIOUS_DAY_FIGURES, SEGMENT_FIGURES, TOTALS
 from .events import DEAD_LETTER_REASONS, EVENT_TYPES, IGNORED_REASONS, UNMAPPED
+from .store.wire import (
+    CHURNED_DIFF,
+    COHORT_KIND,
+    CONVERSION_KIND,
+    CUSTOMERS_DIFF,
+    FORGOTTEN_FIELD,
+    LATE_AGES,
+    RETAINED_KIND,
+    SCAN_AT,
+    SCAN_TODAY,
+    SEGMENT_CHURNED_DIFF,
+    SEGMENT_CUSTOMERS_DIFF,
+    VISIT_KIND,
+    cohort_field,
+    days_active_field,
+    dead_letter_field,
+    ignored_field,
+    late_field,
+    lifecycle_field,
+    parse_counter,
+    parse_segment_diff,
+    parse_segment_field,
+    survey_kind,
+    type_field,
+)
 
 #: Promoters answer 9-10, detractors 0-6 (passives 7-8 count only in the total).
 NPS_PROMOTER_MIN = 9
@@ -113,8 +138,9 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     # today + 1. The churn denominator is those at 00:00 of the window's first day; `N:`
     # counts those of them with a cancellation within the 30 days from that day (so a
     # past day's churn ignores cancellations after it).
-    sums = prefix_sums(raw.diffs, ("D", "N"), {"D": churn_start, "N": churn_start})
-    customers = prefix_sums(raw.diffs, ("D",), {"D": today + 1})["D"]
+    d, n = CUSTOMERS_DIFF, CHURNED_DIFF
+    sums = prefix_sums(raw.diffs, (d, n), {d: churn_start, n: churn_start})
+    customers = prefix_sums(raw.diffs, (d,), {d: today + 1})[d]
     out: dict[str, Any] = {
         "daily_active_users": raw.dau,
         "weekly_active_users": raw.wau,
@@ -126,7 +152,7 @@ def compute(raw: RawFigures) -> dict[str, Any]:
         "stickiness_ratio": _ratio(raw.dau, raw.mau),
         "previous_day_stickiness_ratio": _ratio(raw.prev_dau, raw.prev_mau),
     }
-    churn = _ratio(sums["N"], sums["D"])
+    churn = _ratio(sums[n], sums[d])
     optional["churn_ratio"] = churn
     optional["retention_ratio"] = None if churn is None else 1.0 - churn
 
@@ -136,10 +162,10 @@ def compute(raw: RawFigures) -> dict[str, Any]:
     nps = [0] * 11
     csat = [0] * 6
     for key, value in counters.items():
-        kind, _, rest = key.partition(":")
-        if kind == "v":
+        kind, rest = parse_counter(key)
+        if kind == VISIT_KIND:
             visits[rest] = visits.get(rest, 0) + value
-        elif kind == "c":
+        elif kind == CONVERSION_KIND:
             conversions[rest] = conversions.get(rest, 0) + value
         elif kind == "nps":
             nps[int(rest)] += value
@@ -159,24 +185,27 @@ def compute(raw: RawFigures) -> dict[str, Any]:
             out[name] = figure
     out["conversion_ratio"] = campaigns.ratios(visits, conversions, raw.campaign_max_series)
     totals = raw.totals
-    out["events_total"] = {t: totals.get(f"e:{t}", 0) for t in EVENT_TYPES}
+    out["events_total"] = {t: totals.get(type_field(t), 0) for t in EVENT_TYPES}
     out["dead_letter_total"] = {
-        r: totals.get(f"dl:{r}", 0) for r in DEAD_LETTER_REASONS if r != "processing_error"
+        r: totals.get(dead_letter_field(r), 0) for r in DEAD_LETTER_REASONS
+        if r != "processing_error"
     }
-    if totals.get("dl:processing_error"):
-        out["dead_letter_total"]["processing_error"] = totals["dl:processing_error"]
+    if totals.get(dead_letter_field("processing_error")):
+        out["dead_letter_total"]["processing_error"] = totals[
+            dead_letter_field("processing_error")]
     out.update(cohort_figures(raw.cohorts))
-    out["late_events_total"] = {a: totals.get(LATE_FIELD + a, 0) for a in LATE_AGES}
-    out["users_forgotten_total"] = totals.get("fu", 0)
-    if totals.get("dl:unreadable_batch"):
-        out["dead_letter_total"]["unreadable_batch"] = totals["dl:unreadable_batch"]
-    if totals.get(f"dl:{UNMAPPED}"):
-        out["dead_letter_total"][UNMAPPED] = totals[f"dl:{UNMAPPED}"]
-    out["ignored_total"] = {r: totals.get(f"ig:{r}", 0) for r in IGNORED_REASONS}
+    out["late_events_total"] = {a: totals.get(late_field(a), 0) for a in LATE_AGES}
+    out["users_forgotten_total"] = totals.get(FORGOTTEN_FIELD, 0)
+    if totals.get(dead_letter_field("unreadable_batch")):
+        out["dead_letter_total"]["unreadable_batch"] = totals[
+            dead_letter_field("unreadable_batch")]
+    if totals.get(dead_letter_field(UNMAPPED)):
+        out["dead_letter_total"][UNMAPPED] = totals[dead_letter_field(UNMAPPED)]
+    out["ignored_total"] = {r: totals.get(ignored_field(r), 0) for r in IGNORED_REASONS}
     if raw.segments is not None:
         out.update(segment_figures(raw.segments, today))
         out.update(segment_cohort_figures(raw.segments))
-    if raw.scan.get("today") == str(today):
+    if raw.scan.get(SCAN_TODAY) == str(today):
         out.update(scan_figures(raw.scan))
     if raw.previous is not None:
         before = compute(raw.previous)
@@ -194,11 +223,12 @@ def scan_figures(scan: dict[str, str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for o, prefix in ((0, ""), (1, "previous_day_")):
         out[prefix + "days_active_users"] = {
-            f"{n}d": {str(k): int(scan.get(f"{o}:d{n}:{k}", 0)) for k in range(1, n + 1)}
+            f"{n}d": {str(k): int(scan.get(days_active_field(o, n, k), 0))
+                      for k in range(1, n + 1)}
             for n in (7, 30)}
         out[prefix + "lifecycle_users"] = {
-            s: int(scan.get(f"{o}:lc:{s}", 0)) for s in LIFECYCLE_STATES}
-    out["days_active_computed_timestamp_seconds"] = float(scan.get("at", 0))
+            s: int(scan.get(lifecycle_field(o, s), 0)) for s in LIFECYCLE_STATES}
+    out["days_active_computed_timestamp_seconds"] = float(scan.get(SCAN_AT, 0))
     return out
 
 
@@ -210,20 +240,18 @@ def segment_figures(seg: SegmentRaw, today: int) -> dict[str, Any]:
     n_at: dict[tuple[str, str], int] = {}
     cust: dict[tuple[str, str], int] = {}
     for key, value in seg.diffs.items():
-        head, _, day_text = key.rpartition(":")
-        kind, dim, v = head.split(":", 2)
-        day = int(day_text)
+        kind, dim, v, day = parse_segment_diff(key)
         pair = (dim, v)
-        if kind == "sD":
+        if kind == SEGMENT_CUSTOMERS_DIFF:
             if day <= today + 1:
                 cust[pair] = cust.get(pair, 0) + value
             if day <= churn_start:
                 d_at[pair] = d_at.get(pair, 0) + value
-        elif kind == "sN" and day <= churn_start:
+        elif kind == SEGMENT_CHURNED_DIFF and day <= churn_start:
             n_at[pair] = n_at.get(pair, 0) + value
     counts: dict[tuple[str, str], dict[str, int]] = {}
     for key, value in seg.window_counters.items():
-        _, kind, dim, v = key.split(":", 3)
+        kind, dim, v = parse_segment_field(key)
         per = counts.setdefault((dim, v), {})
         per[kind] = per.get(kind, 0) + value
     out: dict[str, dict[str, dict[str, Any]]] = {name: {} for name in SEGMENT_FIGURES}
@@ -244,11 +272,11 @@ def segment_figures(seg: SegmentRaw, today: int) -> dict[str, Any]:
             row["retention_ratio"] = None if churn is None else 1.0 - churn
             per = counts.get(pair, {})
             row["conversion_ratio"] = _ratio(per.get("c", 0), per.get("v", 0))
-            nps = [per.get(f"nps{s}", 0) for s in range(11)]
+            nps = [per.get(survey_kind("nps", s), 0) for s in range(11)]
             row["nps_score"] = (
                 100.0 * (sum(nps[NPS_PROMOTER_MIN:]) - sum(nps[:NPS_DETRACTOR_MAX + 1]))
                 / sum(nps) if sum(nps) else None)
-            csat = [per.get(f"csat{s}", 0) for s in range(6)]
+            csat = [per.get(survey_kind("csat", s), 0) for s in range(6)]
             row["csat_ratio"] = _ratio(sum(csat[CSAT_SATISFIED_MIN:]), sum(csat))
             for name, figure in row.items():
                 if figure is not None:
@@ -268,30 +296,17 @@ def as_of_day(figures: dict[str, Any]) -> dict[str, Any]:
 COHORT_DAYS: tuple[int, ...] = (1, 7, 14, 30)
 #: Days in a signup cohort: the 7 signup days ending N days before yesterday.
 COHORT_SPAN = 7
-#: Age buckets of late events, by whole local days between the event's day and today.
-LATE_AGES: tuple[str, ...] = ("1d", "2-7d", "8-30d", "31d+")
-#: Field prefix of the late-event counters in the totals hash (`late:<age>`).
-LATE_FIELD = "late:"
-
-
-def late_age(age: int) -> str | None:
-    """The age bucket of an event dated `age` days before today (None: not late)."""
-    if age < 1:
-        return None
-    if age == 1:
-        return "1d"
-    if age <= 7:
-        return "2-7d"
-    if age <= 30:
-        return "8-30d"
-    return "31d+"
+#: The late-event counters (`late:<age>`, age buckets LATE_AGES by `late_age`) are part
+#: of the field grammar in stream/store/wire.py.
 
 
 def cohort_figures(cohorts: dict[str, int]) -> dict[str, Any]:
     """`cohort_users` and `cohort_retention_ratio`, keyed by N as text; a cohort of no
     user (or one left out) has neither."""
-    users = {str(n): cohorts[f"c:{n}"] for n in COHORT_DAYS if cohorts.get(f"c:{n}", 0) > 0}
-    return {"cohort_retention_ratio": {n: cohorts[f"r:{n}"] / c for n, c in users.items()},
+    users = {str(n): cohorts[cohort_field(COHORT_KIND, n)] for n in COHORT_DAYS
+             if cohorts.get(cohort_field(COHORT_KIND, n), 0) > 0}
+    return {"cohort_retention_ratio": {n: cohorts[cohort_field(RETAINED_KIND, int(n))] / c
+                                       for n, c in users.items()},
             "cohort_users": users}
 
 
@@ -302,8 +317,8 @@ def segment_cohort_figures(seg: SegmentRaw) -> dict[str, Any]:
     ratio: dict[str, dict[str, dict[str, float]]] = {dim: {} for dim in seg.values}
     users: dict[str, dict[str, dict[str, int]]] = {dim: {} for dim in seg.values}
     for (kind, n, dim, v), c in sorted(seg.cohorts.items()):
-        if kind == "c" and c > 0:
+        if kind == COHORT_KIND and c > 0:
             users.setdefault(dim, {}).setdefault(v, {})[str(n)] = c
             ratio.setdefault(dim, {}).setdefault(v, {})[str(n)] = (
-                seg.cohorts.get(("r", n, dim, v), 0) / c)
+                seg.cohorts.get((RETAINED_KIND, n, dim, v), 0) / c)
     return {"segment_cohort_retention_ratio": ratio, "segment_cohort_users": users}

@@ -21,22 +21,35 @@ from typing import TYPE_CHECKING, Any
 
 from . import campaigns
 from .decode import Message
-from .events import ACTIVITY, CONVERSION, EVENT_TYPES, SURVEY, VISIT, DeadLetter, Ignored
+from .events import ACTIVITY, CONVERSION, SURVEY, VISIT, DeadLetter, Ignored
 from .events import CANCELLATION as CANCELLATION_EVENT
 from .events import SIGNUP as SIGNUP_EVENT
-from .figures import LATE_FIELD, late_age
 from .keys import KeySpace
+from .store.wire import (
+    CANCELLATION,
+    CONVERSION_KIND,
+    CONVERSION_PREFIX,
+    DEAD_LETTER_PREFIX,
+    IGNORED_PREFIX,
+    LATE_FIELDS,
+    SIGNUP,
+    SURVEY_FIELDS,
+    SURVEY_KINDS,
+    TYPE_FIELDS,
+    VISIT_KIND,
+    VISIT_PREFIX,
+    BatchWrites,
+    Claim,
+    ShardPlan,
+    survey_field,
+    survey_kind,
+)
 from .timebuckets import DayMapper
 
 if TYPE_CHECKING:
     from .privacy import UserIdHasher
     from .segments import Segments
 
-SIGNUP, CANCELLATION = 0, 1
-_TYPE_FIELDS = tuple(f"e:{name}" for name in EVENT_TYPES)
-#: Totals field of an event folded `age` days after its day (index min(age, 31)): the
-#: late-events counter goes through the totals map, atomic with the offsets like `e:`.
-_LATE_FIELDS: tuple[str, ...] = tuple(LATE_FIELD + (late_age(a) or "") for a in range(32))
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,64 +74,6 @@ class FoldContext:
     user_ids: UserIdHasher | None = None
     segments: Segments | None = None
     places: dict[str, tuple[int, int]] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Claim:
-    """An event id to remember: `digest` is `digest(event_id)`; `origin` is
-    `<src>@<offset>`, so a redelivery of the same message is recognised as itself while a
-    different message with the same id is a duplicate. `shard` is where the id lives."""
-
-    digest: str
-    origin: str
-    shard: int
-    long: bool
-
-
-@dataclass(slots=True)
-class ShardPlan:
-    """Exact writes for one shard, applied by lua/apply.lua in one atomic call.
-
-    - `totals`: field of the totals hash -> increment (`e:<type>`, `dl:<reason>`)
-    - `activity`: day -> users newly active that day in this batch (each once), for the
-      day's activity bitmap
-    - `customer`: (user_id, bucket, ts_ms, kind, day, claim); with segments a signup's
-      kind is `(SIGNUP, value of each dimension...)`
-    - `counters`: (day, field, claim) with field `v:`/`c:` + campaign (`other` for a name
-      longer than campaigns.NAME_MAX), `nps:`/`csat:` + score;
-      with segments `(field, kind, value of each dimension...)` with kind `v`, `c`,
-      `nps<score>` or `csat<score>`
-    """
-
-    totals: dict[str, int] = field(default_factory=dict)
-    activity: dict[int, list[str]] = field(default_factory=dict)
-    customer: list[tuple[str, int, int, int, int, Claim]] = field(default_factory=list)
-    counters: list[tuple[int, str, Claim]] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class BatchWrites:
-    """Everything one batch writes. `hll` maps day -> user ids active that day;
-    `new_days` maps user_id -> the latest day recorded for the user, to remember once
-    applied (the caller's `seen`);
-    `dead` lists the messages to dead-letter; `last_offset` maps src -> highest offset.
-    With segments: `shll` maps (dimension index, value, day) -> user ids active that day;
-    `pending` lists (dimension index, raw value) pairs the registry must decide, in the
-    order met (their raw value stands for the segment value until the store resolves it)."""
-
-    hll: dict[int, set[str]] = field(default_factory=dict)
-    shll: dict[tuple[int, str, int], set[str]] = field(default_factory=dict)
-    pending: dict[tuple[int, str], None] = field(default_factory=dict)
-    shards: dict[int, ShardPlan] = field(default_factory=dict)
-    new_days: dict[str, int] = field(default_factory=dict)
-    dead: list[Message] = field(default_factory=list)
-    last_offset: dict[str, int] = field(default_factory=dict)
-    folded: int = 0
-    #: (src, shard) -> the offset of `src` the fold took as already applied in `shard`
-    #: (-1: none), for every src of `last_offset`: the writes are right only on top of
-    #: exactly these, so the store compares them, not the caller's offsets at apply time
-    #: (which may have moved since the fold: a batch folded ahead, a seek).
-    base: dict[tuple[str, int], int] = field(default_factory=dict)
 
 
 def digest(event_id: str) -> str:
@@ -213,7 +168,8 @@ def fold(messages: Iterable[Message], ctx: FoldContext,
             plan = shards.get(dead_letter_shard)
             if plan is None:
                 plan = shards[dead_letter_shard] = ShardPlan()
-            field = ("dl:" if isinstance(item, DeadLetter) else "ig:") + item.reason
+            field = (DEAD_LETTER_PREFIX if isinstance(item, DeadLetter)
+                     else IGNORED_PREFIX) + item.reason
             plan.totals[field] = plan.totals.get(field, 0) + 1
             continue
         user = item.user_id
@@ -236,11 +192,11 @@ def fold(messages: Iterable[Message], ctx: FoldContext,
         plan = shards.get(shard)
         if plan is None:
             plan = shards[shard] = ShardPlan()
-        tf = _TYPE_FIELDS[item.type_code]
+        tf = TYPE_FIELDS[item.type_code]
         plan.totals[tf] = plan.totals.get(tf, 0) + 1
         day = day_of(item.ts_ms)
         if day < today:
-            lf = _LATE_FIELDS[min(today - day, 31)]
+            lf = LATE_FIELDS[min(today - day, 31)]
             plan.totals[lf] = plan.totals.get(lf, 0) + 1
         code = item.type_code
         if code == ACTIVITY:
@@ -291,17 +247,20 @@ def fold(messages: Iterable[Message], ctx: FoldContext,
                 kind = (SIGNUP, *values_of(item.props))
             plan.customer.append((user, bucket, item.ts_ms, kind, day, claim))  # type: ignore[arg-type]
         elif code == SURVEY:
-            name = f"{item.survey}:{item.score}"
+            answer = (item.survey, item.score)
+            name = SURVEY_FIELDS.get(answer) or survey_field(*answer)  # type: ignore[arg-type]
             fld: str | tuple[str, ...] = name
             if seg is not None:
-                fld = (name, f"{item.survey}{item.score}", *values_of(item.props))
+                fld = (name, SURVEY_KINDS.get(answer) or survey_kind(*answer),  # type: ignore[arg-type]
+                       *values_of(item.props))
             plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
         else:  # visit or conversion
-            prefix = "v:" if code == VISIT else "c:"
-            name = prefix + campaigns.stored_name(item.campaign or "")
+            name = (VISIT_PREFIX if code == VISIT else CONVERSION_PREFIX) + campaigns.stored_name(
+                item.campaign or "")
             fld = name
             if seg is not None:
-                fld = (name, prefix[0], *values_of(item.props))
+                fld = (name, VISIT_KIND if code == VISIT else CONVERSION_KIND,
+                       *values_of(item.props))
             plan.counters.append((day, fld, claim))  # type: ignore[arg-type]
     _note_base(out, applied, keys.shards)
     return out

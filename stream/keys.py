@@ -37,8 +37,8 @@ Layout (`P` is the key prefix, default `es`):
     a window start, and churned of those.
   - `P:{Ps}:cnt:<day>` hash of exact per-day counters: `v:<campaign>`, `c:<campaign>`
     (`other` for a name longer than 128 characters), `nps:<score>`, `csat:<score>`.
-    Reads ask for the survey fields by name (store.WINDOW_FIELDS, so add a new field
-    there) and for campaigns from the rolling windows below.
+    Reads ask for the survey fields by name (WINDOW_FIELDS of stream/store/wire.py, so
+    add a new field there) and for campaigns from the rolling windows below.
   - `P:{Ps}:tot` hash of all-time counters: `e:<type>` events, `dl:<reason>` dead letters,
     `late:<age>` events folded days after their day (age `1d`, `2-7d`, `8-30d`, `31d+`),
     `fu` users erased by `forget`, `ig:<reason>` messages of a mapped format that became
@@ -70,6 +70,7 @@ Layout (`P` is the key prefix, default `es`):
 from __future__ import annotations
 
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
@@ -86,6 +87,27 @@ SHORT_ID_RETENTION_DAYS: Final = 45
 BITMAP_DAYS: Final = 48
 #: Seconds in a day, for EXPIREAT arithmetic.
 DAY_SECONDS: Final = 86_400
+
+#: The suffixes of a shard's keys after its tag (`KeySpace.tag`), by the name the Lua
+#: scripts know them by (`K.<name>`, see `lua_prelude`): spelled here only. A per-day
+#: key is its suffix followed by the day, a per-bucket one by the bucket, a witness
+#: (`w`, `wf`) by its caller's token, a campaign window (`cw`, `cwv`) by 0 or 1; `tmp`
+#: keys are deleted within the script call that made them.
+SHARD_SUFFIXES: Final[Mapping[str, str]] = {
+    "off": "off", "tot": "tot", "cust": "cust", "scust": "scust", "cnt": "cnt:",
+    "scnt": "scnt:", "a": "a:", "sg": "sg:", "ssg": "ssg:", "u": "u:", "us": "us:",
+    "n": "n:", "seq": "seq", "w": "w:", "wf": "wf:", "wset": "wset", "scratch": "scratch",
+    "cw": "cw:", "cwv": "cwv:", "tmp": "tmp:",
+}
+_S = SHARD_SUFFIXES
+
+
+def lua_prelude() -> str:
+    """The first lines of every Lua script (stream/store/scripts.py): a table `K` of
+    SHARD_SUFFIXES, so a script builds `tag .. K.cnt .. day` rather than spelling the
+    suffix itself. Given at load time: no call carries it."""
+    items = ", ".join(f"{name} = '{suffix}'" for name, suffix in SHARD_SUFFIXES.items())
+    return f"-- key suffixes after a shard's tag (stream/keys.py)\nlocal K = {{{items}}}\n"
 
 
 def user_hash(user_id: str) -> int:
@@ -139,22 +161,26 @@ class KeySpace:
         return f"{self.prefix}:{{{self.prefix}{shard}}}:"
 
     def offsets(self, shard: int) -> str:
-        return self.tag(shard) + "off"
+        return self.tag(shard) + _S["off"]
 
     def cust(self, shard: int) -> str:
-        return self.tag(shard) + "cust"
+        return self.tag(shard) + _S["cust"]
 
     def counters(self, shard: int, day: int) -> str:
-        return f"{self.tag(shard)}cnt:{day}"
+        return f"{self.tag(shard)}{_S['cnt']}{day}"
 
     def scust(self, shard: int) -> str:
-        return self.tag(shard) + "scust"
+        return self.tag(shard) + _S["scust"]
 
     def scounters(self, shard: int, day: int) -> str:
-        return f"{self.tag(shard)}scnt:{day}"
+        return f"{self.tag(shard)}{_S['scnt']}{day}"
 
     def totals(self, shard: int) -> str:
-        return self.tag(shard) + "tot"
+        return self.tag(shard) + _S["tot"]
+
+    def seq(self, shard: int) -> str:
+        """The next bit number to give in the shard (lua/apply.lua)."""
+        return self.tag(shard) + _S["seq"]
 
     def user_shard_bucket(self, user_id: str) -> tuple[int, int]:
         h = user_hash(user_id)

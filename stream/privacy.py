@@ -18,9 +18,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-import importlib.resources
 import itertools
-import re
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any
@@ -87,21 +85,6 @@ def plain_hash(key: str, user_id: str) -> str:
 
 # -- forget ---------------------------------------------------------------------------------
 
-_SHARED = re.compile(r"-- >>> shared with forget\.lua\n(.*?)-- <<< shared with forget\.lua",
-                     re.S)
-
-
-def forget_script() -> str:
-    """lua/forget.lua with the churn functions of lua/apply.lua put in at `--@shared`:
-    one definition of a customer's contribution to the difference arrays, so what
-    forget takes out is exactly what apply put in."""
-    lua = importlib.resources.files("stream.store").joinpath("lua")
-    shared = "".join(_SHARED.findall(lua.joinpath("apply.lua").read_text()))
-    if not shared:
-        raise RuntimeError("lua/apply.lua lost the parts shared with lua/forget.lua")
-    return lua.joinpath("forget.lua").read_text().replace("--@shared\n", shared, 1)
-
-
 def read_ids(lines: Iterable[str]) -> Iterator[str]:
     """User ids of a `--from-file` file: one per line without its line break (spaces are
     part of an id, as in events), empty lines skipped."""
@@ -126,7 +109,6 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
     `on_progress(n)` is called with the count of ids handled so far."""
     keys = store.keys
     hasher = store.user_ids
-    script = store.client.register_script(forget_script())
     # bitmaps of every day that can still exist (they expire bd + 2 days after their day)
     days = [today - keys.bitmap_days - 3, today + 2]
     erased = handled = 0
@@ -137,7 +119,7 @@ def forget(store: Store, user_ids: Iterable[str], today: int,
         users = chunk.pop(shard)
         body = _encode({"t": keys.tag(shard), "u": users, "d": days,
                         "s": 1 if store.segments else 0})
-        erased += int(script(keys=[keys.offsets(shard)], args=[body]))
+        erased += int(store.scripts.call("forget", [keys.offsets(shard)], body))
 
     seen: set[str] = set()
     for uid in user_ids:

@@ -14,16 +14,14 @@ from typing import Any
 
 from . import _compiled
 from .decode import Prepared, decode
-from .figures import LATE_AGES, LATE_FIELD
-from .fold import _TYPE_FIELDS, BatchWrites, FoldContext, ShardPlan, _ceilings, _note_base, fold
+from .fold import FoldContext, _ceilings, _note_base, fold
+from .store.wire import LATE_BUCKET_FIELDS, TYPE_FIELDS, BatchWrites, ShardPlan
 
 # The optional compiled shortcut for plain activity messages (stream/_fastfold.c), when
 # built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
 _fastfold = _compiled.fastfold
 
-_ACTIVITY = _TYPE_FIELDS[0]
-#: The totals fields of the compiled fold's late counts, in its bucket order.
-_LATE_BUCKET_FIELDS = tuple(LATE_FIELD + a for a in LATE_AGES)
+_ACTIVITY = TYPE_FIELDS[0]
 
 
 def compiled_fold_available() -> bool:
@@ -80,7 +78,7 @@ def fold_prepared(batch: Prepared, ctx: FoldContext, compiled: bool = True) -> B
                 totals[_ACTIVITY] = totals.get(_ACTIVITY, 0) + n
                 out.folded += n
                 # late[shard][k]: activity events of age bucket k taken for the shard
-                for lf, k in zip(_LATE_BUCKET_FIELDS, late[shard], strict=True):
+                for lf, k in zip(LATE_BUCKET_FIELDS, late[shard], strict=True):
                     if k:
                         totals[lf] = totals.get(lf, 0) + k
     for shard, plan in enumerate(plans):

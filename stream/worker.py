@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaError
 
 from .decode import Message, Prepared, decode
 from .events import PROCESSING_ERROR, DeadLetter
-from .fold import BatchWrites, FoldContext, fold
+from .fold import FoldContext, fold
 from .formats import Mapper
 from .kafka import offsetrange
 from .kafka.deadletters import DeadLetterSink
@@ -30,6 +30,7 @@ from .metrics.health import Health
 from .settings import Settings
 from .stages import fold_prepared
 from .store.store import Conflict, Store
+from .store.wire import BatchWrites
 from .timebuckets import SYSTEM_CLOCK, Clock, DayMapper, ms
 
 log = logging.getLogger("stream.worker")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import threading
 import time
@@ -40,14 +39,15 @@ from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from ..settings import Settings
+from ..store import wire
 from ..store.store import Store
 from .config import KafkaConfig
 
 log = logging.getLogger("stream.worker")
 
-#: Totals-hash field prefixes (`<prefix><topic>`), beside `e:` and `dl:` of lua/apply.lua.
-SKIPPED = "oor:skipped:"
-RESTARTS = "oor:restarts:"
+#: Totals-hash field prefixes (`<prefix><topic>`): the field grammar's (stream/store/wire.py).
+SKIPPED = wire.SKIPPED_PREFIX
+RESTARTS = wire.RESTARTS_PREFIX
 #: Longest wait for the fetch that finds each partition's log end.
 PROBE_SECONDS = 5.0
 
@@ -129,7 +129,6 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
     """Move `src`'s stored offsets in every shard as `verdict` says, counting it once,
     and update `applied` to match. False when another worker moved them meanwhile
     (nothing of that shard is written; the caller resumes from what Redis holds)."""
-    script = store.client.register_script(_SCRIPT)
     keys = store.keys
     topic = src.rpartition("/")[0]
     counted = False
@@ -143,8 +142,8 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
             new, field, n = verdict.seek - 1, SKIPPED + topic, verdict.skipped
             if expected >= new:
                 continue
-        result = script(keys=[keys.offsets(shard), keys.totals(shard)],
-                        args=[src, expected, new, field, 0 if counted else n])
+        result = store.scripts.call("offsets", [keys.offsets(shard), keys.totals(shard)],
+                                    src, expected, new, field, 0 if counted else n)
         if int(result[0]) != 1:
             return False
         counted = True
@@ -210,9 +209,6 @@ async def reconcile(source: Any, store: Store,
                       verdict.seek)
         out[src] = verdict.seek
     return out
-
-
-_SCRIPT = importlib.resources.files("stream.store").joinpath("lua", "offsets.lua").read_text()
 
 
 class OffsetRangeCollector(Collector):

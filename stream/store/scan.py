@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 import time
 
 from ..timebuckets import SYSTEM_CLOCK, Clock, DayMapper
+from . import wire
 from .store import Store
 
 log = logging.getLogger("stream.scan")
@@ -41,19 +41,17 @@ PER_DAY = 7 + 30 + len(LIFECYCLE)
 def scan(store: Store, today: int) -> tuple[list[int], float]:
     """Scan every record now: 2 x PER_DAY counts (today, then yesterday; see scan.lua)
     and the seconds spent waiting for Redis."""
-    source = importlib.resources.files("stream.store").joinpath("lua", "scan.lua").read_text()
-    script = store.client.register_script(source)
     keys = store.keys
     totals = [0] * (2 * PER_DAY)
     spent = 0.0
     for shard in range(keys.shards):
         # numbers given so far: 0 .. seq - 1 (`seq` is the next one)
-        seq = int(store.client.get(keys.tag(shard) + "seq") or 0)
+        seq = int(store.client.get(keys.seq(shard)) or 0)
         for first in range(0, (seq + 7) // 8, SLICE):
             last = first + SLICE - 1
             started = time.perf_counter()
-            counts = script(keys=[keys.offsets(shard)],
-                            args=[keys.tag(shard), first, last, today])
+            counts = store.scripts.call("scan", [keys.offsets(shard)], keys.tag(shard),
+                                        first, last, today)
             spent += time.perf_counter() - started
             for j, c in enumerate(counts):
                 totals[j] += int(c)
@@ -63,15 +61,16 @@ def scan(store: Store, today: int) -> tuple[list[int], float]:
 def as_fields(counts: list[int], today: int, at: float, spent: float) -> dict[str, str | int]:
     """The `P:scan` hash: `today`, `at` (unix time), `seconds` (Redis time), and per day
     offset o (0 today, 1 yesterday) `o:d7:<k>`, `o:d30:<k>`, `o:lc:<state>`."""
-    fields: dict[str, str | int] = {"today": today, "at": f"{at:.3f}", "seconds": f"{spent:.4f}"}
+    fields: dict[str, str | int] = {wire.SCAN_TODAY: today, wire.SCAN_AT: f"{at:.3f}",
+                                    wire.SCAN_SECONDS: f"{spent:.4f}"}
     for o in (0, 1):
         base = o * PER_DAY
         for k in range(1, 8):
-            fields[f"{o}:d7:{k}"] = counts[base + k - 1]
+            fields[wire.days_active_field(o, 7, k)] = counts[base + k - 1]
         for k in range(1, 31):
-            fields[f"{o}:d30:{k}"] = counts[base + 6 + k]
+            fields[wire.days_active_field(o, 30, k)] = counts[base + 6 + k]
         for j, state in enumerate(LIFECYCLE):
-            fields[f"{o}:lc:{state}"] = counts[base + 37 + j]
+            fields[wire.lifecycle_field(o, state)] = counts[base + 37 + j]
     return fields
 
 

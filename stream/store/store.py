@@ -7,28 +7,50 @@ fetching the next batch meanwhile.
 
 from __future__ import annotations
 
-import importlib.resources
 import itertools
 import secrets
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import msgspec
 import redis
 import redis.cluster
 
 from .. import _compiled, campaigns
 from ..figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
-from ..fold import BatchWrites, Claim, ShardPlan
-from ..keys import BITMAP_DAYS, DAY_SECONDS, LAYOUT_VERSION, KeySpace
+from ..keys import DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from ..privacy import NO_KEY, UserIdHasher
 from ..segments import NONE, OTHER, Segments
 from ..timebuckets import month_so_far, rolling
 from ..zones import same_zone
-
-_encode = msgspec.msgpack.Encoder().encode
+from .scripts import Replayable, Scripts
+from .wire import (
+    COHORT_KIND,
+    RETAINED_KIND,
+    WINDOW_FIELDS,
+    WINDOWS_MOVING,
+    WINDOWS_READY,
+    Applied,
+    BatchWrites,
+    CampaignWindows,
+    Claim,
+    IdKeys,
+    OffsetMismatch,
+    ShardPlan,
+    Witness,
+    cohort_field,
+    decode_apply,
+    decode_campaigns,
+    decode_claims,
+    decode_cohorts,
+    decode_first_week,
+    decode_segment_cohorts,
+    encode_apply,
+    encode_claims,
+    is_campaign_field,
+    text,
+)
 
 # When built and not turned off by STREAM_NO_EXTENSIONS (stream/_compiled.py decides).
 _redisformats = _compiled.redisformats
@@ -44,14 +66,6 @@ def compiled_formats_available() -> bool:
 #: below it: what travels to Redis, its replicas and its append-only file stays small
 #: for the small batches of a quiet stream.
 HLL_DENSE_MIN = 500
-#: A day's activity bits go to Redis as a bitmap fragment ORed in (one BITOP over the
-#: whole bitmap) rather than one BITFIELD sub-command per user when the bitmap is at most
-#: this many bytes per user of the batch: a list costs about 8 bytes and a sub-command
-#: per user, BITOP about a microsecond per 10 kB. So a fragment is cheaper for Redis up
-#: to thousands of bytes per user; 128 lets the few hundred users per day of a batch
-#: whose event times spread over a month (200k users: a 25 kB bitmap) take it, at up to
-#: 16x the bytes of a list for that day to Redis, its replicas and its append-only file.
-FRAGMENT_BYTES_PER_USER = 128
 #: Users whose bit number a store remembers, at most: about 150 bytes each (75 MB at
 #: most). Past it the older half is forgotten; a forgotten user's number is found again
 #: in Redis, at two commands in the apply call and no bitmap fragment for the user, so
@@ -62,19 +76,10 @@ NUMS_MAX = 500_000
 WITNESS_TTL = 7 * 86_400
 #: Attempts at a batch whose bit numbers Redis no longer holds (each re-asks them).
 STALE_ATTEMPTS = 3
-#: Fields of the per-day `cnt:` hashes read for the window figures besides the campaigns'
-#: (which lua/campaigns.lua reads from its rolling windows): the survey answers. A read
-#: asks for these by name rather than for the whole hash, which holds every campaign.
-WINDOW_FIELDS: tuple[str, ...] = (*(f"nps:{s}" for s in range(11)),
-                                  *(f"csat:{s}" for s in range(1, 6)))
 #: Seconds a store reuses the segment cohorts it read (STREAM_SEGMENTS): their read costs
 #: two BITOPs per cohort day and segment value, and they move only at midnight and with
 #: late signups and activity.
 SEGMENT_COHORT_SECONDS = 60.0
-
-
-def _script(name: str) -> str:
-    return importlib.resources.files("stream.store").joinpath("lua", name).read_text()
 
 
 class Conflict(Exception):
@@ -174,16 +179,8 @@ class Store:
         self.user_ids = user_ids
         self.params = params
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
-        self._apply_src = _script("apply.lua")
-        self._claim_src = _script("claim.lua")
-        self._fw_src = _script("firstweek.lua")
-        self._hll_src = _script("hll.lua")
-        self._cohort_src = _script("cohort.lua")
-        self._cohort_sha = ""
-        self._apply_sha = self._claim_sha = self._fw_sha = ""
-        self._hll_sha = ""
-        self._campaigns_src = _script("campaigns.lua")
-        self._campaigns_sha = ""
+        #: every Lua script this store's client runs (stream/store/scripts.py)
+        self.scripts = Scripts(client)
         #: user_id -> bit number in its shard, as a decimal string (the form the apply
         #: script passes on to Redis); numbers are never reused: safe to cache
         self._nums: dict[str, str] = {}
@@ -194,21 +191,13 @@ class Store:
         #: of that shard's activity bitmaps, in bits)
         self._top: dict[int, int] = {}
         self._token = secrets.token_hex(8)
-        self._segments_script: Any = None
         #: the latest segment cohorts read: (day, monotonic time, counts)
         self._seg_cohorts: tuple[int, float, dict[tuple[str, int, str, str], int]] | None = None
 
     # -- set-up -------------------------------------------------------------------------
     def load_scripts(self) -> None:
-        """Load the Lua scripts (on every primary in cluster mode)."""
-        # RedisCluster sends SCRIPT LOAD to every primary by itself (and takes no
-        # target_nodes here); a replica promoted later answers NOSCRIPT, see _execute.
-        self._apply_sha = _first(self.client.script_load(self._apply_src))
-        self._claim_sha = _first(self.client.script_load(self._claim_src))
-        self._fw_sha = _first(self.client.script_load(self._fw_src))
-        self._hll_sha = _first(self.client.script_load(self._hll_src))
-        self._campaigns_sha = _first(self.client.script_load(self._campaigns_src))
-        self._cohort_sha = _first(self.client.script_load(self._cohort_src))
+        """Load the Lua scripts its pipelines call (on every primary in cluster mode)."""
+        self.scripts.load()
 
     def drop_cached_figures(self) -> None:
         """Forget the segment cohorts read less than SEGMENT_COHORT_SECONDS ago (after
@@ -281,8 +270,7 @@ class Store:
         Raises Conflict when a shard's stored offset is not the one the writes were folded
         against (`writes.base`; `applied`'s for writes that do not say)."""
         keys = self.keys
-        look, ws, wl, xs, xl = keys.id_generations(today)
-        id_params = {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl}
+        id_params = IdKeys(*keys.id_generations(today)).as_plan()
         if keys.shards > 1:
             self._claim_elsewhere(writes, id_params)
         pending = list(range(keys.shards))
@@ -292,13 +280,13 @@ class Store:
             for user in list(itertools.islice(self._nums, len(self._nums) // 2)):
                 del self._nums[user]
         for attempt in range(STALE_ATTEMPTS):
-            pipe = _Replayable(self.client)
+            pipe = Replayable(self.client)
             if attempt == 0 and writes.hll:
                 self._queue_hll(pipe, writes.hll)
             if attempt == 0 and self.segments:
                 self._segment_writes(writes, pipe, self.segments)
             for shard in pending:
-                _evalsha(pipe, self._apply_sha, keys.offsets(shard),
+                self.scripts.queue(pipe, "apply", keys.offsets(shard),
                          *self._shard_args(writes, shard, applied, id_params))
             results = self._execute(pipe)
             stale = []
@@ -306,24 +294,22 @@ class Store:
             forgotten = -1
             for shard, result in zip(pending, results[len(results) - len(pending):],
                                      strict=True):
-                status = int(result[0])
-                if status == 0:
-                    conflict = Conflict(_s(result[1]), int(result[2]))
-                elif status == 2:
-                    stale.append(shard)
-                    if len(result) > 1 and int(result[1]):
-                        forgotten = shard
-                else:
-                    count += int(result[1])
-                    if int(result[2]) >= 0:
-                        self._witness[shard] = int(result[2])
-                        given = result[3]
-                        if given:
-                            top = max(map(int, given[1::2]))
+                reply = decode_apply(result)
+                if isinstance(reply, OffsetMismatch):
+                    conflict = Conflict(reply.src, reply.stored)
+                elif isinstance(reply, Applied):
+                    count += reply.events
+                    if reply.witness >= 0:
+                        self._witness[shard] = reply.witness
+                        if reply.given:
+                            top = max(int(number) for _, number in reply.given)
                             if top > self._top.get(shard, -1):
                                 self._top[shard] = top
-                        self._nums.update(zip(map(_s, given[::2]), map(_s, given[1::2]),
-                                              strict=True))
+                        self._nums.update(reply.given)
+                else:
+                    stale.append(shard)
+                    if reply.forgotten:
+                        forgotten = shard
             if conflict is not None:
                 raise conflict
             if forgotten >= 0:
@@ -339,7 +325,7 @@ class Store:
         raise _StaleNumbers(f"shards {pending}: bit numbers still stale after "
                             f"{STALE_ATTEMPTS} attempts")
 
-    def _queue_hll(self, pipe: _Replayable, hll: Mapping[int, set[str]]) -> None:
+    def _queue_hll(self, pipe: Replayable, hll: Mapping[int, set[str]]) -> None:
         """Queue the batch's daily HyperLogLog adds: a day of at least HLL_DENSE_MIN
         members as a dense HyperLogLog merged by lua/hll.lua (Redis then hashes nothing),
         a smaller one (or all without the compiled formats) as a PFADD."""
@@ -353,7 +339,7 @@ class Store:
                 pipe.pfadd(key, *members)
                 pipe.expireat(key, expire_at)
         if flat:
-            _evalsha(pipe, self._hll_sha, keys.scratch(), *flat)
+            self.scripts.queue(pipe, "hll", keys.scratch(), *flat)
 
     def _forget_numbers(self) -> None:
         self._nums.clear()
@@ -376,13 +362,13 @@ class Store:
                 expected = applied.get((src, shard), -1)
             o += (src, expected, max(expected, last))
         plan = writes.shards.get(shard) or ShardPlan()
-        witness = {"w": self._token, "wc": self._witness.get(shard, -1), "wt": WITNESS_TTL}
-        return _encode_plan(plan, self.keys.tag(shard), o, {**id_params, **witness},
-                            self.keys.retention_days, self._nums, self.keys.user_shard_bucket,
-                            self._top.get(shard, -1),
+        witness = Witness(self._token, self._witness.get(shard, -1), WITNESS_TTL).as_plan()
+        return encode_apply(plan, self.keys.tag(shard), o, {**id_params, **witness},
+                            self.keys.retention_days, self.keys.bitmap_days, self._nums,
+                            self.keys.user_shard_bucket, self._top.get(shard, -1),
                             self.segments or None)
 
-    def _segment_writes(self, writes: BatchWrites, pipe: _Replayable, seg: Segments) -> None:
+    def _segment_writes(self, writes: BatchWrites, pipe: Replayable, seg: Segments) -> None:
         """Resolve the batch's unknown segment values in the registry (first values win),
         then queue the per-segment PFADDs."""
         if writes.pending:
@@ -404,14 +390,12 @@ class Store:
 
     def _register(self, dims: list[str], max_values: int, flat: list[str]) -> list[list[str]]:
         """Run lua/segments.lua: register values while each dimension has room."""
-        if self._segments_script is None:
-            self._segments_script = self.client.register_script(_script("segments.lua"))
         index = {d: str(n + 1) for n, d in enumerate(dims)}
         args: list[Any] = [max_values]
         for j in range(0, len(flat), 2):
             args += (index[flat[j]], flat[j + 1])
-        result = self._segments_script(keys=[self.keys.seg_registry(d) for d in dims],
-                                       args=args)
+        result = self.scripts.call("segments", [self.keys.seg_registry(d) for d in dims],
+                                   *args)
         return [[_s(m) for m in members] for members in result]
 
     def _claim_elsewhere(self, writes: BatchWrites, id_params: dict[str, Any]) -> None:
@@ -434,34 +418,24 @@ class Store:
         by_shard: dict[int, list[Claim]] = {}
         for c in claims:
             by_shard.setdefault(c.shard, []).append(c)
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         order = list(by_shard.items())
         for shard, claims in order:
-            flat: list[Any] = []
-            for c in claims:
-                flat += (c.digest, c.origin, 1 if c.long else 0)
-            body = _encode({"t": self.keys.tag(shard), "c": flat, **id_params})
-            _evalsha(pipe, self._claim_sha, self.keys.offsets(shard), body)
+            body = encode_claims(self.keys.tag(shard), claims, id_params)
+            self.scripts.queue(pipe, "claim", self.keys.offsets(shard), body)
         verdicts: dict[int, bool] = {}
         for (_, claims), result in zip(order, self._execute(pipe), strict=True):
-            for c, v in zip(claims, result, strict=True):
-                verdicts[id(c)] = bool(int(v))
+            for c, v in zip(claims, decode_claims(result), strict=True):
+                verdicts[id(c)] = v
         for plan in writes.shards.values():
             plan.customer = [(*op[:5], _PRECLAIMED) for op in plan.customer
                              if op[5] is _PRECLAIMED or verdicts[id(op[5])]]
             plan.counters = [(cop[0], cop[1], _PRECLAIMED) for cop in plan.counters
                              if cop[2] is _PRECLAIMED or verdicts[id(cop[2])]]
 
-    def _execute(self, pipe: _Replayable) -> list[Any]:
-        """Run a pipeline; on NOSCRIPT (Redis restarted or failed over) reload and rerun.
-
-        Rerunning is safe: PFADD is idempotent and a script that already ran fails its
-        offset compare-and-set instead of applying twice."""
-        try:
-            return pipe.execute()
-        except redis.exceptions.NoScriptError:
-            self.load_scripts()
-            return pipe.execute()
+    def _execute(self, pipe: Replayable) -> list[Any]:
+        """Run a pipeline, reloading the scripts on NOSCRIPT (Scripts.execute)."""
+        return self.scripts.execute(pipe)
 
     # -- reads -------------------------------------------------------------------------------
     def read(self, today: int, previous: bool = False) -> RawFigures:
@@ -472,9 +446,9 @@ class Store:
         prev_window = list(rolling(today - 1, 30))
         # per-day counters of today - 30 too when the day before's window is wanted
         days_read = [today - 30, *window] if previous else window
-        if not self._fw_sha:
+        if not self.scripts.loaded:
             self.load_scripts()
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         # execute_command: RedisCluster's pipeline blocks its pfcount/evalsha methods
         # (multi-key), but routes the raw commands by key, all in the {h} slot here.
         unions = [[today], rolling(today, 7), window, month_so_far(today), [today - 1],
@@ -489,18 +463,18 @@ class Store:
             for d in days_read:
                 pipe.hmget(k.counters(shard, d), *WINDOW_FIELDS)
         for shard in range(k.shards):
-            _evalsha(pipe, self._fw_sha, k.offsets(shard), k.tag(shard), today)
+            self.scripts.queue(pipe, "firstweek", k.offsets(shard), k.tag(shard), today)
         pipe.hgetall(k.scan)
         for shard in range(k.shards):
-            _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today)
+            self.scripts.queue(pipe, "cohort", k.offsets(shard), k.tag(shard), today)
         res = self._execute(pipe)
         cohorts = _cohort_counts(res[len(res) - k.shards:], today, k.bitmap_days)
         del res[len(res) - k.shards:]
         scan = {_s(f): _s(v) for f, v in res.pop().items()}
         first_week = [0, 0, 0, 0]
-        for counts in res[len(res) - k.shards:]:
-            for j, c in enumerate(counts):
-                first_week[j] += int(c)
+        for reply in res[len(res) - k.shards:]:
+            for j, c in enumerate(decode_first_week(reply)):
+                first_week[j] += c
         del res[len(res) - k.shards:]
         for j, day in ((0, today), (2, today - 1)):
             # a cohort older than the bitmaps kept: left out, rather than undercounted
@@ -545,29 +519,30 @@ class Store:
         raw.campaign_max_series = self.campaign_max_series
         if raw.previous is not None:
             raw.previous.campaign_max_series = self.campaign_max_series
-        results: list[Any] = [[2]] * k.shards
-        while any(int(r[0]) == 2 for r in results):  # windows moved a day per call
-            pending = [shard for shard, r in enumerate(results) if int(r[0]) == 2]
-            pipe = _Replayable(self.client)
+        results = [CampaignWindows(WINDOWS_MOVING)] * k.shards
+        while any(r.status == WINDOWS_MOVING for r in results):  # a day per call
+            pending = [shard for shard, r in enumerate(results) if r.status == WINDOWS_MOVING]
+            pipe = Replayable(self.client)
             for shard in pending:
-                _evalsha(pipe, self._campaigns_sha, k.offsets(shard), k.tag(shard), today,
+                self.scripts.queue(pipe, "campaigns", k.offsets(shard), k.tag(shard), today,
                          self.campaign_max_series)
             for shard, r in zip(pending, self._execute(pipe), strict=True):
-                results[shard] = r
-        if all(int(r[0]) == 1 for r in results):
+                results[shard] = decode_campaigns(r)
+        if all(r.status == WINDOWS_READY for r in results):
             for r in results:
-                _add_top(raw.window_counters, r[1])
+                assert r.today is not None and r.previous is not None
+                r.today.add_into(raw.window_counters, campaigns.OTHER)
                 if raw.previous is not None:
-                    _add_top(raw.previous.window_counters, r[2])
+                    r.previous.add_into(raw.previous.window_counters, campaigns.OTHER)
             return
-        pipe = _Replayable(self.client)
+        pipe = Replayable(self.client)
         for shard in range(k.shards):
             for d in days_read:
                 pipe.hgetall(k.counters(shard, d))
         res = iter(self._execute(pipe))
         for _ in range(k.shards):
             for d in days_read:
-                fields = {f: v for f, v in next(res).items() if _s(f)[:2] in ("v:", "c:")}
+                fields = {f: v for f, v in next(res).items() if is_campaign_field(_s(f))}
                 if d > today - 30:
                     _add_into(raw.window_counters, fields)
                 if raw.previous is not None and d <= today - 1:
@@ -600,7 +575,7 @@ class Store:
                  and time.monotonic() - cached[1] < SEGMENT_COHORT_SECONDS)
         if not fresh:
             for shard in range(k.shards):
-                _evalsha(pipe, self._cohort_sha, k.offsets(shard), k.tag(shard), today,
+                self.scripts.queue(pipe, "cohort", k.offsets(shard), k.tag(shard), today,
                          "segments")
         res = pipe.execute()
         out = SegmentRaw(values=values)
@@ -635,130 +610,11 @@ def _message_order(claim: Claim) -> tuple[str, int]:
     return src, int(offset)
 
 
-class _Replayable:
-    """Records pipeline calls and runs them in a fresh pipeline on each `execute`, so a
-    batch can be sent again after NOSCRIPT (redis-py empties a pipeline once executed,
-    so rerunning the same pipeline object would silently send nothing)."""
-
-    def __init__(self, client: Client) -> None:
-        self._client = client
-        self._calls: list[tuple[str, tuple[Any, ...]]] = []
-
-    def __getattr__(self, name: str) -> Any:
-        def record(*args: Any) -> None:
-            self._calls.append((name, args))
-        return record
-
-    def execute(self) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for name, args in self._calls:
-            getattr(pipe, name)(*args)
-        return list(pipe.execute())
-
-
-def _evalsha(pipe: Any, sha: str, key: str, *args: Any) -> None:
-    """Queue EVALSHA with one key. The raw command, because RedisCluster's pipeline blocks
-    its `evalsha` method; it routes the raw command to the key's slot all the same."""
-    pipe.execute_command("EVALSHA", sha, 1, key, *args)
-
-
-def _encode_plan(
-    plan: ShardPlan, tag: str, offsets: list[Any], params: dict[str, Any], retention: int,
-    nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]], top: int = -1,
-    seg: Segments | None = None,
-) -> list[bytes]:
-    """The apply script's arguments for one shard (lua/apply.lua lists the fields). Users
-    without a number in `nums` go to `u` (with their bucket, by `place_of`) and the
-    script gives or finds theirs. A day's known numbers go as a bitmap fragment (`bf`)
-    instead of a list when the day's whole bitmap, about `top` bits, is at most
-    FRAGMENT_BYTES_PER_USER bytes per number: Redis then ORs it in with one BITOP."""
-    b: list[Any] = []
-    bf: list[Any] = []
-    fragments: list[bytes] = []
-    bu: list[Any] = []
-    asked: dict[str, int] = {}
-    for day, users in plan.activity.items():
-        looked = list(map(nums.get, users))
-        got: list[str]
-        if None in looked:  # rare once the cache is warm: split known from unknown
-            missing = [user for user, n in zip(users, looked, strict=True) if n is None]
-            got = [n for n in looked if n is not None]
-            bu += (day, missing)
-            for user in missing:
-                asked.setdefault(user, place_of(user)[1])
-        else:
-            got = looked  # type: ignore[assignment]  # no None in it
-        if (_redisformats is not None and got
-                and top // 8 + 1 <= FRAGMENT_BYTES_PER_USER * len(got)):
-            first, fragment = _redisformats.bitmap(got)
-            fragments.append(fragment)
-            bf += (day, first, len(fragments) + 1)
-            got = []
-        b += (day, got)
-    c: list[Any] = []
-    for user, bucket, ts, kind, day, claim in plan.customer:
-        # a user without a number is not asked for one here: the script numbers a
-        # signup's user once its event is claimed (a repeated id leaves no trace)
-        number = nums.get(user)
-        c += (user, bucket, ts, kind, day, number or "", claim.digest, claim.origin)
-    ask: list[Any] = []
-    for user, bucket in asked.items():
-        ask += (bucket, user)
-    n: list[Any] = []
-    for day, fld, claim in plan.counters:
-        n += (day, fld, claim.digest, claim.origin)
-    extra: dict[str, Any] = {}
-    if seg is not None:
-        _segment_plan(seg, c, n, extra)
-    # cmsgpack turns an empty msgpack map into an empty Lua table either way; an empty
-    # totals map must still be a map for `pairs`.
-    return [_encode({"t": tag, "o": offsets, "e": plan.totals, "b": b, "bf": bf, "bu": bu,
-                     "u": ask, "c": c, "n": n, "r": retention,
-                     "bd": max(retention, BITMAP_DAYS), **params, **extra}), *fragments]
-
-
-def _segment_plan(seg: Segments, c: list[Any], n: list[Any], extra: dict[str, Any]) -> None:
-    """With segments: a signup's kind `(0, values...)` becomes 0 plus an entry of `cs`
-    (dimension -> value; one entry per customer event, empty for cancellations), and a
-    counter field `(field, kind, values...)` becomes `[field, s:<kind>:<dim>:<value>...]`,
-    the segment fields going to the `scnt:` hashes."""
-    dims = seg.dims
-    cs: list[Any] = []
-    for i in range(3, len(c), 8):
-        kind = c[i]
-        if isinstance(kind, tuple):
-            c[i] = kind[0]
-            cs.append({d: seg.lookup(j, v) or v for j, (d, v) in enumerate(zip(dims, kind[1:],
-                                                                              strict=True))})
-        else:
-            cs.append([])
-    for i in range(1, len(n), 4):
-        fld = n[i]
-        if isinstance(fld, tuple):
-            kind = fld[1]
-            n[i] = [fld[0], *(f"s:{kind}:{d}:{seg.lookup(j, v) or v}"
-                              for j, (d, v) in enumerate(zip(dims, fld[2:], strict=True)))]
-    extra["cs"] = cs
-    extra["sd"] = list(dims)
-
-
 def _window_fields(values: list[Any]) -> dict[str, Any]:
     """An HMGET reply of WINDOW_FIELDS as a hash of the fields present."""
     return {f: v for f, v in zip(WINDOW_FIELDS, values, strict=True) if v is not None}
 
 
-def _add_top(into: dict[str, int], top: list[Any]) -> None:
-    """Add one shard's window of lua/campaigns.lua: each top campaign's `v:`, `c:`, and
-    the window's totals less theirs to `v:other`, `c:other`."""
-    rest_v, rest_c = int(top[0]), int(top[1])
-    for i in range(2, len(top), 3):
-        name, v, c = _s(top[i]), int(top[i + 1]), int(top[i + 2])
-        into["v:" + name] = into.get("v:" + name, 0) + v
-        into["c:" + name] = into.get("c:" + name, 0) + c
-        rest_v -= v
-        rest_c -= c
-    into["v:" + campaigns.OTHER] = into.get("v:" + campaigns.OTHER, 0) + rest_v
-    into["c:" + campaigns.OTHER] = into.get("c:" + campaigns.OTHER, 0) + rest_c
 def _cohort_kept(t: int, n: int, bitmap_days: int) -> bool:
     """Whether the signup bitmaps of the day-`n` cohort as of day `t` are all still kept
     (a cohort partly expired is left out rather than undercounted)."""
@@ -771,25 +627,26 @@ def _cohort_counts(replies: list[Any], today: int, bitmap_days: int) -> dict[int
     for today and the day before."""
     out: dict[int, dict[str, int]] = {today: {}, today - 1: {}}
     for reply in replies:
-        for half, t in enumerate((today, today - 1)):
-            for k, n in enumerate(COHORT_DAYS):
+        for t, counts in zip((today, today - 1), decode_cohorts(reply, COHORT_DAYS),
+                             strict=True):
+            for n, count in zip(COHORT_DAYS, counts, strict=True):
                 if _cohort_kept(t, n, bitmap_days):
-                    at = 8 * half + 2 * k
                     into = out[t]
-                    into[f"c:{n}"] = into.get(f"c:{n}", 0) + int(reply[at])
-                    into[f"r:{n}"] = into.get(f"r:{n}", 0) + int(reply[at + 1])
+                    c, r = cohort_field(COHORT_KIND, n), cohort_field(RETAINED_KIND, n)
+                    into[c] = into.get(c, 0) + count.cohort
+                    into[r] = into.get(r, 0) + count.retained
     return out
 
 
 def _segment_cohorts(into: dict[tuple[str, int, str, str], int], reply: list[Any],
                      dims: set[str], today: int, bitmap_days: int) -> None:
-    """Adds one shard's lua/cohort.lua reply with segments (N, dimension, value, cohort,
-    retained, ...) to `into`, for the configured dimensions."""
-    for i in range(0, len(reply), 5):
-        n, dim, v = int(reply[i]), _s(reply[i + 1]), _s(reply[i + 2])
-        if dim in dims and _cohort_kept(today, n, bitmap_days):
-            for kind, x in (("c", reply[i + 3]), ("r", reply[i + 4])):
-                into[(kind, n, dim, v)] = into.get((kind, n, dim, v), 0) + int(x)
+    """Adds one shard's lua/cohort.lua reply with segments to `into`, for the configured
+    dimensions."""
+    for row in decode_segment_cohorts(reply):
+        if row.dim in dims and _cohort_kept(today, row.n, bitmap_days):
+            for kind, x in ((COHORT_KIND, row.cohort), (RETAINED_KIND, row.retained)):
+                key = (kind, row.n, row.dim, row.value)
+                into[key] = into.get(key, 0) + x
 
 
 def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:
@@ -798,14 +655,7 @@ def _add_into(into: dict[str, int], values: Mapping[Any, Any]) -> None:
         into[name] = into.get(name, 0) + int(value)
 
 
-def _s(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _first(value: Any) -> str:
-    if isinstance(value, dict):
-        value = next(iter(value.values()))
-    return _s(value)
+_s = text
 
 
 def connect(url: str, cluster: bool, sentinels: Sequence[tuple[str, int]] = (),

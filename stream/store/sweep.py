@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 
 from ..timebuckets import Clock, DayMapper
@@ -27,11 +26,9 @@ def sweep(store: Store, today: int) -> int:
     Difference-array fields older than the lateness horizon plus 40 days are folded:
     no event can land before them any more, and every prefix sum from there on keeps its
     value."""
-    source = importlib.resources.files("stream.store").joinpath("lua", "sweep.lua").read_text()
-    script = store.client.register_script(source)
     keys = store.keys
     cutoff = today - keys.max_lateness_days - 40
-    return sum(int(script(keys=[keys.offsets(shard)], args=[keys.tag(shard), cutoff]))
+    return sum(int(store.scripts.call("sweep", [keys.offsets(shard)], keys.tag(shard), cutoff))
                for shard in range(keys.shards))
 
 

@@ -25,6 +25,7 @@ from stream.figures import compute
 from stream.fold import FoldContext, fold
 from stream.keys import KeySpace
 from stream.store import store as store_module
+from stream.store import wire as wire_module
 from stream.store.store import Conflict, Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms
 from tests.support import oracle
@@ -153,9 +154,10 @@ def test_lua_fold_matches_oracle(redis_url: str, values: list[bytes], rnd: rando
     if writes == "fragments":
         monkeypatch.setattr(store_module, "HLL_DENSE_MIN", 1)
     elif writes == "lists":
-        monkeypatch.setattr(store_module, "FRAGMENT_BYTES_PER_USER", 0)
+        monkeypatch.setattr(wire_module, "FRAGMENT_BYTES_PER_USER", 0)
     elif writes == "commands":
         monkeypatch.setattr(store_module, "_redisformats", None)
+        monkeypatch.setattr(wire_module, "_redisformats", None)
     store = make_store(redis_url)
     try:
         order = apply_all(store, values, rnd)
@@ -239,7 +241,8 @@ def test_sweep_compacts_and_keeps_figures(redis_url: str) -> None:
 def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -> None:
     """A crash between the per-shard calls leaves one shard ahead; redelivery in other
     batch boundaries must apply each message exactly once in every shard."""
-    from stream.store.store import _encode_plan
+    from stream.store.scripts import sha
+    from stream.store.wire import encode_apply
 
     client = connect(redis_url, cluster=False)
     client.flushall()
@@ -258,12 +261,12 @@ def test_shards_ahead_after_a_partial_batch_never_double_count(redis_url: str) -
     # Only shard 1 gets batch 10..19 (the process died before shard 0's call).
     w = fold(msgs[10:], FoldContext(keys, days, today, applied))
     look, ws, wl, xs, xl = keys.id_generations(today)
-    args = _encode_plan(w.shards.get(1) or type(next(iter(w.shards.values())))(),
+    args = encode_apply(w.shards.get(1) or type(next(iter(w.shards.values())))(),
                         keys.tag(1), ["t/0", 9, 19],
                         {"il": look, "ws": ws, "wl": wl, "xs": xs, "xl": xl,
                          "w": "t", "wc": -1, "wt": 60},
-                        keys.retention_days, {}, keys.user_shard_bucket)
-    client.evalsha(store._apply_sha, 1, keys.offsets(1), *args)
+                        keys.retention_days, keys.bitmap_days, {}, keys.user_shard_bucket)
+    client.evalsha(sha("apply"), 1, keys.offsets(1), *args)
     # Restart: resume at the lowest shard's offset, redelivered in other boundaries.
     applied = store.load_offsets(["t/0"])
     assert store.resume_offset(applied, "t/0") == 10

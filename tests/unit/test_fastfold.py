@@ -21,9 +21,10 @@ from hypothesis import strategies as st
 
 from stream import stages as fold_module
 from stream.decode import Prepared
-from stream.fold import BatchWrites, FoldContext
+from stream.fold import FoldContext
 from stream.keys import KeySpace
 from stream.stages import fold_prepared
+from stream.store.wire import BatchWrites
 from stream.timebuckets import DayMapper
 
 

@@ -20,11 +20,12 @@ from hypothesis import strategies as st
 from stream import formats
 from stream.decode import Message, Prepared, decode
 from stream.events import DeadLetter, Event, Ignored
-from stream.fold import FoldContext, ShardPlan, fold
+from stream.fold import FoldContext, fold
 from stream.formats import FormatError, Mapper, parse
 from stream.keys import KeySpace
 from stream.settings import SettingsError, load
 from stream.stages import fold_prepared
+from stream.store.wire import ShardPlan
 from stream.timebuckets import DayMapper
 
 NOW_MS = 1_795_334_400_000  # 2026-11-22T08:00:00Z

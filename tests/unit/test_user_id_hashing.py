@@ -17,9 +17,10 @@ from stream import stages as fold_module
 from stream.decode import Prepared
 from stream.fold import FoldContext
 from stream.keys import KeySpace
-from stream.privacy import UserIdHasher, fingerprint, forget_script, read_ids
+from stream.privacy import UserIdHasher, fingerprint, read_ids
 from stream.settings import SettingsError, load
 from stream.stages import fold_prepared
+from stream.store.scripts import source
 from stream.timebuckets import DayMapper
 from tests.unit.test_fastfold import NOW, USERS, _batches, _normal
 
@@ -71,8 +72,8 @@ def test_read_ids_takes_lines_without_their_breaks() -> None:
 
 
 def test_forget_script_holds_the_churn_functions_of_apply() -> None:
-    lua = forget_script()
-    assert "--@shared" not in lua
+    lua = source("forget")
+    assert "--@include" not in lua.replace("`--@include", "")
     for name in ("local function churn_steps", "local function apply_diff",
                  "local function seg_churn_steps", "local function load"):
         assert name in lua

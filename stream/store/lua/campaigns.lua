@@ -26,22 +26,22 @@
 local tag = ARGV[1]
 local today = tonumber(ARGV[2])
 local max_series = tonumber(ARGV[3])
-local h0 = tag .. 'cw:0'
+local h0 = tag .. K.cw .. 0
 
 local function add_day(k, day, sign)
-  local cw, cwv = tag .. 'cw:' .. k, tag .. 'cwv:' .. k
-  local flat = redis.call('HGETALL', tag .. 'cnt:' .. day)
+  local cw, cwv = tag .. K.cw .. k, tag .. K.cwv .. k
+  local flat = redis.call('HGETALL', tag .. K.cnt .. day)
   for i = 1, #flat, 2 do
     local f = flat[i]
-    local kind = string.sub(f, 1, 2)
+    local kind = string.sub(f, 1, 2)  -- F.visit and F.conversion are 2 characters
     local v = sign * tonumber(flat[i + 1])
-    if kind == 'v:' then
+    if kind == F.visit then
       redis.call('HINCRBY', cw, '#v', v)
       local name = string.sub(f, 3)
       if tonumber(redis.call('ZINCRBY', cwv, v, name)) <= 0 then
         redis.call('ZREM', cwv, name)
       end
-    elseif kind == 'c:' then
+    elseif kind == F.conversion then
       redis.call('HINCRBY', cw, '#c', v)
       if redis.call('HINCRBY', cw, f, v) <= 0 then redis.call('HDEL', cw, f) end
     end
@@ -52,7 +52,7 @@ local state = redis.call('HMGET', h0, '@', 'from')
 local anchor, from = tonumber(state[1]), tonumber(state[2]) or 0
 if anchor and anchor > today then return {0} end
 if anchor == nil or today - anchor > 31 then
-  redis.call('DEL', h0, tag .. 'cw:1', tag .. 'cwv:0', tag .. 'cwv:1')
+  redis.call('DEL', h0, tag .. K.cw .. 1, tag .. K.cwv .. 0, tag .. K.cwv .. 1)
   from = today - 30
   anchor = from - 1
   redis.call('HSET', h0, '@', anchor, 'from', from)
@@ -71,7 +71,7 @@ end
 local function chars(s) return #s - select(2, string.gsub(s, '[\128-\191]', '')) end
 
 local function top(k)
-  local cw, cwv = tag .. 'cw:' .. k, tag .. 'cwv:' .. k
+  local cw, cwv = tag .. K.cw .. k, tag .. K.cwv .. k
   local out = {tonumber(redis.call('HGET', cw, '#v') or '0'),
                tonumber(redis.call('HGET', cw, '#c') or '0')}
   local picked = 0
@@ -88,11 +88,11 @@ local function top(k)
       if #page == 0 then break end
       offset = offset + #page
       for _, name in ipairs(page) do
-        if name ~= 'other' and chars(name) <= 128 then
+        if name ~= F.other_campaign and chars(name) <= F.campaign_name_max then
           picked = picked + 1
           out[#out + 1] = name
           out[#out + 1] = tonumber(score)
-          out[#out + 1] = tonumber(redis.call('HGET', cw, 'c:' .. name) or '0')
+          out[#out + 1] = tonumber(redis.call('HGET', cw, F.conversion .. name) or '0')
         end
       end
     end

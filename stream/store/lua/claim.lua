@@ -4,31 +4,17 @@
 -- crash between this call and the apply call loses nothing.
 --
 -- KEYS[1]  any key of the shard (routes the call; all keys touched share its hash tag)
--- ARGV[1]  msgpack map: t prefix, il id-key suffixes to look in, ws/wl keys to write,
---          xs/xl their expiry, c flat list: digest, origin, long (0/1), ...
+-- ARGV[1]  msgpack map built by stream/store/wire.py (`encode_claims`): t prefix, il
+--          id-key suffixes to look in, ws/wl keys to write, xs/xl their expiry, c flat
+--          list: digest, origin, long (0/1), ...
 -- Returns a list of 1 (apply) / 0 (duplicate), one per claim.
 
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
+--@include _claim.lua
 local out = {}
 local c = plan.c
 for i = 1, #c, 3 do
-  local digest, origin = c[i], c[i + 1]
-  local verdict = nil
-  for _, g in ipairs(plan.il) do
-    local seen = redis.call('HGET', tag .. g, digest)
-    if seen then
-      verdict = (seen == origin) and 1 or 0
-      break
-    end
-  end
-  if verdict == nil then
-    local key, exp = tag .. plan.ws, plan.xs
-    if c[i + 2] == 1 then key, exp = tag .. plan.wl, plan.xl end
-    redis.call('HSET', key, digest, origin)
-    redis.call('EXPIREAT', key, exp)
-    verdict = 1
-  end
-  out[#out + 1] = verdict
+  out[#out + 1] = claim_id(c[i], c[i + 1], c[i + 2] == 1) and 1 or 0
 end
 return out

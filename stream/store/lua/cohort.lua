@@ -19,7 +19,7 @@
 local tag = ARGV[1]
 local T = tonumber(ARGV[2])
 local by_segment = ARGV[3] == 'segments'
-local done, new, kept = tag .. 'tmp:co:done', tag .. 'tmp:co:new', tag .. 'tmp:co:kept'
+local done, new, kept = tag .. K.tmp .. 'co:done', tag .. K.tmp .. 'co:new', tag .. K.tmp .. 'co:kept'
 local DAYS = {1, 7, 14, 30}
 
 -- Adds the cohort's {cohort, retained} to into[base + 1], into[base + 2]; with segments,
@@ -28,7 +28,7 @@ local function cohort(t, n, into, base, seg)
   redis.call('DEL', done)
   local last = t - 1 - n
   for s = last - 6, last do
-    local sg = tag .. 'sg:' .. s
+    local sg = tag .. K.sg .. s
     if redis.call('EXISTS', sg) == 1 then
       -- new = sg AND NOT done, as sg XOR (sg AND done): BITOP NOT would stop at the
       -- length of `done`
@@ -36,13 +36,13 @@ local function cohort(t, n, into, base, seg)
       redis.call('BITOP', 'XOR', new, sg, new)
       local c = redis.call('BITCOUNT', new)
       if c > 0 then
-        redis.call('BITOP', 'AND', kept, new, tag .. 'a:' .. (s + n))
+        redis.call('BITOP', 'AND', kept, new, tag .. K.a .. (s + n))
         if not seg then
           into[base + 1] = into[base + 1] + c
           into[base + 2] = into[base + 2] + redis.call('BITCOUNT', kept)
         else
           -- the day's signups with segments: far fewer than the shard's users
-          local h = redis.call('HGETALL', tag .. 'ssg:' .. s)
+          local h = redis.call('HGETALL', tag .. K.ssg .. s)
           for i = 1, #h, 2 do
             if redis.call('GETBIT', new, h[i]) == 1 then
               local r = redis.call('GETBIT', kept, h[i])

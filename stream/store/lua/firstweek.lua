@@ -13,13 +13,13 @@
 
 local tag = ARGV[1]
 local T = tonumber(ARGV[2])
-local done, new, act = tag .. 'tmp:fw:done', tag .. 'tmp:fw:new', tag .. 'tmp:fw:act'
+local done, new, act = tag .. K.tmp .. 'fw:done', tag .. K.tmp .. 'fw:new', tag .. K.tmp .. 'fw:act'
 
 local function first_week(t)
   redis.call('DEL', done)
   local cohort, active = 0, 0
   for s = t - 37, t - 8 do
-    local sg = tag .. 'sg:' .. s
+    local sg = tag .. K.sg .. s
     if redis.call('EXISTS', sg) == 1 then
       -- new = sg AND NOT done, as sg XOR (sg AND done): BITOP NOT would stop at the
       -- length of `done`
@@ -29,7 +29,7 @@ local function first_week(t)
       if n > 0 then
         cohort = cohort + n
         local days = {}
-        for a = s + 1, s + 7 do days[#days + 1] = tag .. 'a:' .. a end
+        for a = s + 1, s + 7 do days[#days + 1] = tag .. K.a .. a end
         redis.call('BITOP', 'OR', act, unpack(days))
         redis.call('BITOP', 'AND', act, act, new)
         active = active + redis.call('BITCOUNT', act)

@@ -8,7 +8,7 @@
 --
 -- For each user:
 -- 1. the churn difference arrays lose the user's steps (`cust`, and `scust` by segment:
---    the same functions as lua/apply.lua, put in below at load time), then the customer
+--    the same functions as lua/apply.lua, lua/_churn.lua), then the customer
 --    and segment records go;
 -- 2. the user's bit is cleared in every activity and signup bitmap, then the number map
 --    entry goes: the number is never given again (`seq` only grows), so a later event of
@@ -23,10 +23,10 @@
 local plan = cmsgpack.unpack(ARGV[1])
 local tag = plan.t
 
---@shared
+--@include _churn.lua
 
 local u = plan.u
-local scust = tag .. 'scust'
+local scust = tag .. K.scust
 
 -- the bitmaps of the shard that exist, and the signup-segment hashes (`ssg:<day>`, bit
 -- number -> segment values), found once per call
@@ -36,7 +36,7 @@ for day = plan.d[1], plan.d[2] do
     local key = tag .. kind .. day
     if redis.call('EXISTS', key) == 1 then bitmaps[#bitmaps + 1] = key end
   end
-  local key = tag .. 'ssg:' .. day
+  local key = tag .. K.ssg .. day
   if redis.call('EXISTS', key) == 1 then signup_segments[#signup_segments + 1] = key end
 end
 
@@ -45,23 +45,24 @@ for i = 1, #u, 2 do
   local bucket, user = u[i], u[i + 1]
   local found = false
   -- 1. customer and segment records
-  local bkey = tag .. 'u:' .. bucket
+  local bkey = tag .. K.u .. bucket
   local rec = load(bkey, user)
   if #rec > 0 then
     found = true
-    apply_diff(churn_steps(rec), {}, 'D:', 'N:')
-    local skey = tag .. 'us:' .. bucket
+    apply_diff(churn_steps(rec), {}, F.customers, F.churned)
+    local skey = tag .. K.us .. bucket
     local packed = redis.call('HGET', skey, user)
     if packed then
       for k, steps in pairs(seg_churn_steps(rec, cmsgpack.unpack(packed))) do
-        apply_diff(steps, {}, 'sD:' .. k .. ':', 'sN:' .. k .. ':', scust)
+        apply_diff(steps, {}, F.seg_customers .. k .. ':',
+                   F.seg_churned .. k .. ':', scust)
       end
       redis.call('HDEL', skey, user)
     end
     redis.call('HDEL', bkey, user)
   end
   -- 2. bits, then the number
-  local nkey = tag .. 'n:' .. bucket
+  local nkey = tag .. K.n .. bucket
   local num = redis.call('HGET', nkey, user)
   if num then
     found = true
@@ -77,11 +78,11 @@ end
 
 -- 3. the count, and the witnesses of every caller that may cache numbers here
 if erased > 0 then
-  redis.call('HINCRBY', tag .. 'tot', 'fu', erased)
-  local wset = tag .. 'wset'
+  redis.call('HINCRBY', tag .. K.tot, F.forgotten, erased)
+  local wset = tag .. K.wset
   for _, token in ipairs(redis.call('SMEMBERS', wset)) do
-    if redis.call('DEL', tag .. 'w:' .. token) == 1 then
-      redis.call('SET', tag .. 'wf:' .. token, '1', 'EX', 7 * 86400)
+    if redis.call('DEL', tag .. K.w .. token) == 1 then
+      redis.call('SET', tag .. K.wf .. token, '1', 'EX', 7 * 86400)
     else
       redis.call('SREM', wset, token)
     end

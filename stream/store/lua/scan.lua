@@ -42,7 +42,7 @@ end
 -- who: user number -> set of its active days among oldest..T
 local who = {}
 for d = oldest, T do
-  local chunk = redis.call('GETRANGE', tag .. 'a:' .. d, first, last)
+  local chunk = redis.call('GETRANGE', tag .. K.a .. d, first, last)
   for p = 1, #chunk do
     local byte = string.byte(chunk, p)
     if byte ~= 0 then

@@ -11,7 +11,7 @@ local cutoff = tonumber(ARGV[2])
 local folded = 0
 
 -- `cust`, and `scust` (by segment: `sD:<dim>:<value>:<day>`; the day follows the last ':')
-for _, suffix in ipairs({'cust', 'scust'}) do
+for _, suffix in ipairs({K.cust, K.scust}) do
   local cust = tag .. suffix
   local flat = redis.call('HGETALL', cust)
   local sums = {}
