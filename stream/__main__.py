@@ -472,7 +472,7 @@ def _backfill(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _forget(settings: Settings, args: argparse.Namespace) -> int:
-    from .privacy import forget_command
+    from .forget import forget_command
 
     return forget_command(settings, args.user_ids, args.from_file, args.no_progress)
 

@@ -496,6 +496,21 @@ def encode_claims(tag: str, claims: Sequence[Claim], ids: Mapping[str, Any]) -> 
     return _encode({PLAN_TAG: tag, PLAN_CLAIMS: flat, **ids})
 
 
+#: lua/forget.lua's ARGV[1] keys besides PLAN_TAG: the flat (bucket, user, ...) list,
+#: the {first, last} day of the bitmaps that may exist, 1 with segments.
+FORGET_USERS: Final = "u"
+FORGET_DAYS: Final = "d"
+FORGET_SEGMENTS: Final = "s"
+
+
+def encode_forget(tag: str, users: Sequence[Any], days: Sequence[int],
+                  segments: bool) -> bytes:
+    """lua/forget.lua's ARGV[1]: the users of one shard (flat bucket, user, ... as
+    stored: hashed with STREAM_USER_ID_KEY) and the days of bitmaps to clear."""
+    return _encode({PLAN_TAG: tag, FORGET_USERS: list(users), FORGET_DAYS: list(days),
+                    FORGET_SEGMENTS: 1 if segments else 0})
+
+
 # -- script replies ----------------------------------------------------------------------
 
 def text(value: Any) -> str:

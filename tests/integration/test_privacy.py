@@ -25,8 +25,9 @@ import pytest
 
 from stream.demo.localservers import RedisCluster, RedisServer, TansuBroker
 from stream.figures import compute
+from stream.forget import forget
 from stream.keys import KeySpace
-from stream.privacy import UserIdHasher, fingerprint, forget
+from stream.privacy import UserIdHasher, fingerprint
 from stream.segments import Segments
 from stream.store.store import Client, Store, StoreMismatch, StoreParams, connect
 from stream.timebuckets import ms

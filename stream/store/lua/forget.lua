@@ -1,7 +1,7 @@
--- forget.lua: erase users from one shard, atomically (stream/privacy.py, docs/privacy.md).
+-- forget.lua: erase users from one shard, atomically (stream/forget.py, docs/privacy.md).
 --
 -- KEYS[1]  the shard's offsets hash (routes the call; every key here shares its tag)
--- ARGV[1]  msgpack map: t key prefix of the shard, u flat list bucket, user, ... (user
+-- ARGV[1]  msgpack map (stream/store/wire.py encode_forget): t key prefix of the shard, u flat list bucket, user, ... (user
 --          ids as stored: hashed with STREAM_USER_ID_KEY), d {first day, last day} of
 --          the activity and signup bitmaps that may exist, s 1 with segments
 -- Returns the number of the users the shard held anything about.
