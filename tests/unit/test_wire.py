@@ -176,6 +176,14 @@ def test_claim_arguments() -> None:
                     "xs": 100, "xl": 200}
 
 
+def test_forget_arguments() -> None:
+    """lua/forget.lua reads `t`, `u` (bucket, user, ...), `d` {first, last} and `s`."""
+    body = _decode(wire.encode_forget("es:{es0}:", [3, "u1", 7, "u2"], (19_950, 20_002), True))
+    assert body == {"t": "es:{es0}:", "u": [3, "u1", 7, "u2"], "d": [19_950, 20_002], "s": 1}
+    body = _decode(wire.encode_forget("es:{es1}:", [], [1, 2], False))
+    assert body == {"t": "es:{es1}:", "u": [], "d": [1, 2], "s": 0}
+
+
 def test_witness_and_id_keys_as_plan() -> None:
     assert wire.Witness("tok", -1, 60).as_plan() == {"w": "tok", "wc": -1, "wt": 60}
     look, ws, wl, xs, xl = KeySpace().id_generations(20_000)
