@@ -371,8 +371,17 @@ def _worker(settings: Settings) -> int:
     if mismatch is not None:
         print(f"engagement-stream: {mismatch}", file=sys.stderr)
         return 2
+    async def run() -> None:
+        source = None
+        if settings.engine == "faust":
+            # built in the loop the worker runs in, as faust's App wants
+            from .engines.faust import standalone_source
+
+            source = standalone_source(settings)
+        await run_worker(settings, source=source)
+
     try:
-        asyncio.run(run_worker(settings))
+        asyncio.run(run())
     except (StoreMismatch, BindError) as exc:
         print(f"engagement-stream: {exc}", file=sys.stderr)
         return 2

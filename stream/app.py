@@ -71,11 +71,9 @@ def read_figures(store: Store, days: DayMapper, day: int | None = None,
 
 
 def make_source(settings: Settings) -> Source:
-    """The worker's consumer, on the Kafka client `STREAM_KAFKA_CLIENT` names."""
-    if settings.engine == "faust":
-        from .engines.faust import standalone_source
-
-        return standalone_source(settings)
+    """The worker's consumer, on the Kafka client `STREAM_KAFKA_CLIENT` names (the faust
+    engine's source is built by the `worker` command and passed to `run_worker`: the
+    engine runs the worker, so the worker's wiring does not import it)."""
     if settings.kafka_client == "confluent":
         from .kafka.confluent import ConfluentSource
 
