@@ -32,7 +32,7 @@ local scust = tag .. K.scust
 -- number -> segment values), found once per call
 local bitmaps, signup_segments = {}, {}
 for day = plan.d[1], plan.d[2] do
-  for _, kind in ipairs({'a:', 'sg:'}) do
+  for _, kind in ipairs({K.a, K.sg}) do
     local key = tag .. kind .. day
     if redis.call('EXISTS', key) == 1 then bitmaps[#bitmaps + 1] = key end
   end
