@@ -144,7 +144,7 @@ def move(store: Store, applied: MutableMapping[tuple[str, int], int], src: str,
                 continue
         result = store.scripts.call("offsets", [keys.offsets(shard), keys.totals(shard)],
                                     src, expected, new, field, 0 if counted else n)
-        if int(result[0]) != 1:
+        if not wire.decode_offset_move(result).moved:
             return False
         counted = True
         if new < 0:

@@ -45,6 +45,7 @@ from .wire import (
     decode_claims,
     decode_cohorts,
     decode_first_week,
+    decode_registry,
     decode_segment_cohorts,
     encode_apply,
     encode_claims,
@@ -396,7 +397,7 @@ class Store:
             args += (index[flat[j]], flat[j + 1])
         result = self.scripts.call("segments", [self.keys.seg_registry(d) for d in dims],
                                    *args)
-        return [[_s(m) for m in members] for members in result]
+        return decode_registry(result)
 
     def _claim_elsewhere(self, writes: BatchWrites, id_params: dict[str, Any]) -> None:
         """Phase 1 with more than one shard: claim every id of the batch in the shard that

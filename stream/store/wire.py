@@ -651,3 +651,23 @@ class FirstWeek(NamedTuple):
 
 def decode_first_week(reply: Sequence[Any]) -> FirstWeek:
     return FirstWeek(*(int(x) for x in reply))
+
+
+class OffsetMove(NamedTuple):
+    """lua/offsets.lua's reply: `moved`, or the offset stored instead of the one the
+    caller read (-1: none) when another worker moved it meanwhile."""
+
+    moved: bool
+    stored: int
+
+
+def decode_offset_move(reply: Sequence[Any]) -> OffsetMove:
+    moved = int(reply[0]) == 1
+    stored = -1 if moved or len(reply) < 2 or reply[1] is None else int(reply[1])
+    return OffsetMove(moved, stored)
+
+
+def decode_registry(reply: Sequence[Any]) -> list[list[str]]:
+    """lua/segments.lua's reply: per registry key, its members after the call."""
+    return [[text(m) for m in members] for members in reply]
+

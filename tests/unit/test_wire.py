@@ -293,3 +293,11 @@ def test_scan_fields() -> None:
     assert wire.days_active_field(1, 30, 30) == "1:d30:30"
     assert wire.lifecycle_field(1, "dormant") == "1:lc:dormant"
     assert (wire.SCAN_TODAY, wire.SCAN_AT, wire.SCAN_SECONDS) == ("today", "at", "seconds")
+
+
+def test_offset_move_and_registry_replies() -> None:
+    assert wire.decode_offset_move([1]) == (True, -1)
+    assert wire.decode_offset_move([0, b"41"]) == (False, 41)
+    assert wire.decode_offset_move([0, None]) == (False, -1)
+    assert wire.decode_registry([[b"pro", b"free"], []]) == [["pro", "free"], []]
+
