@@ -10,6 +10,7 @@ a partition is resumed from them when it is assigned.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import logging
 import time
 from typing import Any
@@ -284,6 +285,16 @@ class Worker:
             # Records of a partition revoked while we waited belong to its new owner now.
             if tp not in assigned or not run_offsets:
                 continue
+            count, last = counts.get(tp, (0, -1))
+            if run_offsets[0] <= last:
+                # A message this batch holds already (a source re-reading after a seek can
+                # hand a partition's messages over twice in one batch): the fold checks
+                # offsets against those applied before the batch, not within it, so each
+                # (partition, offset) must come once, or its counts would be added twice.
+                keep = bisect.bisect_right(run_offsets, last)
+                if keep == len(run_offsets):
+                    continue
+                run_values, run_offsets = run_values[keep:], run_offsets[keep:]
             src = srcs.get(tp)
             if src is None:
                 src = srcs[tp] = src_of(*tp)
@@ -293,8 +304,7 @@ class Worker:
             runs.append((src, len(values), len(values) + len(run_offsets)))
             values += run_values
             offsets += run_offsets
-            count, last = counts.get(tp, (0, -1))
-            counts[tp] = (count + len(run_offsets), max(last, run_offsets[-1]))
+            counts[tp] = (count + len(run_offsets), run_offsets[-1])
         if not values:
             return None
         now = self.clock.now()

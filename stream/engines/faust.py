@@ -269,11 +269,14 @@ class FaustSource:
 
 
 def _runs_of(events: list[Any]) -> list[Run]:
-    """Events (each partition's in order) as runs of one partition each."""
+    """Events as runs of one partition each, offsets rising within a run: a partition's
+    messages come in order, except that after a seek faust may still hand over some read
+    before it, then the new position's: a new run starts where the offset falls."""
     runs: list[Run] = []
     for event in events:
         m = event.message
-        if runs and runs[-1][0] == m.topic and runs[-1][1] == m.partition:
+        if (runs and runs[-1][0] == m.topic and runs[-1][1] == m.partition
+                and runs[-1][3][-1] < m.offset):
             runs[-1][2].append(m.value)
             runs[-1][3].append(m.offset)
         else:

@@ -33,13 +33,15 @@ Run = tuple[str, int, list[bytes | None], list[int]]
 
 
 def runs_of(records: list[Record]) -> list[Run]:
-    """`records` (each partition's in order) as runs of one partition each."""
+    """`records` as runs of one partition each, offsets rising within a run (a new run
+    starts where a partition's offset falls, as after a seek back)."""
     runs: list[Run] = []
     i, n = 0, len(records)
     while i < n:
         topic, partition = records[i].topic, records[i].partition
         j = i + 1
-        while j < n and records[j].partition == partition and records[j].topic == topic:
+        while (j < n and records[j].partition == partition and records[j].topic == topic
+               and records[j].offset > records[j - 1].offset):
             j += 1
         runs.append((topic, partition, [r.value for r in records[i:j]],
                      [r.offset for r in records[i:j]]))
