@@ -99,6 +99,9 @@ def _snappy_size(payload: bytes | memoryview) -> int:
     while pos < len(view):
         (block,) = struct.unpack_from(">i", view, pos)
         pos += 4
+        if block <= 0 or pos + block > len(view):
+            # a length that does not move forward would loop here for ever
+            raise CodecError(f"snappy block length {block} at {pos - 4} out of bounds")
         total += int(cramjam.snappy.decompress_raw_len(view[pos:pos + block]))
         pos += block
     return total

@@ -244,6 +244,9 @@ def test_a_corrupt_batch_comes_out_whole_and_the_rest_is_read() -> None:
     (GZIP, lambda b: b"\x1f\x8b" + bytes(b), "gzip data not readable"),
     (SNAPPY, lambda b: b"\x82SNAPPY\x00" + bytes(b), "snappy data not readable"),
     (ZSTD, lambda b: bytes(cramjam.zstd.compress(b))[:-3], "zstd data not readable"),
+    # a xerial block length that does not move forward (it looped for ever)
+    (SNAPPY, lambda b: b"\x82SNAPPY\x00" + struct.pack(">iii", 1, 1, -4) + b"abcd",
+     "snappy block length -4"),
 ])
 def test_a_batch_that_does_not_decompress_comes_out_whole(codec: int, compress: Any,
                                                            why: str) -> None:
