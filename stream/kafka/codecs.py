@@ -2,7 +2,7 @@
 
 A record batch of message format v2 compresses only its records; its 61-byte header
 stays plain. `plain_batch` turns a compressed batch into the same batch uncompressed, so
-the compiled reader (stream/_recordbatch.c) reads every codec the way it reads plain
+the compiled reader (stream/kafka/_recordbatch.c) reads every codec the way it reads plain
 batches. The codecs are cramjam's (the library aiokafka itself uses), a runtime
 dependency: gzip, snappy (Kafka's xerial framing, which the Java client writes, and
 plain snappy, which librdkafka writes), lz4 (the LZ4 frame format, KIP-57) and zstd.
@@ -25,7 +25,7 @@ NONE, GZIP, SNAPPY, LZ4, ZSTD = 0, 1, 2, 3, 4
 #: The codec of each attributes value (its lowest three bits), as Kafka names them.
 NAMES: Final = {NONE: "none", GZIP: "gzip", SNAPPY: "snappy", LZ4: "lz4", ZSTD: "zstd"}
 
-#: Where a v2 batch's fields are (see stream/_recordbatch.c).
+#: Where a v2 batch's fields are (see stream/kafka/_recordbatch.c).
 _LENGTH_AT, _ATTRIBUTES_AT, _HEADER_SIZE, _LOG_OVERHEAD = 8, 21, 61, 12
 _CODEC_MASK = 0x07
 #: A batch's length is a 32-bit signed integer: no decompressed batch can be longer.
@@ -33,6 +33,7 @@ _MAX_LENGTH = (1 << 31) - 1
 #: Most bytes the records of one batch may decompress to: 64 MiB, over 60 times the
 #: largest batch a broker accepts by default (`message.max.bytes`, 1 MiB), compressed.
 MAX_RECORDS_BYTES: Final = 64 << 20
+_MIB = MAX_RECORDS_BYTES >> 20
 #: The first output buffer for gzip, lz4 and zstd, as a multiple of the compressed size
 #: (JSON events compress 3-6 times); a batch that needs more is decompressed again into
 #: a buffer 4 times larger, up to MAX_RECORDS_BYTES.
@@ -66,8 +67,6 @@ def decompress(codec: int, payload: bytes | memoryview) -> bytes | memoryview:
     except Exception as exc:  # cramjam's DecompressionError, struct errors of xerial framing
         raise CodecError(f"{name} data not readable: {exc}") from exc
 
-
-_MIB = MAX_RECORDS_BYTES >> 20
 
 
 def _bounded(into: Any, payload: bytes | memoryview, name: str) -> memoryview:
