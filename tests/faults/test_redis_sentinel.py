@@ -113,16 +113,22 @@ def test_master_killed_while_folding_fails_over_exactly(
         worker.start()
         wait_until(lambda: sum(applied_offsets(master.url).values()) > 0, 60, "folding")
         before = sum(applied_offsets(master.url).values())
-        rest = threading.Thread(target=produce_all,
-                                args=(broker.bootstrap, truth.messages[n // 4:]))
-        rest.start()
+        # 1. The second quarter arrives while the worker folds; the master is killed
+        #    once some of it is applied (usually mid-batch, the input still arriving).
+        # 2. The second half is produced only after the kill: on a fast run the worker
+        #    could otherwise have folded everything before the kill and never met the
+        #    dead master, and the failover would go untested.
+        middle = threading.Thread(target=produce_all,
+                                  args=(broker.bootstrap, truth.messages[n // 4: n // 2]))
+        middle.start()
         try:
             wait_until(lambda: sum(applied_offsets(master.url).values()) > before + 2000, 60,
                        "folding the rest", interval=0.1)
-            master.kill()  # SIGKILL, mid-stream: the input is still arriving
+            master.kill()  # SIGKILL, mid-stream
             killed_at = time.monotonic()
         finally:
-            rest.join(120)
+            middle.join(120)
+        produce_all(broker.bootstrap, truth.messages[n // 2:])
         wait_until(lambda: sentinels.master() == ("127.0.0.1", replica.port), 60,
                    "the replica promoted")
         failover = time.monotonic() - killed_at
