@@ -481,6 +481,468 @@ static int parse_segment_track(const char *p, Py_ssize_t len, span *user, int64_
     return 1;
 }
 
+/* -- UserMap: user id -> int64, compact -------------------------------------------------
+ *
+ * The worker's per-user caches, `seen` (user -> a day whose activity is in Redis) and the
+ * store's bit numbers (user -> number), are looked up once or twice per event, in tables
+ * of hundreds of thousands of users. A dict lookup there costs several cache misses (its
+ * index, its entry, the key object compared, the value object): measured, the fold's
+ * `seen` lookup alone was about half of its time. This table keeps each entry in one
+ * 40-byte slot of an open-addressed array (a 64-bit hash, the value, and the key's
+ * UTF-8 inline up to 16 bytes, else in an arena): one miss for most lookups. It maps
+ * str keys to int values and offers what the caches use of a dict: len, in, [], get,
+ * []=, update, clear, and keep_newest (the stand-in for a dict's insertion order when
+ * the number cache is halved). stream/usermap.py is its pure twin (a dict). */
+
+#define UM_INLINE 16
+#define UM_MIN_SLOTS 1024
+
+typedef struct {
+    uint64_t hash; /* 0: an empty slot (hashes are never 0) */
+    int64_t value;
+    uint32_t len;
+    uint32_t seq; /* insertion order, for keep_newest */
+    union {
+        char in[UM_INLINE];
+        size_t off; /* longer keys: their offset in the arena */
+    } k;
+} um_slot;
+
+typedef struct {
+    PyObject_HEAD
+    um_slot *slots;
+    size_t mask; /* slot count - 1 (a power of 2) */
+    Py_ssize_t used;
+    char *arena;
+    size_t alen, acap;
+    uint32_t seq;
+} UserMap;
+
+static PyTypeObject UserMapType;
+
+static uint64_t um_hash(const char *data, Py_ssize_t len) {
+    /* MurmurHash64A */
+    const uint64_t m = 0xc6a4a7935bd1e995ULL;
+    const int r = 47;
+    const unsigned char *p = (const unsigned char *)data;
+    uint64_t h = 0x2545F4914F6CDD1DULL ^ ((uint64_t)len * m);
+    const unsigned char *end = p + (len - (len & 7));
+    while (p != end) {
+        uint64_t k;
+        memcpy(&k, p, 8);
+        k *= m;
+        k ^= k >> r;
+        k *= m;
+        h ^= k;
+        h *= m;
+        p += 8;
+    }
+    switch (len & 7) {
+    case 7: h ^= (uint64_t)p[6] << 48; /* fall through */
+    case 6: h ^= (uint64_t)p[5] << 40; /* fall through */
+    case 5: h ^= (uint64_t)p[4] << 32; /* fall through */
+    case 4: h ^= (uint64_t)p[3] << 24; /* fall through */
+    case 3: h ^= (uint64_t)p[2] << 16; /* fall through */
+    case 2: h ^= (uint64_t)p[1] << 8; /* fall through */
+    case 1:
+        h ^= (uint64_t)p[0];
+        h *= m;
+    }
+    h ^= h >> r;
+    h *= m;
+    h ^= h >> r;
+    return h ? h : 1;
+}
+
+static inline const char *um_key(const UserMap *m, const um_slot *s) {
+    return s->len <= UM_INLINE ? s->k.in : m->arena + s->k.off;
+}
+
+/* The slot holding the key, or the empty slot where it would go. */
+static inline um_slot *um_find(const UserMap *m, const char *key, Py_ssize_t len,
+                               uint64_t h) {
+    size_t i = (size_t)h & m->mask;
+    for (;;) {
+        um_slot *s = &m->slots[i];
+        if (s->hash == 0) return s;
+        if (s->hash == h && s->len == (uint32_t)len &&
+            memcmp(um_key(m, s), key, (size_t)len) == 0)
+            return s;
+        i = (i + 1) & m->mask;
+    }
+}
+
+/* The live slot of the key, or NULL. */
+static inline um_slot *um_get(const UserMap *m, const char *key, Py_ssize_t len) {
+    um_slot *s = um_find(m, key, len, um_hash(key, len));
+    return s->hash ? s : NULL;
+}
+
+static int um_alloc(UserMap *m, size_t slots) {
+    um_slot *t = PyMem_Calloc(slots, sizeof(um_slot));
+    if (!t) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    PyMem_Free(m->slots);
+    m->slots = t;
+    m->mask = slots - 1;
+    m->used = 0;
+    return 0;
+}
+
+static int um_grow(UserMap *m) {
+    size_t old_n = m->mask + 1, n = old_n * 2;
+    um_slot *old = m->slots, *t = PyMem_Calloc(n, sizeof(um_slot));
+    if (!t) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (size_t i = 0; i < old_n; i++) {
+        if (!old[i].hash) continue;
+        size_t j = (size_t)old[i].hash & (n - 1);
+        while (t[j].hash) j = (j + 1) & (n - 1);
+        t[j] = old[i];
+    }
+    PyMem_Free(old);
+    m->slots = t;
+    m->mask = n - 1;
+    return 0;
+}
+
+/* Set key -> value (inserted at the end of the order when new). */
+static int um_set(UserMap *m, const char *key, Py_ssize_t len, int64_t value) {
+    if (len > (Py_ssize_t)UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "UserMap: key too long");
+        return -1;
+    }
+    uint64_t h = um_hash(key, len);
+    um_slot *s = um_find(m, key, len, h);
+    if (s->hash) {
+        s->value = value;
+        return 0;
+    }
+    if ((size_t)(m->used + 1) * 2 > m->mask + 1) { /* load at most 1/2 */
+        if (um_grow(m) < 0) return -1;
+        s = um_find(m, key, len, h);
+    }
+    if (len > UM_INLINE) {
+        if (m->alen + (size_t)len > m->acap) {
+            size_t cap = m->acap ? m->acap : 65536;
+            while (cap < m->alen + (size_t)len) cap *= 2;
+            char *a = PyMem_Realloc(m->arena, cap);
+            if (!a) {
+                PyErr_NoMemory();
+                return -1;
+            }
+            m->arena = a;
+            m->acap = cap;
+        }
+        memcpy(m->arena + m->alen, key, (size_t)len);
+        s->k.off = m->alen;
+        m->alen += (size_t)len;
+    } else {
+        memcpy(s->k.in, key, (size_t)len);
+    }
+    s->hash = h;
+    s->len = (uint32_t)len;
+    s->value = value;
+    s->seq = m->seq++;
+    m->used++;
+    return 0;
+}
+
+static int um_reset(UserMap *m) {
+    PyMem_Free(m->arena);
+    m->arena = NULL;
+    m->alen = m->acap = 0;
+    m->seq = 0;
+    return um_alloc(m, UM_MIN_SLOTS);
+}
+
+static const char *um_key_of(PyObject *key, Py_ssize_t *len) {
+    if (!PyUnicode_Check(key)) {
+        PyErr_SetString(PyExc_TypeError, "UserMap keys are str");
+        return NULL;
+    }
+    return PyUnicode_AsUTF8AndSize(key, len);
+}
+
+static PyObject *UserMap_new(PyTypeObject *type, PyObject *args, PyObject *kwds) {
+    if (PyTuple_GET_SIZE(args) || (kwds && PyDict_GET_SIZE(kwds))) {
+        PyErr_SetString(PyExc_TypeError, "UserMap() takes no arguments");
+        return NULL;
+    }
+    UserMap *m = (UserMap *)type->tp_alloc(type, 0);
+    if (!m) return NULL;
+    if (um_reset(m) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return (PyObject *)m;
+}
+
+static void UserMap_dealloc(UserMap *m) {
+    PyMem_Free(m->slots);
+    PyMem_Free(m->arena);
+    Py_TYPE(m)->tp_free((PyObject *)m);
+}
+
+static Py_ssize_t UserMap_len(UserMap *m) { return m->used; }
+
+static PyObject *UserMap_getitem(UserMap *m, PyObject *key) {
+    Py_ssize_t len;
+    const char *k = um_key_of(key, &len);
+    if (!k) return NULL;
+    um_slot *s = um_get(m, k, len);
+    if (!s) {
+        PyErr_SetObject(PyExc_KeyError, key);
+        return NULL;
+    }
+    return PyLong_FromLongLong(s->value);
+}
+
+static int UserMap_setitem(UserMap *m, PyObject *key, PyObject *value) {
+    if (!value) {
+        PyErr_SetString(PyExc_TypeError, "UserMap: no deletion (clear or keep_newest)");
+        return -1;
+    }
+    Py_ssize_t len;
+    const char *k = um_key_of(key, &len);
+    if (!k) return -1;
+    long long v = PyLong_AsLongLong(value);
+    if (v == -1 && PyErr_Occurred()) return -1;
+    return um_set(m, k, len, v);
+}
+
+static int UserMap_contains(UserMap *m, PyObject *key) {
+    if (!PyUnicode_Check(key)) return 0;
+    Py_ssize_t len;
+    const char *k = PyUnicode_AsUTF8AndSize(key, &len);
+    if (!k) return -1;
+    return um_get(m, k, len) != NULL;
+}
+
+static PyObject *UserMap_get(UserMap *m, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, default=None)");
+        return NULL;
+    }
+    PyObject *dflt = nargs == 2 ? args[1] : Py_None;
+    if (!PyUnicode_Check(args[0])) return Py_NewRef(dflt);
+    Py_ssize_t len;
+    const char *k = PyUnicode_AsUTF8AndSize(args[0], &len);
+    if (!k) return NULL;
+    um_slot *s = um_get(m, k, len);
+    return s ? PyLong_FromLongLong(s->value) : Py_NewRef(dflt);
+}
+
+/* A value: an int, or a str of decimal digits (the numbers Redis replies with). */
+static int um_value_of(PyObject *v, int64_t *out) {
+    if (PyLong_Check(v)) {
+        long long x = PyLong_AsLongLong(v);
+        if (x == -1 && PyErr_Occurred()) return -1;
+        *out = x;
+        return 0;
+    }
+    Py_ssize_t n;
+    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8AndSize(v, &n) : NULL;
+    if (!s) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "UserMap values are int");
+        return -1;
+    }
+    if (n < 1 || n > 18) goto bad;
+    int64_t x = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') goto bad;
+        x = x * 10 + (s[i] - '0');
+    }
+    *out = x;
+    return 0;
+bad:
+    PyErr_SetString(PyExc_ValueError, "UserMap: a value str is not a decimal");
+    return -1;
+}
+
+static int um_put(UserMap *m, PyObject *key, PyObject *value) {
+    Py_ssize_t len;
+    const char *k = um_key_of(key, &len);
+    int64_t v;
+    if (!k || um_value_of(value, &v) < 0) return -1;
+    return um_set(m, k, len, v);
+}
+
+/* update(mapping or iterable of (key, value) pairs); values int or decimal str */
+static PyObject *UserMap_update(UserMap *m, PyObject *other) {
+    if (PyDict_Check(other)) {
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (PyDict_Next(other, &pos, &k, &v))
+            if (um_put(m, k, v) < 0) return NULL;
+        Py_RETURN_NONE;
+    }
+    PyObject *it = PyObject_GetIter(other);
+    if (!it) return NULL;
+    PyObject *item;
+    while ((item = PyIter_Next(it))) {
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
+            PyErr_SetString(PyExc_TypeError, "UserMap.update: (key, value) pairs");
+            Py_DECREF(item);
+            Py_DECREF(it);
+            return NULL;
+        }
+        int r = um_put(m, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
+        Py_DECREF(item);
+        if (r < 0) {
+            Py_DECREF(it);
+            return NULL;
+        }
+    }
+    Py_DECREF(it);
+    if (PyErr_Occurred()) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyObject *UserMap_clear(UserMap *m, PyObject *unused) {
+    if (um_reset(m) < 0) return NULL;
+    Py_RETURN_NONE;
+}
+
+static int cmp_u32_desc(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x < y) - (x > y);
+}
+
+/* keep_newest(n): keep the n entries inserted last, drop the others (as deleting a
+ * dict's first keys would). */
+static PyObject *UserMap_keep_newest(UserMap *m, PyObject *arg) {
+    Py_ssize_t keep = PyLong_AsSsize_t(arg);
+    if (keep == -1 && PyErr_Occurred()) return NULL;
+    if (keep < 0) keep = 0;
+    if (keep >= m->used) Py_RETURN_NONE;
+    size_t n = m->mask + 1;
+    uint32_t *seqs = PyMem_Malloc((size_t)(m->used ? m->used : 1) * sizeof(uint32_t));
+    if (!seqs) return PyErr_NoMemory();
+    Py_ssize_t c = 0;
+    for (size_t i = 0; i < n; i++)
+        if (m->slots[i].hash) seqs[c++] = m->slots[i].seq;
+    uint32_t floor = 0; /* the oldest seq kept */
+    int none = keep == 0;
+    if (!none) {
+        qsort(seqs, (size_t)c, sizeof(uint32_t), cmp_u32_desc);
+        floor = seqs[keep - 1];
+    }
+    PyMem_Free(seqs);
+    um_slot *old = m->slots;
+    char *old_arena = m->arena;
+    size_t old_alen = m->alen, old_acap = m->acap;
+    m->slots = NULL;
+    m->arena = NULL;
+    m->alen = m->acap = 0;
+    size_t want = UM_MIN_SLOTS;
+    while (want < (size_t)keep * 2 + 2) want *= 2;
+    if (um_alloc(m, want) < 0) {
+        m->slots = old; /* unchanged */
+        m->arena = old_arena;
+        m->alen = old_alen;
+        m->acap = old_acap;
+        return NULL;
+    }
+    uint32_t next_seq = m->seq;
+    for (size_t i = 0; i < n && !none; i++) {
+        um_slot *s = &old[i];
+        if (!s->hash || s->seq < floor) continue;
+        const char *k = s->len <= UM_INLINE ? s->k.in : old_arena + s->k.off;
+        if (um_set(m, k, s->len, s->value) < 0) {
+            PyMem_Free(old);
+            PyMem_Free(old_arena);
+            return NULL;
+        }
+        um_slot *t = um_get(m, k, s->len);
+        t->seq = s->seq;
+    }
+    m->seq = next_seq;
+    PyMem_Free(old);
+    PyMem_Free(old_arena);
+    Py_RETURN_NONE;
+}
+
+static PyMappingMethods UserMap_as_mapping = {
+    (lenfunc)UserMap_len, (binaryfunc)UserMap_getitem, (objobjargproc)UserMap_setitem};
+
+static PySequenceMethods UserMap_as_sequence = {
+    .sq_contains = (objobjproc)UserMap_contains,
+};
+
+static PyMethodDef UserMap_methods[] = {
+    {"get", (PyCFunction)(void (*)(void))UserMap_get, METH_FASTCALL,
+     "get(key, default=None): the key's value, or default."},
+    {"update", (PyCFunction)UserMap_update, METH_O,
+     "update(mapping or (key, value) pairs); values int or decimal str."},
+    {"clear", (PyCFunction)UserMap_clear, METH_NOARGS, "Remove every entry."},
+    {"keep_newest", (PyCFunction)UserMap_keep_newest, METH_O,
+     "keep_newest(n): keep the n entries inserted last."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject UserMapType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "stream._fastfold.UserMap",
+    .tp_basicsize = sizeof(UserMap),
+    .tp_dealloc = (destructor)UserMap_dealloc,
+    .tp_as_mapping = &UserMap_as_mapping,
+    .tp_as_sequence = &UserMap_as_sequence,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "user id (str) -> int, a compact table for the worker's per-user caches",
+    .tp_methods = UserMap_methods,
+    .tp_new = UserMap_new,
+};
+
+/* split_known(users, numbers) -> (known, missing): per user of the list, in order, its
+ * number (numbers: a UserMap or a dict) appended to `known`, or the user to `missing`. */
+static PyObject *split_known(PyObject *self, PyObject *args) {
+    PyObject *users, *numbers;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &users, &numbers)) return NULL;
+    int is_map = Py_IS_TYPE(numbers, &UserMapType);
+    if (!is_map && !PyDict_Check(numbers)) {
+        PyErr_SetString(PyExc_TypeError, "split_known: numbers is a UserMap or a dict");
+        return NULL;
+    }
+    Py_ssize_t count = PyList_GET_SIZE(users);
+    PyObject *known = PyList_New(0), *missing = PyList_New(0);
+    if (!known || !missing) goto fail;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *user = PyList_GET_ITEM(users, i);
+        if (is_map) {
+            Py_ssize_t len;
+            const char *k = um_key_of(user, &len);
+            if (!k) goto fail;
+            um_slot *s = um_get((UserMap *)numbers, k, len);
+            if (s) {
+                PyObject *n = PyLong_FromLongLong(s->value);
+                if (!n) goto fail;
+                int r = PyList_Append(known, n);
+                Py_DECREF(n);
+                if (r < 0) goto fail;
+            } else if (PyList_Append(missing, user) < 0) {
+                goto fail;
+            }
+            continue;
+        }
+        PyObject *n = PyDict_GetItemWithError(numbers, user);
+        if (n) {
+            if (PyList_Append(known, n) < 0) goto fail;
+        } else if (PyErr_Occurred() || PyList_Append(missing, user) < 0) {
+            goto fail;
+        }
+    }
+    return Py_BuildValue("(NN)", known, missing);
+fail:
+    Py_XDECREF(known);
+    Py_XDECREF(missing);
+    return NULL;
+}
+
 static inline int64_t floordiv(int64_t a, int64_t b) {
     int64_t q = a / b;
     if ((a % b != 0) && ((a < 0) != (b < 0))) q--;
@@ -496,8 +958,8 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  *          per-shard redelivery check).
  * ctx: (now_ms, lateness_ms, shards, utc, slot_cache, day_of, oldest_hll_day,
  *       oldest_bit_day, seen, hll, activities, new_days[, today[, id_cache, hasher]])
- *       activities: per shard, the plan's `activity` dict; id_cache and hasher: see the
- *       top of this file.
+ *       seen: a UserMap or a dict; activities: per shard, the plan's `activity` dict;
+ *       id_cache and hasher: see the top of this file.
  * Returns a list of messages taken per shard, the indices left to Python, and per shard
  * a list of the messages taken that were 1, 2-7, 8-30 and 31+ days before `today`
  * (all 0 without `today`). */
@@ -523,12 +985,18 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     int utc;
     PyObject *slot_cache, *day_of, *seen, *hll, *activities, *new_days;
     PyObject *id_cache = NULL, *hasher = NULL;
-    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLO!O!O!O!|LO!O", &now_ms, &lateness_ms, &shards, &utc,
+    if (!PyArg_ParseTuple(ctx, "LLlpO!OLLOO!O!O!|LO!O", &now_ms, &lateness_ms, &shards, &utc,
                           &PyDict_Type, &slot_cache, &day_of, &oldest_hll, &oldest_bit,
-                          &PyDict_Type, &seen, &PyDict_Type, &hll, &PyList_Type,
+                          &seen, &PyDict_Type, &hll, &PyList_Type,
                           &activities, &PyDict_Type, &new_days, &today, &PyDict_Type,
                           &id_cache, &hasher))
         return NULL;
+    /* seen: a UserMap (looked up by the user's bytes, before any str is made) or a dict */
+    UserMap *seen_map = Py_IS_TYPE(seen, &UserMapType) ? (UserMap *)seen : NULL;
+    if (!seen_map && !PyDict_Check(seen)) {
+        PyErr_SetString(PyExc_TypeError, "fold_activity: seen is a UserMap or a dict");
+        return NULL;
+    }
     if (start < 0 || stop > PyList_GET_SIZE(values) || stop > PyList_GET_SIZE(offsets) ||
         shards < 1 || PyList_GET_SIZE(activities) != shards) {
         PyErr_SetString(PyExc_ValueError, "fold_activity: inconsistent arguments");
@@ -542,7 +1010,14 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     /* per shard: messages taken, then the LATE_BUCKETS late counts */
     long long *counts = PyMem_Calloc((size_t)shards * (1 + LATE_BUCKETS), sizeof(long long));
     if (!counts) goto fail;
-    /* the last day's set and list, as consecutive messages are mostly of the same day */
+    /* The last day met, its int object and its HyperLogLog set, and per shard its
+     * activity list: consecutive messages are mostly of the same day, and each saves an
+     * int allocation and two dict lookups then. Borrowed from the dicts that hold them
+     * (nothing here removes an entry), except day_obj, owned. */
+    int64_t cur_day = 0;
+    PyObject *day_obj = NULL, *cur_members = NULL;
+    PyObject **cur_lists = PyMem_Calloc((size_t)shards, sizeof(PyObject *));
+    if (!cur_lists) goto fail_counts;
     for (Py_ssize_t i = start; i < stop; i++) {
         if ((i - start) % 512 == 511) {
             /* A moment for other threads: the worker's Redis thread waits for the GIL to
@@ -618,10 +1093,30 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             int bucket = late_bucket(today - (long long)day);
             if (bucket >= 0) counts[shard * (1 + LATE_BUCKETS) + 1 + bucket]++;
         }
+        if (seen_map) {
+            /* a (user, day) known to be in Redis: nothing to write, no str made */
+            um_slot *s = um_get(seen_map, user.p, user.n);
+            if (s && s->value == day) {
+                Py_XDECREF(hu);
+                continue;
+            }
+        }
         PyObject *u = hu ? hu : PyUnicode_FromStringAndSize(user.p, user.n);
-        PyObject *dayobj = u ? PyLong_FromLongLong(day) : NULL;
-        if (!dayobj) goto fail_item;
-        PyObject *known = PyDict_GetItemWithError(seen, u);
+        if (!u) goto fail_counts;
+        if (!day_obj || day != cur_day) {
+            PyObject *d = PyLong_FromLongLong(day);
+            if (!d) {
+                Py_DECREF(u);
+                goto fail_counts;
+            }
+            Py_XSETREF(day_obj, d);
+            cur_day = day;
+            cur_members = NULL;
+            memset(cur_lists, 0, (size_t)shards * sizeof(PyObject *));
+        }
+        PyObject *dayobj = day_obj;
+        Py_INCREF(dayobj);
+        PyObject *known = seen_map ? NULL : PyDict_GetItemWithError(seen, u);
         if (known) {
             long long kd = PyLong_AsLongLong(known);
             if (kd == -1 && PyErr_Occurred()) goto fail_item;
@@ -630,40 +1125,54 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             goto fail_item;
         }
         if (day >= oldest_hll) {
-            PyObject *members = PyDict_GetItemWithError(hll, dayobj);
+            PyObject *members = cur_members;
             if (!members) {
-                if (PyErr_Occurred()) goto fail_item;
-                members = PySet_New(NULL);
-                if (!members || PyDict_SetItem(hll, dayobj, members) < 0) {
-                    Py_XDECREF(members);
+                members = PyDict_GetItemWithError(hll, dayobj);
+                if (!members) {
+                    if (PyErr_Occurred()) goto fail_item;
+                    members = PySet_New(NULL);
+                    if (!members || PyDict_SetItem(hll, dayobj, members) < 0) {
+                        Py_XDECREF(members);
+                        goto fail_item;
+                    }
+                    Py_DECREF(members);  /* the dict holds it */
+                } else if (!PySet_Check(members)) {
+                    PyErr_SetString(PyExc_TypeError, "fold_activity: hll values must be sets");
                     goto fail_item;
                 }
-                Py_DECREF(members);
-            } else {
-                int in = PySet_Contains(members, u);
-                if (in < 0) goto fail_item;
-                if (in) goto next;
+                cur_members = members;
             }
+            /* One hash lookup, not a test and then an add: a user the set held already
+             * leaves its size unchanged (the pair is in this batch). */
+            Py_ssize_t had = PySet_GET_SIZE(members);
             if (PySet_Add(members, u) < 0) goto fail_item;
+            if (PySet_GET_SIZE(members) == had) goto next;
         }
         if (day > oldest_bit) {
-            PyObject *act = PyList_GET_ITEM(activities, shard);
-            PyObject *list = PyDict_GetItemWithError(act, dayobj);
+            PyObject *list = cur_lists[shard];
             if (!list) {
-                if (PyErr_Occurred()) goto fail_item;
-                list = PyList_New(0);
-                if (!list || PyDict_SetItem(act, dayobj, list) < 0) {
-                    Py_XDECREF(list);
-                    goto fail_item;
+                PyObject *act = PyList_GET_ITEM(activities, shard);
+                list = PyDict_GetItemWithError(act, dayobj);
+                if (!list) {
+                    if (PyErr_Occurred()) goto fail_item;
+                    list = PyList_New(0);
+                    if (!list || PyDict_SetItem(act, dayobj, list) < 0) {
+                        Py_XDECREF(list);
+                        goto fail_item;
+                    }
+                    Py_DECREF(list);  /* the dict holds it */
                 }
-                Py_DECREF(list);
+                cur_lists[shard] = list;
             }
             if (PyList_Append(list, u) < 0) goto fail_item;
         }
-        PyObject *latest = PyDict_GetItemWithError(new_days, u);
-        if (!latest && PyErr_Occurred()) goto fail_item;
-        if (!latest || PyLong_AsLongLong(latest) < day) {
-            if (PyErr_Occurred() || PyDict_SetItem(new_days, u, dayobj) < 0) goto fail_item;
+        /* new_days[u] = max(new_days.get(u), day), one lookup when u is new to it */
+        PyObject *latest = PyDict_SetDefault(new_days, u, dayobj);
+        if (!latest) goto fail_item;
+        if (latest != dayobj) {
+            long long ld = PyLong_AsLongLong(latest);
+            if (ld == -1 && PyErr_Occurred()) goto fail_item;
+            if (ld < day && PyDict_SetItem(new_days, u, dayobj) < 0) goto fail_item;
         }
     next:
         Py_DECREF(u);
@@ -677,6 +1186,9 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         Py_XDECREF(hu);
         goto fail_counts;
     }
+    Py_CLEAR(day_obj);
+    PyMem_Free(cur_lists);
+    cur_lists = NULL;
     for (long s = 0; s < shards; s++) {
         const long long *at = counts + s * (1 + LATE_BUCKETS);
         PyObject *c = PyLong_FromLongLong(at[0]);
@@ -693,6 +1205,8 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     Py_DECREF(late);
     return result;
 fail_counts:
+    Py_XDECREF(day_obj);
+    PyMem_Free(cur_lists);
     PyMem_Free(counts);
 fail:
     Py_XDECREF(left);
@@ -704,6 +1218,8 @@ fail:
 static PyMethodDef methods[] = {
     {"fold_activity", fold_activity, METH_VARARGS,
      "Fold the plain activity messages of one partition's run; see the module source."},
+    {"split_known", split_known, METH_VARARGS,
+     "(known numbers, users without one) of a list of users and a UserMap or dict."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -716,5 +1232,12 @@ static struct PyModuleDef module = {
 
 PyMODINIT_FUNC PyInit__fastfold(void) {
     init_stop_bytes();
-    return PyModule_Create(&module);
+    if (PyType_Ready(&UserMapType) < 0) return NULL;
+    PyObject *mod = PyModule_Create(&module);
+    if (!mod) return NULL;
+    if (PyModule_AddObjectRef(mod, "UserMap", (PyObject *)&UserMapType) < 0) {
+        Py_DECREF(mod);
+        return NULL;
+    }
+    return mod;
 }

@@ -45,6 +45,7 @@ from .store.wire import (
     survey_kind,
 )
 from .timebuckets import DayMapper
+from .usermap import UserTable, plain_table
 
 if TYPE_CHECKING:
     from .privacy import UserIdHasher
@@ -69,7 +70,7 @@ class FoldContext:
     days: DayMapper
     today: int
     applied: Mapping[tuple[str, int], int]
-    seen: Mapping[str, int] = field(default_factory=dict)
+    seen: UserTable = field(default_factory=plain_table)
     dead_letter_shard: int = 0
     user_ids: UserIdHasher | None = None
     segments: Segments | None = None

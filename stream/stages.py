@@ -45,7 +45,7 @@ def fold_prepared(batch: Prepared, ctx: FoldContext, compiled: bool = True) -> B
     utc = days.utc
     state = (batch.now_ms, batch.lateness_ms, keys.shards, utc,
              {} if utc else days.slot_cache, days.day_of_ms, today - keys.retention_days,
-             today - keys.bitmap_days, seen if isinstance(seen, dict) else dict(seen),
+             today - keys.bitmap_days, seen,  # a UserMap or a dict (stream/usermap.py)
              out.hll, [p.activity for p in plans], out.new_days, today)
     hashed = ctx.user_ids  # the compiled fold hashes through the same cache
     full: tuple[Any, ...] = state if hashed is None else (*state, hashed.cache, hashed)

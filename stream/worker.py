@@ -19,6 +19,7 @@ import redis
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from . import usermap
 from .decode import Message, Prepared, decode
 from .events import PROCESSING_ERROR, DeadLetter
 from .fold import FoldContext, fold
@@ -33,6 +34,7 @@ from .stages import fold_prepared
 from .store.store import Conflict, Store
 from .store.wire import BatchWrites
 from .timebuckets import SYSTEM_CLOCK, Clock, DayMapper, ms
+from .usermap import UserTable
 
 log = logging.getLogger("stream.worker")
 
@@ -82,7 +84,7 @@ class Worker:
         self.applied: dict[tuple[str, int], int] = {}
         #: user_id -> a day whose activity of the user is in Redis (a cache: skipping a
         #: known (user, day) saves its writes; most repeats are the same user and day)
-        self.seen: dict[str, int] = {}
+        self.seen: UserTable = usermap.new_table()
         #: user_id -> (shard, bucket), the fold's placement cache (FoldContext.places)
         self._places: dict[str, tuple[int, int]] = {}
         self._lock = asyncio.Lock()
@@ -353,7 +355,7 @@ class Worker:
         self._applied_through(writes.last_offset)
         if len(self.seen) > SEEN_LIMIT:
             self.seen.clear()
-        self.seen.update(writes.new_days)
+        usermap.add(self.seen, writes.new_days)
         return True, nxt
 
     async def _fold_ahead(self, current: BatchWrites) -> _Batch | None:
@@ -391,7 +393,7 @@ class Worker:
         return runs, prepared, today, writes
 
     def _context(self, today: int, applied: dict[tuple[str, int], int],
-                 seen: dict[str, int]) -> FoldContext:
+                 seen: UserTable) -> FoldContext:
         """What the fold of one batch reads: built per batch (never per message), from
         the worker's long-lived state."""
         store = self.store

@@ -7,22 +7,23 @@ fetching the next batch meanwhile.
 
 from __future__ import annotations
 
-import itertools
 import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import Any
 
 import redis
 import redis.cluster
 
-from .. import _compiled, campaigns
+from .. import _compiled, campaigns, usermap
 from ..figures import COHORT_DAYS, COHORT_SPAN, RawFigures, SegmentRaw
 from ..keys import DAY_SECONDS, LAYOUT_VERSION, KeySpace
 from ..privacy import NO_KEY, UserIdHasher
 from ..segments import NONE, OTHER, Segments
 from ..timebuckets import month_so_far, rolling
+from ..usermap import UserTable
 from ..zones import same_zone
 from .scripts import Replayable, Scripts
 from .wire import (
@@ -182,9 +183,9 @@ class Store:
         self.cluster = isinstance(client, redis.cluster.RedisCluster)
         #: every Lua script this store's client runs (stream/store/scripts.py)
         self.scripts = Scripts(client)
-        #: user_id -> bit number in its shard, as a decimal string (the form the apply
-        #: script passes on to Redis); numbers are never reused: safe to cache
-        self._nums: dict[str, str] = {}
+        #: user_id -> bit number in its shard (stream/usermap.py: a compact table with
+        #: the compiled parts); numbers are never reused: safe to cache
+        self._nums: UserTable = usermap.new_table()
         #: shard -> the witness count of this store's latest apply call there that gave it
         #: numbers (lua/apply.lua)
         self._witness: dict[int, int] = {}
@@ -277,9 +278,7 @@ class Store:
         pending = list(range(keys.shards))
         count = 0
         if len(self._nums) > NUMS_MAX:
-            # dicts keep insertion order: the first half is the oldest
-            for user in list(itertools.islice(self._nums, len(self._nums) // 2)):
-                del self._nums[user]
+            usermap.keep_newest(self._nums, len(self._nums) // 2)  # the newer half
         for attempt in range(STALE_ATTEMPTS):
             pipe = Replayable(self.client)
             if attempt == 0 and writes.hll:
@@ -303,10 +302,10 @@ class Store:
                     if reply.witness >= 0:
                         self._witness[shard] = reply.witness
                         if reply.given:
-                            top = max(int(number) for _, number in reply.given)
+                            top = max(map(int, map(itemgetter(1), reply.given)))
                             if top > self._top.get(shard, -1):
                                 self._top[shard] = top
-                        self._nums.update(reply.given)
+                        usermap.add(self._nums, reply.given)
                 else:
                     stale.append(shard)
                     if reply.forgotten:

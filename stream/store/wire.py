@@ -27,6 +27,7 @@ import msgspec
 
 from .. import _compiled, campaigns
 from ..events import EVENT_TYPES, SURVEY_RANGES
+from ..usermap import UserTable, split_known
 
 if TYPE_CHECKING:
     from ..decode import Message
@@ -405,7 +406,7 @@ class Witness(NamedTuple):
 
 def encode_apply(
     plan: ShardPlan, tag: str, offsets: list[Any], params: Mapping[str, Any], retention: int,
-    bitmap_days: int, nums: Mapping[str, str], place_of: Callable[[str], tuple[int, int]],
+    bitmap_days: int, nums: UserTable, place_of: Callable[[str], tuple[int, int]],
     top: int = -1, seg: Segments | None = None,
 ) -> list[bytes]:
     """The apply script's arguments for one shard: the plan map, then the bitmap
@@ -421,16 +422,11 @@ def encode_apply(
     bu: list[Any] = []
     asked: dict[str, int] = {}
     for day, users in plan.activity.items():
-        looked = list(map(nums.get, users))
-        got: list[str]
-        if None in looked:  # rare once the cache is warm: split known from unknown
-            missing = [user for user, n in zip(users, looked, strict=True) if n is None]
-            got = [n for n in looked if n is not None]
+        got, missing = split_known(users, nums)
+        if missing:  # rare once the cache is warm
             bu += (day, missing)
             for user in missing:
                 asked.setdefault(user, place_of(user)[1])
-        else:
-            got = looked  # type: ignore[assignment]  # no None in it
         if (_redisformats is not None and got
                 and top // 8 + 1 <= FRAGMENT_BYTES_PER_USER * len(got)):
             first, fragment = _redisformats.bitmap(got)
@@ -443,7 +439,8 @@ def encode_apply(
         # a user without a number is not asked for one here: the script numbers a
         # signup's user once its event is claimed (a repeated id leaves no trace)
         number = nums.get(user)
-        c += (user, bucket, ts, kind, day, number or "", claim.digest, claim.origin)
+        c += (user, bucket, ts, kind, day, "" if number is None else str(number),
+              claim.digest, claim.origin)
     ask: list[Any] = []
     for user, bucket in asked.items():
         ask += (bucket, user)
@@ -555,8 +552,12 @@ def decode_apply(reply: Sequence[Any]) -> ApplyReply:
     if status == 2:
         return StaleWitness(len(reply) > 1 and bool(int(reply[1])))
     given = reply[3] or []
+    # bytes.decode when the client gives bytes (it does, unless decode_responses; the
+    # script's pairs are all strings, so all of one type): a batch of new users has
+    # thousands of pairs, and `text` is a Python call per string
+    as_text = bytes.decode if given and isinstance(given[0], bytes) else text
     return Applied(int(reply[1]), int(reply[2]),
-                   list(zip(map(text, given[::2]), map(text, given[1::2]), strict=True)))
+                   list(zip(map(as_text, given[::2]), map(as_text, given[1::2]), strict=True)))
 
 
 def decode_claims(reply: Sequence[Any]) -> list[bool]:

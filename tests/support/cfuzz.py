@@ -162,7 +162,19 @@ def fuzz_fastfold(module: ModuleType, rng: random.Random, deadline: float) -> in
         batch = Prepared(values, offsets, [("t/0", 0, len(values))], NOW_MS,
                          400 * 86_400_000)
         seen = {"u": days.day_of_ms(NOW_MS)} if rng.random() < 0.5 else {}
+        if rng.random() < 0.5:  # the compiled table, as the worker passes it
+            table = module.UserMap()
+            table.update(seen)
+            seen = table
         fold_prepared(batch, FoldContext(keys, days, days.day_of_ms(NOW_MS), applied, seen))
+        # the user table itself, on the users the fold met (keys of every length)
+        numbers = module.UserMap()
+        users = [v.decode("utf-8", "replace") for v in values if v] + ["u" * 40]
+        for n, user in enumerate(users):
+            numbers[user] = n
+        known, missing = module.split_known(users, numbers)
+        assert len(known) == len(users) and not missing
+        numbers.keep_newest(len(users) // 2)
         tried += len(values)
     return tried
 

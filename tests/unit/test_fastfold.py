@@ -19,6 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from stream import _compiled
 from stream import stages as fold_module
 from stream.decode import Prepared
 from stream.fold import FoldContext
@@ -170,6 +171,12 @@ def test_compiled_fold_equals_python_fold(
     slow = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied, seen),
                          compiled=False)
     assert _normal(fast) == _normal(slow)
+    # `seen` as the worker holds it with the compiled parts: the compact table
+    table = _compiled.fastfold.UserMap()
+    table.update(seen)
+    on_table = fold_prepared(prepared, FoldContext(keys, DayMapper(zone), today, applied,
+                                                   table))
+    assert _normal(on_table) == _normal(slow)
 
 
 @needs_extension
