@@ -492,7 +492,8 @@ static int parse_segment_track(const char *p, Py_ssize_t len, span *user, int64_
  * UTF-8 inline up to 16 bytes, else in an arena): one miss for most lookups. It maps
  * str keys to int values and offers what the caches use of a dict: len, in, [], get,
  * []=, update, clear, and keep_newest (the stand-in for a dict's insertion order when
- * the number cache is halved). stream/usermap.py is its pure twin (a dict). */
+ * the number cache is halved) and add_flat (a script's reply of numbers, taken as it
+ * comes). stream/usermap.py is its pure twin (a dict). */
 
 #define UM_INLINE 16
 #define UM_MIN_SLOTS 1024
@@ -803,6 +804,47 @@ static PyObject *UserMap_update(UserMap *m, PyObject *other) {
     Py_RETURN_NONE;
 }
 
+/* add_flat([key, value, key, value, ...]) -> the highest value added (-1: none).
+ * Keys str or bytes (UTF-8), values int or decimal str or bytes: a script's reply as the
+ * client gives it, with no str made per key. */
+static PyObject *UserMap_add_flat(UserMap *m, PyObject *flat) {
+    if (!PyList_Check(flat) || PyList_GET_SIZE(flat) % 2) {
+        PyErr_SetString(PyExc_TypeError, "UserMap.add_flat: a list of key, value pairs");
+        return NULL;
+    }
+    int64_t top = -1;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(flat); i += 2) {
+        PyObject *key = PyList_GET_ITEM(flat, i), *value = PyList_GET_ITEM(flat, i + 1);
+        const char *k;
+        Py_ssize_t len;
+        if (PyBytes_Check(key)) {
+            k = PyBytes_AS_STRING(key);
+            len = PyBytes_GET_SIZE(key);
+        } else if (!(k = um_key_of(key, &len))) {
+            return NULL;
+        }
+        int64_t v;
+        if (PyBytes_Check(value)) {
+            const char *d = PyBytes_AS_STRING(value);
+            Py_ssize_t n = PyBytes_GET_SIZE(value);
+            if (n < 1 || n > 18) goto bad;
+            v = 0;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                if (d[j] < '0' || d[j] > '9') goto bad;
+                v = v * 10 + (d[j] - '0');
+            }
+        } else if (um_value_of(value, &v) < 0) {
+            return NULL;
+        }
+        if (um_set(m, k, len, v) < 0) return NULL;
+        if (v > top) top = v;
+    }
+    return PyLong_FromLongLong(top);
+bad:
+    PyErr_SetString(PyExc_ValueError, "UserMap: a value is not a decimal");
+    return NULL;
+}
+
 static PyObject *UserMap_clear(UserMap *m, PyObject *unused) {
     if (um_reset(m) < 0) return NULL;
     Py_RETURN_NONE;
@@ -879,6 +921,8 @@ static PyMethodDef UserMap_methods[] = {
      "get(key, default=None): the key's value, or default."},
     {"update", (PyCFunction)UserMap_update, METH_O,
      "update(mapping or (key, value) pairs); values int or decimal str."},
+    {"add_flat", (PyCFunction)UserMap_add_flat, METH_O,
+     "add_flat([key, value, ...]) -> the highest value added (-1: none)."},
     {"clear", (PyCFunction)UserMap_clear, METH_NOARGS, "Remove every entry."},
     {"keep_newest", (PyCFunction)UserMap_keep_newest, METH_O,
      "keep_newest(n): keep the n entries inserted last."},

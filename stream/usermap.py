@@ -59,6 +59,21 @@ def add(table: UserTable, pairs: Mapping[str, int] | Iterable[tuple[str, str]]) 
         table.update(pairs)  # type: ignore[attr-defined]  # UserMap parses the str
 
 
+def add_flat(table: UserTable, flat: list[Any]) -> int:
+    """Add a script's reply of numbers, `[user, number, user, number, ...]` as the client
+    gives it (bytes, or str with decode_responses), to `table`; the highest number added
+    (-1: none)."""
+    if isinstance(table, dict):
+        top = -1
+        for i in range(0, len(flat), 2):
+            user, number = flat[i], int(flat[i + 1])
+            table[user.decode() if isinstance(user, bytes) else str(user)] = number
+            top = max(top, number)
+        return top
+    added: int = table.add_flat(flat)  # type: ignore[attr-defined]
+    return added
+
+
 def keep_newest(table: UserTable, keep: int) -> None:
     """Keep the `keep` entries inserted last (a dict keeps insertion order: its first
     keys go)."""

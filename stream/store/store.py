@@ -11,7 +11,6 @@ import secrets
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 from typing import Any
 
 import redis
@@ -301,11 +300,9 @@ class Store:
                     count += reply.events
                     if reply.witness >= 0:
                         self._witness[shard] = reply.witness
-                        if reply.given:
-                            top = max(map(int, map(itemgetter(1), reply.given)))
-                            if top > self._top.get(shard, -1):
-                                self._top[shard] = top
-                        usermap.add(self._nums, reply.given)
+                        top = usermap.add_flat(self._nums, reply.given)
+                        if top > self._top.get(shard, -1):
+                            self._top[shard] = top
                 else:
                     stale.append(shard)
                     if reply.forgotten:

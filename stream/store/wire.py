@@ -517,12 +517,13 @@ def text(value: Any) -> str:
 
 class Applied(NamedTuple):
     """lua/apply.lua wrote the batch: `events` id-carrying events applied; `witness` the
-    caller's new witness count (-1: unchanged); `given` (user, bit number) for the users
-    the caller asked numbers for."""
+    caller's new witness count (-1: unchanged); `given` [user, bit number, ...] for the
+    users the caller asked numbers for, flat and as the client gave them (bytes, or str
+    with decode_responses; the numbers decimal)."""
 
     events: int
     witness: int
-    given: list[tuple[str, str]]
+    given: list[Any]
 
 
 class OffsetMismatch(NamedTuple):
@@ -551,13 +552,9 @@ def decode_apply(reply: Sequence[Any]) -> ApplyReply:
         return OffsetMismatch(text(reply[1]), int(reply[2]))
     if status == 2:
         return StaleWitness(len(reply) > 1 and bool(int(reply[1])))
-    given = reply[3] or []
-    # bytes.decode when the client gives bytes (it does, unless decode_responses; the
-    # script's pairs are all strings, so all of one type): a batch of new users has
-    # thousands of pairs, and `text` is a Python call per string
-    as_text = bytes.decode if given and isinstance(given[0], bytes) else text
-    return Applied(int(reply[1]), int(reply[2]),
-                   list(zip(map(as_text, given[::2]), map(as_text, given[1::2]), strict=True)))
+    # the pairs stay as the client gave them: a batch of new users has thousands, and
+    # the number cache takes them in one call (usermap.add_flat)
+    return Applied(int(reply[1]), int(reply[2]), list(reply[3] or []))
 
 
 def decode_claims(reply: Sequence[Any]) -> list[bool]:

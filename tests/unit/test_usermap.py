@@ -23,6 +23,8 @@ _ops = st.lists(st.one_of(
     st.tuples(st.just("update"), st.dictionaries(_keys, _values, max_size=8)),
     st.tuples(st.just("pairs"), st.lists(st.tuples(_keys, st.integers(0, 10**17)),
                                          max_size=8)),
+    st.tuples(st.just("flat"), st.lists(st.tuples(_keys, st.integers(0, 10**17)),
+                                        max_size=8), st.booleans()),
     st.tuples(st.just("keep"), st.integers(0, 12)),
     st.tuples(st.just("clear")),
 ), max_size=60)
@@ -36,6 +38,12 @@ def _apply(table: Any, op: tuple[Any, ...]) -> None:
         usermap.add(table, op[1])
     elif kind == "pairs":  # as Redis replies: numbers as decimal strings
         usermap.add(table, [(k, str(v)) for k, v in op[1]])
+    elif kind == "flat":  # a script's reply: flat, as bytes (or str), numbers decimal
+        flat: list[Any] = []
+        for k, v in op[1]:
+            flat += (k.encode(), str(v).encode()) if op[2] else (k, str(v))
+        top = usermap.add_flat(table, flat)
+        assert top == max((v for _, v in op[1]), default=-1)
     elif kind == "keep":
         usermap.keep_newest(table, op[1])
     else:
@@ -90,7 +98,7 @@ def test_bad_keys_and_values_are_refused() -> None:
     with pytest.raises(TypeError):
         del table["u"]
     with pytest.raises(KeyError):
-        table["missing"]  # noqa: B018
+        table["missing"]
     assert len(table) == 0 and 1 not in table
 
 

@@ -200,7 +200,7 @@ def test_batch_writes_start_empty() -> None:
 
 def test_apply_replies() -> None:
     assert wire.decode_apply([1, 12, 3, [b"u1", b"7", b"u2", b"8"]]) == Applied(
-        12, 3, [("u1", "7"), ("u2", "8")])
+        12, 3, [b"u1", b"7", b"u2", b"8"])
     assert wire.decode_apply([1, 4, -1, []]) == Applied(4, -1, [])
     assert wire.decode_apply([0, b"t/3", 41]) == OffsetMismatch("t/3", 41)
     assert wire.decode_apply([2, 1]) == StaleWitness(True)
