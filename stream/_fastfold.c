@@ -845,8 +845,14 @@ bad:
     return NULL;
 }
 
+/* clear(): every entry goes, the table's size stays. A cache cleared when it reaches
+ * its limit fills up to it again: growing back from the smallest size would move every
+ * entry again at each doubling. */
 static PyObject *UserMap_clear(UserMap *m, PyObject *unused) {
-    if (um_reset(m) < 0) return NULL;
+    memset(m->slots, 0, (m->mask + 1) * sizeof(um_slot));
+    m->used = 0;
+    m->alen = 0;
+    m->seq = 0;
     Py_RETURN_NONE;
 }
 
@@ -923,7 +929,8 @@ static PyMethodDef UserMap_methods[] = {
      "update(mapping or (key, value) pairs); values int or decimal str."},
     {"add_flat", (PyCFunction)UserMap_add_flat, METH_O,
      "add_flat([key, value, ...]) -> the highest value added (-1: none)."},
-    {"clear", (PyCFunction)UserMap_clear, METH_NOARGS, "Remove every entry."},
+    {"clear", (PyCFunction)UserMap_clear, METH_NOARGS,
+     "Remove every entry (the table keeps its size)."},
     {"keep_newest", (PyCFunction)UserMap_keep_newest, METH_O,
      "keep_newest(n): keep the n entries inserted last."},
     {NULL, NULL, 0, NULL},
@@ -1008,6 +1015,7 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  * a list of the messages taken that were 1, 2-7, 8-30 and 31+ days before `today`
  * (all 0 without `today`). */
 #define LATE_BUCKETS 4
+#define DAY_SLOTS 64
 static inline int late_bucket(long long age) {
     if (age < 1) return -1;
     if (age == 1) return 0;
@@ -1054,14 +1062,16 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     /* per shard: messages taken, then the LATE_BUCKETS late counts */
     long long *counts = PyMem_Calloc((size_t)shards * (1 + LATE_BUCKETS), sizeof(long long));
     if (!counts) goto fail;
-    /* The last day met, its int object and its HyperLogLog set, and per shard its
-     * activity list: consecutive messages are mostly of the same day, and each saves an
-     * int allocation and two dict lookups then. Borrowed from the dicts that hold them
-     * (nothing here removes an entry), except day_obj, owned. */
-    int64_t cur_day = 0;
-    PyObject *day_obj = NULL, *cur_members = NULL;
-    PyObject **cur_lists = PyMem_Calloc((size_t)shards, sizeof(PyObject *));
-    if (!cur_lists) goto fail_counts;
+    /* The days met, by day % DAY_SLOTS: each one's int object, HyperLogLog set and per
+     * shard activity list. A message of a day met before (most: a batch's times span a
+     * day when in order, 30 when shuffled) saves an int allocation and two dict lookups.
+     * Borrowed from the dicts that hold them (nothing here removes an entry), except the
+     * int objects, owned. */
+    int64_t slot_day[DAY_SLOTS];
+    PyObject *slot_obj[DAY_SLOTS] = {NULL}, *slot_members[DAY_SLOTS] = {NULL};
+    for (int k = 0; k < DAY_SLOTS; k++) slot_day[k] = INT64_MIN;
+    PyObject **slot_lists = PyMem_Calloc((size_t)shards * DAY_SLOTS, sizeof(PyObject *));
+    if (!slot_lists) goto fail_counts;
     for (Py_ssize_t i = start; i < stop; i++) {
         if ((i - start) % 512 == 511) {
             /* A moment for other threads: the worker's Redis thread waits for the GIL to
@@ -1147,18 +1157,20 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         }
         PyObject *u = hu ? hu : PyUnicode_FromStringAndSize(user.p, user.n);
         if (!u) goto fail_counts;
-        if (!day_obj || day != cur_day) {
+        const int ds = (int)(((uint64_t)day) % DAY_SLOTS);
+        PyObject **cur_lists = slot_lists + (size_t)ds * (size_t)shards;
+        if (slot_day[ds] != day) {
             PyObject *d = PyLong_FromLongLong(day);
             if (!d) {
                 Py_DECREF(u);
                 goto fail_counts;
             }
-            Py_XSETREF(day_obj, d);
-            cur_day = day;
-            cur_members = NULL;
+            Py_XSETREF(slot_obj[ds], d);
+            slot_day[ds] = day;
+            slot_members[ds] = NULL;
             memset(cur_lists, 0, (size_t)shards * sizeof(PyObject *));
         }
-        PyObject *dayobj = day_obj;
+        PyObject *dayobj = slot_obj[ds];
         Py_INCREF(dayobj);
         PyObject *known = seen_map ? NULL : PyDict_GetItemWithError(seen, u);
         if (known) {
@@ -1169,7 +1181,7 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             goto fail_item;
         }
         if (day >= oldest_hll) {
-            PyObject *members = cur_members;
+            PyObject *members = slot_members[ds];
             if (!members) {
                 members = PyDict_GetItemWithError(hll, dayobj);
                 if (!members) {
@@ -1184,7 +1196,7 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
                     PyErr_SetString(PyExc_TypeError, "fold_activity: hll values must be sets");
                     goto fail_item;
                 }
-                cur_members = members;
+                slot_members[ds] = members;
             }
             /* One hash lookup, not a test and then an add: a user the set held already
              * leaves its size unchanged (the pair is in this batch). */
@@ -1230,9 +1242,9 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         Py_XDECREF(hu);
         goto fail_counts;
     }
-    Py_CLEAR(day_obj);
-    PyMem_Free(cur_lists);
-    cur_lists = NULL;
+    for (int k = 0; k < DAY_SLOTS; k++) Py_CLEAR(slot_obj[k]);
+    PyMem_Free(slot_lists);
+    slot_lists = NULL;
     for (long s = 0; s < shards; s++) {
         const long long *at = counts + s * (1 + LATE_BUCKETS);
         PyObject *c = PyLong_FromLongLong(at[0]);
@@ -1249,8 +1261,8 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     Py_DECREF(late);
     return result;
 fail_counts:
-    Py_XDECREF(day_obj);
-    PyMem_Free(cur_lists);
+    for (int k = 0; k < DAY_SLOTS; k++) Py_XDECREF(slot_obj[k]);
+    PyMem_Free(slot_lists);
     PyMem_Free(counts);
 fail:
     Py_XDECREF(left);
