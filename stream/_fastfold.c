@@ -496,6 +496,7 @@ static int parse_segment_track(const char *p, Py_ssize_t len, span *user, int64_
  * comes). stream/usermap.py is its pure twin (a dict). */
 
 #define UM_INLINE 16
+#define UM_BLOCK 16
 #define UM_MIN_SLOTS 1024
 
 typedef struct {
@@ -611,13 +612,13 @@ static int um_grow(UserMap *m) {
     return 0;
 }
 
-/* Set key -> value (inserted at the end of the order when new). */
-static int um_set(UserMap *m, const char *key, Py_ssize_t len, int64_t value) {
+/* Set key -> value (inserted at the end of the order when new); h: um_hash(key). */
+static int um_set_hashed(UserMap *m, const char *key, Py_ssize_t len, uint64_t h,
+                         int64_t value) {
     if (len > (Py_ssize_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "UserMap: key too long");
         return -1;
     }
-    uint64_t h = um_hash(key, len);
     um_slot *s = um_find(m, key, len, h);
     if (s->hash) {
         s->value = value;
@@ -651,6 +652,10 @@ static int um_set(UserMap *m, const char *key, Py_ssize_t len, int64_t value) {
     s->seq = m->seq++;
     m->used++;
     return 0;
+}
+
+static inline int um_set(UserMap *m, const char *key, Py_ssize_t len, int64_t value) {
+    return um_set_hashed(m, key, len, um_hash(key, len), value);
 }
 
 static int um_reset(UserMap *m) {
@@ -776,10 +781,27 @@ static int um_put(UserMap *m, PyObject *key, PyObject *value) {
 /* update(mapping or iterable of (key, value) pairs); values int or decimal str */
 static PyObject *UserMap_update(UserMap *m, PyObject *other) {
     if (PyDict_Check(other)) {
+        /* In blocks: the slots of a block are fetched from memory together (prefetched
+         * once their keys are hashed), not one cache miss after the other. */
         Py_ssize_t pos = 0;
         PyObject *k, *v;
-        while (PyDict_Next(other, &pos, &k, &v))
-            if (um_put(m, k, v) < 0) return NULL;
+        const char *keys[UM_BLOCK];
+        Py_ssize_t lens[UM_BLOCK];
+        uint64_t hs[UM_BLOCK];
+        int64_t vals[UM_BLOCK];
+        int more = 1;
+        while (more) {
+            int c = 0;
+            while (c < UM_BLOCK && (more = PyDict_Next(other, &pos, &k, &v))) {
+                if (!(keys[c] = um_key_of(k, &lens[c])) || um_value_of(v, &vals[c]) < 0)
+                    return NULL;
+                hs[c] = um_hash(keys[c], lens[c]);
+                __builtin_prefetch(&m->slots[hs[c] & m->mask]);
+                c++;
+            }
+            for (int j = 0; j < c; j++)
+                if (um_set_hashed(m, keys[j], lens[j], hs[j], vals[j]) < 0) return NULL;
+        }
         Py_RETURN_NONE;
     }
     PyObject *it = PyObject_GetIter(other);
@@ -962,13 +984,26 @@ static PyObject *split_known(PyObject *self, PyObject *args) {
     Py_ssize_t count = PyList_GET_SIZE(users);
     PyObject *known = PyList_New(0), *missing = PyList_New(0);
     if (!known || !missing) goto fail;
+    const char *keys[UM_BLOCK];
+    Py_ssize_t lens[UM_BLOCK];
+    uint64_t hs[UM_BLOCK];
     for (Py_ssize_t i = 0; i < count; i++) {
         PyObject *user = PyList_GET_ITEM(users, i);
         if (is_map) {
-            Py_ssize_t len;
-            const char *k = um_key_of(user, &len);
-            if (!k) goto fail;
-            um_slot *s = um_get((UserMap *)numbers, k, len);
+            /* in blocks, the block's slots prefetched (see UserMap_update) */
+            const UserMap *m = (UserMap *)numbers;
+            const int j = (int)(i % UM_BLOCK);
+            if (j == 0) {
+                for (Py_ssize_t b = i; b < count && b < i + UM_BLOCK; b++) {
+                    const int q = (int)(b - i);
+                    if (!(keys[q] = um_key_of(PyList_GET_ITEM(users, b), &lens[q])))
+                        goto fail;
+                    hs[q] = um_hash(keys[q], lens[q]);
+                    __builtin_prefetch(&m->slots[hs[q] & m->mask]);
+                }
+            }
+            um_slot *s = um_find(m, keys[j], lens[j], hs[j]);
+            if (!s->hash) s = NULL;
             if (s) {
                 PyObject *n = PyLong_FromLongLong(s->value);
                 if (!n) goto fail;
@@ -1014,6 +1049,39 @@ static inline int64_t floordiv(int64_t a, int64_t b) {
  * Returns a list of messages taken per shard, the indices left to Python, and per shard
  * a list of the messages taken that were 1, 2-7, 8-30 and 31+ days before `today`
  * (all 0 without `today`). */
+/* A message parsed, not yet folded: taken here (ok) with its user and time, and the
+ * user's UserMap hash when its `seen` slot was prefetched. */
+typedef struct {
+    int ok;
+    span user;
+    int64_t ts;
+    uint64_t kh;
+} parsed_msg;
+
+#define AHEAD 8
+
+/* Parse message i into *out (out->ok: taken by the shortcut); -1 on an error raised. */
+static inline int parse_one(PyObject *values, PyObject *offsets, Py_ssize_t i,
+                            long long ceiling, int shape, int64_t oldest_ms,
+                            int64_t newest_ms, parsed_msg *out) {
+    PyObject *value = PyList_GET_ITEM(values, i);
+    long long offset = PyLong_AsLongLong(PyList_GET_ITEM(offsets, i));
+    if (offset == -1 && PyErr_Occurred()) return -1;
+    out->user.p = NULL;
+    out->user.n = 0;
+    out->ts = 0;
+    out->kh = 0;
+    out->ok = !(offset <= ceiling || !PyBytes_Check(value) ||
+                !(shape == 1 ? parse_segment_track(PyBytes_AS_STRING(value),
+                                                   PyBytes_GET_SIZE(value), &out->user,
+                                                   &out->ts)
+                             : parse_activity(PyBytes_AS_STRING(value),
+                                              PyBytes_GET_SIZE(value), &out->user,
+                                              &out->ts)) ||
+                out->ts < oldest_ms || out->ts > newest_ms);
+    return 0;
+}
+
 #define LATE_BUCKETS 4
 #define DAY_SLOTS 64
 static inline int late_bucket(long long age) {
@@ -1072,6 +1140,13 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
     for (int k = 0; k < DAY_SLOTS; k++) slot_day[k] = INT64_MIN;
     PyObject **slot_lists = PyMem_Calloc((size_t)shards * DAY_SLOTS, sizeof(PyObject *));
     if (!slot_lists) goto fail_counts;
+    /* 1. Messages are parsed AHEAD positions before they are folded, and with a
+     *    UserMap `seen` (and no keyed hash, which only a Python call makes) the user's
+     *    slot is prefetched then: by the time the message is folded, the slot is in the
+     *    cache. ring[(k - start) % AHEAD] holds message k, for k in [i, parsed_to). */
+    parsed_msg ring[AHEAD];
+    const int prefetch = seen_map != NULL && hasher == NULL;
+    Py_ssize_t parsed_to = start;
     for (Py_ssize_t i = start; i < stop; i++) {
         if ((i - start) % 512 == 511) {
             /* A moment for other threads: the worker's Redis thread waits for the GIL to
@@ -1079,17 +1154,21 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
             Py_BEGIN_ALLOW_THREADS
             Py_END_ALLOW_THREADS
         }
-        PyObject *value = PyList_GET_ITEM(values, i);
-        long long offset = PyLong_AsLongLong(PyList_GET_ITEM(offsets, i));
-        if (offset == -1 && PyErr_Occurred()) goto fail_counts;
-        span user = {NULL, 0};
-        int64_t ts = 0;
-        if (offset <= ceiling || !PyBytes_Check(value) ||
-            !(shape == 1 ? parse_segment_track(PyBytes_AS_STRING(value),
-                                               PyBytes_GET_SIZE(value), &user, &ts)
-                         : parse_activity(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value),
-                                          &user, &ts)) ||
-            ts < oldest_ms || ts > newest_ms) {
+        for (; parsed_to < stop && parsed_to < i + AHEAD; parsed_to++) {
+            parsed_msg *pm = &ring[(parsed_to - start) % AHEAD];
+            if (parse_one(values, offsets, parsed_to, ceiling, shape, oldest_ms, newest_ms,
+                          pm) < 0)
+                goto fail_counts;
+            if (prefetch && pm->ok) {
+                pm->kh = um_hash(pm->user.p, pm->user.n);
+                __builtin_prefetch(&seen_map->slots[pm->kh & seen_map->mask]);
+            }
+        }
+        /* 2. Fold message i. */
+        const parsed_msg parsed = ring[(i - start) % AHEAD];
+        span user = parsed.user;
+        int64_t ts = parsed.ts;
+        if (!parsed.ok) {
             PyObject *idx = PyLong_FromSsize_t(i);
             if (!idx || PyList_Append(left, idx) < 0) {
                 Py_XDECREF(idx);
@@ -1149,8 +1228,10 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         }
         if (seen_map) {
             /* a (user, day) known to be in Redis: nothing to write, no str made */
-            um_slot *s = um_get(seen_map, user.p, user.n);
-            if (s && s->value == day) {
+            um_slot *s = prefetch ? um_find(seen_map, user.p, user.n, parsed.kh)
+                                  : um_find(seen_map, user.p, user.n,
+                                            um_hash(user.p, user.n));
+            if (s->hash && s->value == day) {
                 Py_XDECREF(hu);
                 continue;
             }
