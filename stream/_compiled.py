@@ -2,11 +2,11 @@
 
 The compiled parts are twins of pure Python code, faster and giving the same results:
 `_fastfold` (decode and fold of plain activity messages, the twin of `decode.py` and
-`fold.py` fused, called by `stages.py`),
+`fold.py` fused, called by `stages.py`; and the compact per-user table of `usermap.py`),
 `_recordbatch` (Kafka record batches read at once, beside `kafka/fetched.py`) and
-`_redisformats` (HyperLogLogs and bitmap fragments in Redis's own formats, beside
-`store/store.py`). Each is used when it was built at install and imports, unless
-`STREAM_NO_EXTENSIONS=1` turns them all off, as aiokafka's `AIOKAFKA_NO_EXTENSIONS` does
+`_redisformats` (HyperLogLogs and bitmap fragments in Redis's own formats, and the
+store's command packing, beside `store/store.py`). Each is used when it was built at
+install and imports, unless `STREAM_NO_EXTENSIONS=1` turns them all off, as aiokafka's `AIOKAFKA_NO_EXTENSIONS` does
 for its own: the pure Python paths are the definition of every figure, and the switch
 runs them end to end (CI runs the end-to-end figure tests both ways).
 
@@ -48,9 +48,9 @@ redisformats = _load("store._redisformats")
 
 #: Each compiled part's source and what it speeds up, for the worker's start-up line.
 PARTS = {
-    "stream/_fastfold.c": "the fold of activity messages",
+    "stream/_fastfold.c": "the fold of activity messages, the per-user tables",
     "stream/kafka/_recordbatch.c": "Kafka record reading",
-    "stream/store/_redisformats.c": "HyperLogLogs and bitmaps",
+    "stream/store/_redisformats.c": "HyperLogLogs, bitmaps, command packing",
 }
 
 

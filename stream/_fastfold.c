@@ -523,7 +523,9 @@ typedef struct {
 static PyTypeObject UserMapType;
 
 static uint64_t um_hash(const char *data, Py_ssize_t len) {
-    /* MurmurHash64A */
+    /* MurmurHash64A, as in store/_redisformats.c (which must match Redis's own, seed
+     * and all); written again here with a seed of its own, so that each extension
+     * builds from its one file. */
     const uint64_t m = 0xc6a4a7935bd1e995ULL;
     const int r = 47;
     const unsigned char *p = (const unsigned char *)data;
