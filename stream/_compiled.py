@@ -6,9 +6,10 @@ The compiled parts are twins of pure Python code, faster and giving the same res
 `_recordbatch` (Kafka record batches read at once, beside `kafka/fetched.py`) and
 `_redisformats` (HyperLogLogs and bitmap fragments in Redis's own formats, and the
 store's command packing, beside `store/store.py`). Each is used when it was built at
-install and imports, unless `STREAM_NO_EXTENSIONS=1` turns them all off, as aiokafka's `AIOKAFKA_NO_EXTENSIONS` does
-for its own: the pure Python paths are the definition of every figure, and the switch
-runs them end to end (CI runs the end-to-end figure tests both ways).
+install and imports, unless `STREAM_NO_EXTENSIONS=1` turns them all off, as aiokafka's
+`AIOKAFKA_NO_EXTENSIONS` does for its own: the pure Python paths are the definition of
+every figure, and the switch runs them end to end (CI runs the end-to-end figure tests
+both ways).
 
 Why the switch is read at import: a module is chosen once, when `stages`, `fetched` and
 `store` are imported, before any command has built its settings. The environment is

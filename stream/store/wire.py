@@ -427,13 +427,17 @@ def encode_apply(
             bu += (day, missing)
             for user in missing:
                 asked.setdefault(user, place_of(user)[1])
+        listed: list[str] = []
         if (_redisformats is not None and got
                 and top // 8 + 1 <= FRAGMENT_BYTES_PER_USER * len(got)):
             first, fragment = _redisformats.bitmap(got)
             fragments.append(fragment)
             bf += (day, first, len(fragments) + 1)
-            got = []
-        b += (day, got)
+        else:
+            # decimal strings, as the script passes them on to BITFIELD: a Lua number
+            # would cost Redis a conversion to text per bit
+            listed = list(map(str, got))
+        b += (day, listed)
     c: list[Any] = []
     for user, bucket, ts, kind, day, claim in plan.customer:
         # a user without a number is not asked for one here: the script numbers a
