@@ -26,7 +26,7 @@ from stream.keys import KeySpace
 from stream.stages import fold_prepared
 from stream.store.store import Store, StoreParams, connect
 from stream.timebuckets import DayMapper, ms, utc_now
-from stream.usermap import add, new_table
+from stream.usermap import new_table
 from stream.worker import SEEN_LIMIT
 
 PARTITIONS = 4
@@ -89,7 +89,7 @@ def main() -> None:
             # as Worker._apply: the seen cache takes the batch's pairs once applied
             if len(seen) > SEEN_LIMIT:
                 seen.clear()
-            add(seen, writes.new_days)
+            seen.update(writes.new_days)
             seen_cpu += time.process_time() - c2
         cpu = _redis_cpu(client) - cpu0
         stats = client.info("commandstats")

@@ -491,7 +491,7 @@ static int parse_segment_track(const char *p, Py_ssize_t len, span *user, int64_
  * 40-byte slot of an open-addressed array (a 64-bit hash, the value, and the key's
  * UTF-8 inline up to 16 bytes, else in an arena): one miss for most lookups. It maps
  * str keys to int values and offers what the caches use of a dict: len, in, [], get,
- * []=, update, clear, and keep_newest (the stand-in for a dict's insertion order when
+ * []=, update (from a dict), clear, and keep_newest (the stand-in for a dict's insertion order when
  * the number cache is halved) and add_flat (a script's reply of numbers, taken as it
  * comes). stream/usermap.py is its pure twin (a dict). */
 
@@ -558,8 +558,13 @@ static uint64_t um_hash(const char *data, Py_ssize_t len) {
     return h ? h : 1;
 }
 
+/* A slot's key: inline, or in `arena` (the table's, or an old one being copied). */
+static inline const char *um_slot_key(const um_slot *s, const char *arena) {
+    return s->len <= UM_INLINE ? s->k.in : arena + s->k.off;
+}
+
 static inline const char *um_key(const UserMap *m, const um_slot *s) {
-    return s->len <= UM_INLINE ? s->k.in : m->arena + s->k.off;
+    return um_slot_key(s, m->arena);
 }
 
 /* The slot holding the key, or the empty slot where it would go. */
@@ -614,20 +619,21 @@ static int um_grow(UserMap *m) {
     return 0;
 }
 
-/* Set key -> value (inserted at the end of the order when new); h: um_hash(key). */
-static int um_set_hashed(UserMap *m, const char *key, Py_ssize_t len, uint64_t h,
-                         int64_t value) {
+/* Set key -> value (inserted at the end of the order when new); h: um_hash(key).
+ * The key's slot, or NULL with an error raised. */
+static um_slot *um_set_hashed(UserMap *m, const char *key, Py_ssize_t len, uint64_t h,
+                              int64_t value) {
     if (len > (Py_ssize_t)UINT32_MAX) {
         PyErr_SetString(PyExc_ValueError, "UserMap: key too long");
-        return -1;
+        return NULL;
     }
     um_slot *s = um_find(m, key, len, h);
     if (s->hash) {
         s->value = value;
-        return 0;
+        return s;
     }
     if ((size_t)(m->used + 1) * 2 > m->mask + 1) { /* load at most 1/2 */
-        if (um_grow(m) < 0) return -1;
+        if (um_grow(m) < 0) return NULL;
         s = um_find(m, key, len, h);
     }
     if (len > UM_INLINE) {
@@ -637,7 +643,7 @@ static int um_set_hashed(UserMap *m, const char *key, Py_ssize_t len, uint64_t h
             char *a = PyMem_Realloc(m->arena, cap);
             if (!a) {
                 PyErr_NoMemory();
-                return -1;
+                return NULL;
             }
             m->arena = a;
             m->acap = cap;
@@ -653,11 +659,11 @@ static int um_set_hashed(UserMap *m, const char *key, Py_ssize_t len, uint64_t h
     s->value = value;
     s->seq = m->seq++;
     m->used++;
-    return 0;
+    return s;
 }
 
 static inline int um_set(UserMap *m, const char *key, Py_ssize_t len, int64_t value) {
-    return um_set_hashed(m, key, len, um_hash(key, len), value);
+    return um_set_hashed(m, key, len, um_hash(key, len), value) ? 0 : -1;
 }
 
 static int um_reset(UserMap *m) {
@@ -745,7 +751,8 @@ static PyObject *UserMap_get(UserMap *m, PyObject *const *args, Py_ssize_t nargs
     return s ? PyLong_FromLongLong(s->value) : Py_NewRef(dflt);
 }
 
-/* A value: an int, or a str of decimal digits (the numbers Redis replies with). */
+/* A value: an int, or the decimal digits of one as str or bytes (the numbers Redis
+ * replies with). */
 static int um_value_of(PyObject *v, int64_t *out) {
     if (PyLong_Check(v)) {
         long long x = PyLong_AsLongLong(v);
@@ -753,9 +760,12 @@ static int um_value_of(PyObject *v, int64_t *out) {
         *out = x;
         return 0;
     }
+    const char *s;
     Py_ssize_t n;
-    const char *s = PyUnicode_Check(v) ? PyUnicode_AsUTF8AndSize(v, &n) : NULL;
-    if (!s) {
+    if (PyBytes_Check(v)) {
+        s = PyBytes_AS_STRING(v);
+        n = PyBytes_GET_SIZE(v);
+    } else if (!(s = PyUnicode_Check(v) ? PyUnicode_AsUTF8AndSize(v, &n) : NULL)) {
         if (!PyErr_Occurred()) PyErr_SetString(PyExc_TypeError, "UserMap values are int");
         return -1;
     }
@@ -768,63 +778,36 @@ static int um_value_of(PyObject *v, int64_t *out) {
     *out = x;
     return 0;
 bad:
-    PyErr_SetString(PyExc_ValueError, "UserMap: a value str is not a decimal");
+    PyErr_SetString(PyExc_ValueError, "UserMap: a value is not a decimal");
     return -1;
 }
 
-static int um_put(UserMap *m, PyObject *key, PyObject *value) {
-    Py_ssize_t len;
-    const char *k = um_key_of(key, &len);
-    int64_t v;
-    if (!k || um_value_of(value, &v) < 0) return -1;
-    return um_set(m, k, len, v);
-}
-
-/* update(mapping or iterable of (key, value) pairs); values int or decimal str */
+/* update(dict), in blocks: the slots of a block are fetched from memory together
+ * (prefetched once their keys are hashed), not one cache miss after the other. */
 static PyObject *UserMap_update(UserMap *m, PyObject *other) {
-    if (PyDict_Check(other)) {
-        /* In blocks: the slots of a block are fetched from memory together (prefetched
-         * once their keys are hashed), not one cache miss after the other. */
-        Py_ssize_t pos = 0;
-        PyObject *k, *v;
-        const char *keys[UM_BLOCK];
-        Py_ssize_t lens[UM_BLOCK];
-        uint64_t hs[UM_BLOCK];
-        int64_t vals[UM_BLOCK];
-        int more = 1;
-        while (more) {
-            int c = 0;
-            while (c < UM_BLOCK && (more = PyDict_Next(other, &pos, &k, &v))) {
-                if (!(keys[c] = um_key_of(k, &lens[c])) || um_value_of(v, &vals[c]) < 0)
-                    return NULL;
-                hs[c] = um_hash(keys[c], lens[c]);
-                __builtin_prefetch(&m->slots[hs[c] & m->mask]);
-                c++;
-            }
-            for (int j = 0; j < c; j++)
-                if (um_set_hashed(m, keys[j], lens[j], hs[j], vals[j]) < 0) return NULL;
-        }
-        Py_RETURN_NONE;
+    if (!PyDict_Check(other)) {
+        PyErr_SetString(PyExc_TypeError, "UserMap.update: a dict");
+        return NULL;
     }
-    PyObject *it = PyObject_GetIter(other);
-    if (!it) return NULL;
-    PyObject *item;
-    while ((item = PyIter_Next(it))) {
-        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 2) {
-            PyErr_SetString(PyExc_TypeError, "UserMap.update: (key, value) pairs");
-            Py_DECREF(item);
-            Py_DECREF(it);
-            return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v;
+    const char *keys[UM_BLOCK];
+    Py_ssize_t lens[UM_BLOCK];
+    uint64_t hs[UM_BLOCK];
+    int64_t vals[UM_BLOCK];
+    int more = 1;
+    while (more) {
+        int c = 0;
+        while (c < UM_BLOCK && (more = PyDict_Next(other, &pos, &k, &v))) {
+            if (!(keys[c] = um_key_of(k, &lens[c])) || um_value_of(v, &vals[c]) < 0)
+                return NULL;
+            hs[c] = um_hash(keys[c], lens[c]);
+            __builtin_prefetch(&m->slots[hs[c] & m->mask]);
+            c++;
         }
-        int r = um_put(m, PyTuple_GET_ITEM(item, 0), PyTuple_GET_ITEM(item, 1));
-        Py_DECREF(item);
-        if (r < 0) {
-            Py_DECREF(it);
-            return NULL;
-        }
+        for (int j = 0; j < c; j++)
+            if (!um_set_hashed(m, keys[j], lens[j], hs[j], vals[j])) return NULL;
     }
-    Py_DECREF(it);
-    if (PyErr_Occurred()) return NULL;
     Py_RETURN_NONE;
 }
 
@@ -848,25 +831,10 @@ static PyObject *UserMap_add_flat(UserMap *m, PyObject *flat) {
             return NULL;
         }
         int64_t v;
-        if (PyBytes_Check(value)) {
-            const char *d = PyBytes_AS_STRING(value);
-            Py_ssize_t n = PyBytes_GET_SIZE(value);
-            if (n < 1 || n > 18) goto bad;
-            v = 0;
-            for (Py_ssize_t j = 0; j < n; j++) {
-                if (d[j] < '0' || d[j] > '9') goto bad;
-                v = v * 10 + (d[j] - '0');
-            }
-        } else if (um_value_of(value, &v) < 0) {
-            return NULL;
-        }
-        if (um_set(m, k, len, v) < 0) return NULL;
+        if (um_value_of(value, &v) < 0 || um_set(m, k, len, v) < 0) return NULL;
         if (v > top) top = v;
     }
     return PyLong_FromLongLong(top);
-bad:
-    PyErr_SetString(PyExc_ValueError, "UserMap: a value is not a decimal");
-    return NULL;
 }
 
 /* clear(): every entry goes, the table's size stays. A cache cleared when it reaches
@@ -924,13 +892,12 @@ static PyObject *UserMap_keep_newest(UserMap *m, PyObject *arg) {
     for (size_t i = 0; i < n && !none; i++) {
         um_slot *s = &old[i];
         if (!s->hash || s->seq < floor) continue;
-        const char *k = s->len <= UM_INLINE ? s->k.in : old_arena + s->k.off;
-        if (um_set(m, k, s->len, s->value) < 0) {
+        um_slot *t = um_set_hashed(m, um_slot_key(s, old_arena), s->len, s->hash, s->value);
+        if (!t) {
             PyMem_Free(old);
             PyMem_Free(old_arena);
             return NULL;
         }
-        um_slot *t = um_get(m, k, s->len);
         t->seq = s->seq;
     }
     m->seq = next_seq;
@@ -950,7 +917,7 @@ static PyMethodDef UserMap_methods[] = {
     {"get", (PyCFunction)(void (*)(void))UserMap_get, METH_FASTCALL,
      "get(key, default=None): the key's value, or default."},
     {"update", (PyCFunction)UserMap_update, METH_O,
-     "update(mapping or (key, value) pairs); values int or decimal str."},
+     "update(dict): its entries, values int or decimal str or bytes."},
     {"add_flat", (PyCFunction)UserMap_add_flat, METH_O,
      "add_flat([key, value, ...]) -> the highest value added (-1: none)."},
     {"clear", (PyCFunction)UserMap_clear, METH_NOARGS,
@@ -1004,9 +971,8 @@ static PyObject *split_known(PyObject *self, PyObject *args) {
                     __builtin_prefetch(&m->slots[hs[q] & m->mask]);
                 }
             }
-            um_slot *s = um_find(m, keys[j], lens[j], hs[j]);
-            if (!s->hash) s = NULL;
-            if (s) {
+            const um_slot *s = um_find(m, keys[j], lens[j], hs[j]);
+            if (s->hash) {
                 PyObject *n = PyLong_FromLongLong(s->value);
                 if (!n) goto fail;
                 int r = PyList_Append(known, n);
@@ -1230,9 +1196,8 @@ static PyObject *fold_activity(PyObject *self, PyObject *args) {
         }
         if (seen_map) {
             /* a (user, day) known to be in Redis: nothing to write, no str made */
-            um_slot *s = prefetch ? um_find(seen_map, user.p, user.n, parsed.kh)
-                                  : um_find(seen_map, user.p, user.n,
-                                            um_hash(user.p, user.n));
+            const um_slot *s = um_find(seen_map, user.p, user.n,
+                                       prefetch ? parsed.kh : um_hash(user.p, user.n));
             if (s->hash && s->value == day) {
                 Py_XDECREF(hu);
                 continue;

@@ -5,14 +5,13 @@ whose activity of the user is in Redis) and the store's bit numbers (a user -> i
 in the shard). With hundreds of thousands of users a dict lookup there costs several
 cache misses; the compiled `UserMap` (stream/_fastfold.c) keeps each entry in one slot of
 a flat table and is the one used when the compiled fold is. A plain dict is its twin and
-the definition: the caches use only what both offer (len, in, [], get, []=, update,
-clear, and `keep_newest` below).
+the definition: the caches use only what both offer (len, in, [], get, []=, update
+from a dict, clear, and `add_flat` and `keep_newest` below).
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from . import _compiled
@@ -31,6 +30,8 @@ class UserTable(Protocol):
 
     def get(self, key: str, default: Any = None, /) -> Any: ...
 
+    def update(self, other: dict[str, int], /) -> None: ...
+
     def clear(self) -> None: ...
 
 
@@ -45,18 +46,6 @@ def plain_table() -> UserTable:
     """An empty dict, typed as a table (the twin, whatever is compiled)."""
     table: dict[str, int] = {}
     return table
-
-
-def add(table: UserTable, pairs: Mapping[str, int] | Iterable[tuple[str, str]]) -> None:
-    """Add `pairs` (a mapping to int, or (user, decimal str) pairs, as Redis gives
-    numbers) to `table`, values as int."""
-    if isinstance(table, dict):
-        if isinstance(pairs, Mapping):
-            table.update(pairs)
-        else:
-            table.update((user, int(number)) for user, number in pairs)
-    else:
-        table.update(pairs)  # type: ignore[attr-defined]  # UserMap parses the str
 
 
 def add_flat(table: UserTable, flat: list[Any]) -> int:

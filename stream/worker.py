@@ -355,7 +355,7 @@ class Worker:
         self._applied_through(writes.last_offset)
         if len(self.seen) > SEEN_LIMIT:
             self.seen.clear()
-        usermap.add(self.seen, writes.new_days)
+        self.seen.update(writes.new_days)
         return True, nxt
 
     async def _fold_ahead(self, current: BatchWrites) -> _Batch | None:

@@ -21,8 +21,6 @@ _values = st.integers(-(2**63), 2**63 - 1)
 _ops = st.lists(st.one_of(
     st.tuples(st.just("set"), _keys, _values),
     st.tuples(st.just("update"), st.dictionaries(_keys, _values, max_size=8)),
-    st.tuples(st.just("pairs"), st.lists(st.tuples(_keys, st.integers(0, 10**17)),
-                                         max_size=8)),
     st.tuples(st.just("flat"), st.lists(st.tuples(_keys, st.integers(0, 10**17)),
                                         max_size=8), st.booleans()),
     st.tuples(st.just("keep"), st.integers(0, 12)),
@@ -34,10 +32,8 @@ def _apply(table: Any, op: tuple[Any, ...]) -> None:
     kind = op[0]
     if kind == "set":
         table[op[1]] = op[2]
-    elif kind == "update":
-        usermap.add(table, op[1])
-    elif kind == "pairs":  # as Redis replies: numbers as decimal strings
-        usermap.add(table, [(k, str(v)) for k, v in op[1]])
+    elif kind == "update":  # the batch's new (user, day) pairs into `seen`
+        table.update(op[1])
     elif kind == "flat":  # a script's reply: flat, as bytes (or str), numbers decimal
         flat: list[Any] = []
         for k, v in op[1]:
@@ -92,7 +88,7 @@ def test_bad_keys_and_values_are_refused() -> None:
     with pytest.raises(TypeError):
         table[b"bytes"] = 1  # type: ignore[index]
     with pytest.raises(ValueError):
-        table.update([("u", "12a")])
+        table.update({"u": "12a"})
     with pytest.raises(TypeError):
         table.update([("u",)])
     with pytest.raises(TypeError):
@@ -107,5 +103,5 @@ def test_the_twin_is_a_dict_without_the_compiled_parts(monkeypatch: pytest.Monke
     monkeypatch.setattr(_compiled, "fastfold", None)
     table = usermap.new_table()
     assert isinstance(table, dict)
-    usermap.add(table, [("a", "5"), ("b", "7")])
+    assert usermap.add_flat(table, ["a", "5", "b", "7"]) == 7
     assert usermap.split_known(["a", "c", "b"], table) == ([5, 7], ["c"])
